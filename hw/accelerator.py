@@ -1,0 +1,182 @@
+"""The GEMM accelerator: operand buffers, skew, systolic array, drain, control, host port."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.register_map import Csr, Region, RegisterMap, Status
+from hw.result_buffer import ResultBuffer
+from hw.skew_buffer import SkewBuffer
+from hw.systolic_array import MAX_DIMENSION, SystolicArray
+from hw.tile_controller import TileController, busy_cycles
+from hw.validation import check_int
+
+__all__ = ["GemmAccelerator", "MAX_K"]
+
+MAX_K = 4096
+
+
+class GemmAccelerator(wiring.Component):
+    """Output-stationary int8 GEMM accelerator computing one ``rows x cols`` tile at a time.
+
+    The host loads a tile's operands into two on-chip buffers (A: ``rows x k``, stored by
+    column; B: ``k x cols``, stored by row), writes K and START, waits for DONE (or the
+    ``irq`` pin) and reads the tile back row by row. C = A x B with int8 operands and int32
+    accumulators that wrap around. The register map is in :mod:`hw.register_map` and
+    ``docs/register-map.md``.
+
+    Timing: the tile is busy for :meth:`tile_cycles` cycles after the edge that samples
+    START (buffer read, skew, wavefront, drain); :meth:`tile_cycles` is the number a
+    testbench waits, never a hard-coded latency. Bus reads return one cycle later.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size, 1 to 64 each; need not be equal or powers of two.
+    k_max : int
+        Depth of the operand buffers: the longest K one tile can take (1 to 4096).
+
+    Members
+    -------
+    addr : In(register_map.addr_width)
+    wdata : In(register_map.data_width)
+    we : In(1)
+    rdata : Out(register_map.data_width)
+        The word addressed in the previous cycle.
+    irq : Out(1)
+        The DONE status bit.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not an integer in its range.
+    """
+
+    def __init__(self, *, rows=8, cols=8, k_max=256):
+        self.check_parameters(rows=rows, cols=cols, k_max=k_max)
+        self._rows, self._cols, self._k_max = rows, cols, k_max
+        self._register_map = RegisterMap(rows, cols, k_max)
+        regs = self._register_map
+        super().__init__({
+            "addr": In(regs.addr_width),
+            "wdata": In(regs.data_width),
+            "we": In(1),
+            "rdata": Out(regs.data_width),
+            "irq": Out(1),
+        })
+
+    @staticmethod
+    def check_parameters(*, rows, cols, k_max):
+        """Raise ``TypeError`` unless the parameters make a legal accelerator."""
+        check_int("Array rows", rows, 1, MAX_DIMENSION)
+        check_int("Array cols", cols, 1, MAX_DIMENSION)
+        check_int("k_max", k_max, 1, MAX_K)
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def k_max(self):
+        return self._k_max
+
+    @property
+    def register_map(self):
+        return self._register_map
+
+    def tile_cycles(self, k):
+        """Clock cycles one tile of depth ``k`` is busy, from START sampled to DONE set."""
+        check_int("K", k, 1, self._k_max)
+        return busy_cycles(self._rows, self._cols, k)
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, regs = self._rows, self._cols, self._register_map
+
+        m.submodules.controller = controller = TileController(
+            rows=rows, cols=cols, k_max=self._k_max)
+        m.submodules.a_skew = a_skew = SkewBuffer(lanes=rows)
+        m.submodules.b_skew = b_skew = SkewBuffer(lanes=cols)
+        m.submodules.array = array = SystolicArray(rows=rows, cols=cols)
+        m.submodules.results = results = ResultBuffer(rows=rows, cols=cols)
+        m.submodules.a_buffer = a_buffer = Memory(shape=8 * rows, depth=self._k_max, init=[])
+        m.submodules.b_buffer = b_buffer = Memory(shape=8 * cols, depth=self._k_max, init=[])
+
+        region = self.addr[regs.index_width:]
+        index = self.addr[:regs.index_width]
+
+        # Host writes into the operand buffers and the CSRs.
+        for buffer, buffer_region in ((a_buffer, Region.A), (b_buffer, Region.B)):
+            port = buffer.write_port()
+            m.d.comb += [
+                port.addr.eq(index),
+                port.data.eq(self.wdata),
+                port.en.eq(self.we & (region == buffer_region)),
+            ]
+        csr_write = self.we & (region == Region.CSR)
+        k = Signal(range(self._k_max + 1), name="k", init=self._k_max)
+        with m.If(csr_write & (index == Csr.K)):
+            m.d.sync += k.eq(self.wdata)
+        m.d.comb += [
+            controller.start.eq(csr_write & (index == Csr.CTRL) & self.wdata[0]),
+            controller.k.eq(k),
+        ]
+
+        # Compute: buffer read, zero outside the tile's K steps, skew, array.
+        a_read = a_buffer.read_port()
+        b_read = b_buffer.read_port()
+        m.d.comb += [a_read.addr.eq(controller.read_addr), b_read.addr.eq(controller.read_addr)]
+        for lane in range(rows):
+            m.d.comb += a_skew.i_lanes[lane].eq(
+                Mux(controller.feed_valid, a_read.data[8 * lane:8 * lane + 8], 0))
+        for lane in range(cols):
+            m.d.comb += b_skew.i_lanes[lane].eq(
+                Mux(controller.feed_valid, b_read.data[8 * lane:8 * lane + 8], 0))
+        m.d.comb += [
+            array.a_in.eq(a_skew.o_lanes),
+            array.b_in.eq(b_skew.o_lanes),
+            array.clear.eq(controller.clear),
+            array.shift.eq(controller.shift),
+        ]
+
+        # Drain into the result registers.
+        m.d.comb += [
+            results.write_en.eq(controller.result_write_en),
+            results.write_row.eq(controller.result_write_row),
+            results.write_data.eq(array.drain_out),
+            results.read_row.eq(index),
+        ]
+
+        # Host reads, registered.
+        status = Signal(len(Status))
+        m.d.comb += [
+            status[Status.BUSY].eq(controller.busy),
+            status[Status.DONE].eq(controller.done),
+            status[Status.ERROR].eq(controller.error),
+        ]
+        csr_values = {
+            Csr.STATUS: status,
+            Csr.K: k,
+            Csr.CYCLES: controller.cycles,
+            Csr.TILES: controller.tiles,
+            Csr.CONFIG: regs.config_word,
+        }
+        read_value = Signal(regs.data_width)
+        with m.Switch(region):
+            with m.Case(Region.CSR):
+                with m.Switch(index):
+                    for csr, value in csr_values.items():
+                        with m.Case(csr):
+                            m.d.comb += read_value.eq(value)
+            with m.Case(Region.RESULT):
+                with m.If(index < rows):
+                    m.d.comb += read_value.eq(results.read_data.as_value())
+        rdata = Signal(regs.data_width, name="rdata_reg", attrs={"fault_class": "output"})
+        m.d.sync += rdata.eq(read_value)
+        m.d.comb += [self.rdata.eq(rdata), self.irq.eq(controller.done)]
+        return m

@@ -1,0 +1,109 @@
+"""Host-port register map of the GEMM accelerator.
+
+Plain Python (no Amaranth import), so that testbenches and the SoC-side software use the
+same addresses as the generator. The address is ``region << index_width | index``; one bus
+word is ``data_width`` bits wide, wide enough for a whole row of results.
+
+===========  =====  ====  =============================================================
+region       index  R/W   contents
+===========  =====  ====  =============================================================
+``CSR``      0      W     CTRL: bit 0 START (strobe; ignored while busy)
+``CSR``      1      R     STATUS: bit 0 BUSY, bit 1 DONE (sticky until the next START),
+                          bit 2 ERROR (last START had K = 0 or K > k_max)
+``CSR``      2      R/W   K: depth of the next tile, 1 .. k_max (reset value k_max)
+``CSR``      3      R     CYCLES: clock cycles the last tile was busy
+``CSR``      4      R     TILES: tiles completed since reset
+``CSR``      5      R     CONFIG: rows | cols << 8 | k_max << 16
+``A``        k      W     column k of the A tile: lane i (bits 8i .. 8i+7) is A[i][k]
+``B``        k      W     row k of the B tile: lane j (bits 8j .. 8j+7) is B[k][j]
+``RESULT``   i      R     row i of the C tile: lane j (bits 32j .. 32j+31) is C[i][j]
+===========  =====  ====  =============================================================
+
+Writes take effect at the clock edge that samples ``we``. Reads are registered: ``rdata``
+shows the word addressed in the previous cycle. Lanes are two's complement.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes"]
+
+
+class Region(IntEnum):
+    """The two top address bits select a region."""
+    CSR = 0
+    A = 1
+    B = 2
+    RESULT = 3
+
+
+class Csr(IntEnum):
+    """Indices of the control and status registers in the ``CSR`` region."""
+    CTRL = 0
+    STATUS = 1
+    K = 2
+    CYCLES = 3
+    TILES = 4
+    CONFIG = 5
+
+
+class Status(IntEnum):
+    """Bit positions in the STATUS register."""
+    BUSY = 0
+    DONE = 1
+    ERROR = 2
+
+
+
+def _bits_for(count):
+    """Address bits needed to index ``count`` entries (at least one)."""
+    return max(1, (count - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class RegisterMap:
+    """Address and word geometry of one accelerator configuration."""
+    rows: int
+    cols: int
+    k_max: int
+
+    @property
+    def index_width(self):
+        return _bits_for(max(self.k_max, self.rows, 8))
+
+    @property
+    def addr_width(self):
+        return self.index_width + 2
+
+    @property
+    def data_width(self):
+        return max(8 * self.rows, 32 * self.cols)
+
+    def address(self, region, index):
+        """Bus address of entry ``index`` of ``region``."""
+        return (int(region) << self.index_width) | index
+
+    @property
+    def config_word(self):
+        """The value the CONFIG register reads."""
+        return self.rows | self.cols << 8 | self.k_max << 16
+
+
+def pack_lanes(values, lane_width):
+    """Pack signed integers into one unsigned word, lane 0 in the least significant bits."""
+    mask = (1 << lane_width) - 1
+    word = 0
+    for lane, value in enumerate(values):
+        word |= (int(value) & mask) << (lane * lane_width)
+    return word
+
+
+def unpack_lanes(word, lanes, lane_width):
+    """Split an unsigned word into ``lanes`` two's-complement integers."""
+    mask = (1 << lane_width) - 1
+    sign = 1 << (lane_width - 1)
+    values = []
+    for lane in range(lanes):
+        raw = (word >> (lane * lane_width)) & mask
+        values.append(raw - (raw & sign) * 2)
+    return values

@@ -1,0 +1,37 @@
+import pytest
+
+from hw.register_map import Csr, Region, RegisterMap, pack_lanes, unpack_lanes
+
+
+def test_geometry_follows_the_largest_index_and_row():
+    regs = RegisterMap(rows=8, cols=8, k_max=256)
+    assert regs.index_width == 8
+    assert regs.addr_width == 10
+    assert regs.data_width == 256            # a whole row of 8 int32 results
+    assert RegisterMap(rows=64, cols=1, k_max=4).data_width == 512   # 64 int8 A lanes
+    assert RegisterMap(rows=1, cols=1, k_max=1).index_width == 3     # room for the CSRs
+
+
+def test_address_puts_the_region_above_the_index():
+    regs = RegisterMap(rows=3, cols=5, k_max=100)
+    assert regs.index_width == 7
+    assert regs.address(Region.CSR, Csr.K) == 2
+    assert regs.address(Region.A, 99) == (1 << 7) | 99
+    assert regs.address(Region.RESULT, 2) == (3 << 7) | 2
+
+
+def test_config_word_packs_the_parameters():
+    assert RegisterMap(rows=3, cols=5, k_max=100).config_word == 3 | 5 << 8 | 100 << 16
+
+
+@pytest.mark.parametrize("width", [8, 32])
+def test_lanes_round_trip_with_extremes(width):
+    low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    values = [low, high, -1, 0, 1, low + 1]
+    word = pack_lanes(values, width)
+    assert 0 <= word < 1 << (width * len(values))
+    assert unpack_lanes(word, len(values), width) == values
+
+
+def test_lane_zero_is_least_significant():
+    assert pack_lanes([1, -1], 8) == 0xFF01
