@@ -1,0 +1,1 @@
+"""PyTorch side: the bit-exact accelerator model and, later, the quantized ViT."""
