@@ -1,0 +1,1 @@
+"""Verilator builds, cocotb testbenches, fault-injection campaigns and the CLI."""

@@ -1,0 +1,126 @@
+"""cocotb driver for the accelerator's memory-mapped host port.
+
+Timing discipline: the bus acts at one phase of the clock, a quarter period before each
+rising edge, and moves from phase to phase with ``Timer`` s only. Inputs driven at the
+phase are sampled by the next rising edge; registers change only at rising edges, so
+values read at the phase are stable. No wake-up ever coincides with a clock edge (a
+``Timer`` ending exactly on an edge races with edge triggers), no ``ReadOnly`` phase is
+needed, a bus cycle costs one Python wake-up and a bulk wait costs one, however long
+(``ClockCycles`` would wake up at every edge).
+"""
+
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import Timer
+
+from hw.register_map import Csr, Region, RegisterMap, Status, pack_lanes, unpack_lanes
+
+__all__ = ["HostBus", "CLOCK_PERIOD_NS"]
+
+CLOCK_PERIOD_NS = 10
+
+
+class HostBus:
+    """Drives the clock, reset and host port of a ``GemmAccelerator`` under cocotb.
+
+    Every coroutine starts and returns at the bus phase.
+    """
+
+    def __init__(self, dut, register_map: RegisterMap):
+        self.dut = dut
+        self.regs = register_map
+        self._clk = dut.clk
+        self._rst = dut.rst
+        self._addr = dut.addr
+        self._wdata = dut.wdata
+        self._we = dut.we
+        self._rdata = dut.rdata
+        self._irq = dut.irq
+        self._next_cycle = Timer(CLOCK_PERIOD_NS, unit="ns")
+        self._started = False
+
+    @property
+    def cycle(self):
+        """Rising clock edges since the clock started."""
+        return int(get_sim_time(unit="ns") // CLOCK_PERIOD_NS)
+
+    async def reset(self, cycles=2):
+        """Start the clock on first use, then hold reset for ``cycles`` rising edges."""
+        if not self._started:
+            # Low for the first half period: rising edges at 5, 15, 25 ... ns; the bus
+            # phase is 2.5 ns before each of them.
+            Clock(self._clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
+            self._started = True
+            self._we.value = 0
+            self._addr.value = 0
+            self._wdata.value = 0
+            await Timer(CLOCK_PERIOD_NS / 4, unit="ns")
+        self._rst.value = 1
+        await self.wait_cycles(cycles)
+        self._rst.value = 0
+
+    async def wait_cycles(self, cycles):
+        """Let ``cycles`` rising edges pass, with one wake-up."""
+        if cycles == 1:
+            await self._next_cycle
+        elif cycles > 1:
+            await Timer(cycles * CLOCK_PERIOD_NS, unit="ns")
+
+    async def write(self, address, value):
+        await self.write_many([(address, value)])
+
+    async def write_many(self, pairs):
+        """Write ``(address, value)`` pairs, one per cycle."""
+        for address, value in pairs:
+            self._addr.value = address
+            self._wdata.value = value
+            self._we.value = 1
+            await self._next_cycle
+        self._we.value = 0
+
+    async def read_many(self, addresses):
+        """Read words, pipelined: one cycle per address plus one."""
+        values = []
+        addresses = list(addresses)
+        self._we.value = 0
+        for address in addresses:
+            self._addr.value = address
+            await self._next_cycle
+            values.append(int(self._rdata.value))
+        return values
+
+    async def read(self, address):
+        return (await self.read_many([address]))[0]
+
+    @property
+    def irq(self):
+        return int(self._irq.value)
+
+    # Register-level helpers.
+
+    async def load_tile(self, a_tile, b_tile):
+        """Write the operand buffers (A by column, B by row) and K; 2K + 1 bus cycles."""
+        regs = self.regs
+        k = a_tile.shape[1]
+        writes = [(regs.address(Region.A, step), pack_lanes(a_tile[:, step].tolist(), 8))
+                  for step in range(k)]
+        writes += [(regs.address(Region.B, step), pack_lanes(b_tile[step].tolist(), 8))
+                   for step in range(k)]
+        writes.append((regs.address(Region.CSR, Csr.K), k))
+        await self.write_many(writes)
+
+    async def start(self):
+        await self.write(self.regs.address(Region.CSR, Csr.CTRL), 1)
+
+    async def read_csr(self, csr):
+        return await self.read(self.regs.address(Region.CSR, csr))
+
+    async def read_result(self):
+        """The result tile as a list of rows of int32 values."""
+        regs = self.regs
+        words = await self.read_many(regs.address(Region.RESULT, i) for i in range(regs.rows))
+        return [unpack_lanes(word, regs.cols, 32) for word in words]
+
+    async def status(self):
+        word = await self.read_csr(Csr.STATUS)
+        return {bit.name.lower(): bool(word >> bit & 1) for bit in Status}

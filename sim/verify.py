@@ -1,0 +1,111 @@
+"""Co-verification: GEMMs on the RTL against the PyTorch twin, in one simulator run."""
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sim.build import DesignConfig, build_design
+from sim.simulator import run_testbench
+from sw.accelerator_model import random_operands
+
+__all__ = ["GemmJob", "verify_gemms", "default_suite", "job_operands"]
+
+TESTBENCH = "sim.gemm_testbench"
+
+
+@dataclass(frozen=True)
+class GemmJob:
+    """One GEMM: A is m x k, B is k x n.
+
+    The operands are seeded random int8 values, a share ``extreme_fraction`` of them -128
+    or 127, unless ``operands`` gives them explicitly as an (A, B) pair of int8 tensors.
+    """
+    m: int
+    k: int
+    n: int
+    seed: int = 0
+    extreme_fraction: float = 0.1
+    operands: tuple | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_operands(cls, a, b):
+        return cls(m=a.shape[0], k=a.shape[1], n=b.shape[1], operands=(a, b))
+
+    def check(self, config: DesignConfig):
+        """Raise a ``ValueError`` naming the bad parameter, if the job cannot run."""
+        for name in ("m", "k", "n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
+        if self.k > config.k_max:
+            raise ValueError(f"k must be at most the accelerator's k_max {config.k_max}, "
+                             f"not {self.k} (tiles do not split K)")
+
+    def to_request(self, work_dir: Path, index: int):
+        """The job as the testbench reads it; explicit operands go to a file."""
+        request = {"m": self.m, "k": self.k, "n": self.n, "seed": self.seed,
+                   "extreme_fraction": self.extreme_fraction, "operands_file": None}
+        if self.operands is not None:
+            path = work_dir / f"operands-{index}.pt"
+            a, b = self.operands
+            torch.save({"a": a, "b": b}, path)
+            request["operands_file"] = str(path)
+        return request
+
+
+def job_operands(job_request):
+    """The (A, B) operands of a job request (inside the testbench)."""
+    if job_request["operands_file"] is not None:
+        operands = torch.load(job_request["operands_file"])
+        return operands["a"], operands["b"]
+    return random_operands(job_request["m"], job_request["k"], job_request["n"],
+                           job_request["seed"], job_request["extreme_fraction"])
+
+
+def default_suite(config: DesignConfig, seed=0):
+    """Shapes that exercise one tile, edge tiles, K = 1, K = k_max and many tiles."""
+    r, c, k_max = config.rows, config.cols, config.k_max
+    shapes = [
+        (r, min(16, k_max), c),
+        (r, 1, c),
+        (r, k_max, c),
+        (2 * r + 1, min(33, k_max), 3 * c - 1),
+        (1, min(7, k_max), 1),
+        (4 * r, min(64, k_max), 4 * c),
+    ]
+    jobs = [GemmJob(m, k, n, seed + i) for i, (m, k, n) in enumerate(shapes)]
+    jobs.append(GemmJob(r, k_max, c, seed + len(shapes), extreme_fraction=1.0))
+    return jobs
+
+
+def verify_gemms(config: DesignConfig, jobs, *, waves_file=None, work_dir=None,
+                 timeout=None, testbench=TESTBENCH):
+    """Run ``jobs`` on the RTL of ``config`` and return one report dict per job.
+
+    ``testbench`` names the cocotb module (a variant of :mod:`sim.gemm_testbench`).
+
+    Each report has ``bit_exact``, ``timing_ok``, ``tiles``, ``cycles`` (accelerator
+    busy cycles, from its CYCLES register), ``bus_cycles`` (all simulated cycles of the
+    GEMM, host transfers included), ``mismatches`` and ``first_mismatch``.
+    """
+    jobs = list(jobs)
+    for job in jobs:
+        job.check(config)
+    waves = None
+    if waves_file is not None:
+        waves = "vcd" if str(waves_file).endswith(".vcd") else "fst"
+    build = build_design(config, waves=waves)
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="softerror-verify-")).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    request = {"design": vars(config),
+               "gemms": [job.to_request(work_dir, i) for i, job in enumerate(jobs)]}
+    response = run_testbench(build, testbench, request, work_dir, waves_file=waves_file,
+                             timeout=timeout)
+    reports = response["gemms"]
+    for report in reports:
+        report.update(rows=config.rows, cols=config.cols, k_max=config.k_max)
+    return reports

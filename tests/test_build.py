@@ -1,0 +1,47 @@
+# amaranth: UnusedElaboratable=no
+"""The build cache: one build per configuration, reused, keyed by parameters."""
+
+import pytest
+
+from sim import build as build_module
+from sim.build import DesignConfig, build_design
+
+
+def test_second_build_is_a_cache_hit():
+    config = DesignConfig(rows=1, cols=1, k_max=4)
+    first = build_design(config)
+    stamp = (first.directory / "BUILD_OK").stat().st_mtime_ns
+    second = build_design(config)
+    assert second.directory == first.directory
+    assert (second.directory / "BUILD_OK").stat().st_mtime_ns == stamp
+    assert second.binary.exists() and second.seconds > 0
+
+
+def test_key_depends_on_parameters_waves_and_sources(monkeypatch):
+    key = build_module._build_key
+    base = key(DesignConfig(2, 2, 4), None)
+    assert key(DesignConfig(2, 2, 4), None) == base
+    assert key(DesignConfig(2, 3, 4), None) != base
+    assert key(DesignConfig(2, 2, 5), None) != base
+    assert key(DesignConfig(2, 2, 4), "vcd") != base
+    monkeypatch.setattr(build_module, "_source_digest", lambda: "edited generator")
+    assert key(DesignConfig(2, 2, 4), None) != base
+
+
+def test_only_ports_are_public():
+    control = build_module._control_file(
+        build_module.public_signals(DesignConfig(2, 2, 4).accelerator()))
+    assert control.startswith("`verilator_config\n")
+    assert 'public_flat_rw -module "gemm_accelerator" -var "rdata"' in control
+    assert "--public-flat-rw" not in " ".join(build_module.VERILATOR_FLAGS)
+
+
+def test_bad_waves_format_is_named():
+    with pytest.raises(ValueError, match=r"^waves must be one of \['fst', 'vcd'\] or None, "
+                                         r"not 'ghw'$"):
+        build_design(DesignConfig(1, 1, 4), waves="ghw")
+
+
+def test_bad_design_parameters_are_named():
+    with pytest.raises(TypeError, match="^Array rows must be an integer from 1 to 64, not 0$"):
+        DesignConfig(rows=0)

@@ -1,0 +1,68 @@
+"""The ``softerror`` command line: happy paths, JSON output, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def softerror(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["verify", "gemm", "--rows", "0", "--m", "1", "--k", "1", "--n", "1"],
+     "argument --rows: must be an integer from 1 to 64, not 0"),
+    (["verify", "gemm", "--cols", "2.5", "--m", "1", "--k", "1", "--n", "1"],
+     "argument --cols: must be an integer, not '2.5'"),
+    (["verify", "gemm", "--m", "-3", "--k", "1", "--n", "1"],
+     "argument --m: must be an integer from 1 to 1048576, not -3"),
+    (["verify", "gemm", "--m", "8", "--k", "300", "--n", "8"],
+     "--k must be at most --k-max (256), not 300"),
+    (["verify", "gemm", "--m", "8", "--k", "3", "--n", "8", "--waves", "out.txt"],
+     "--waves must name a .fst or .vcd file, not 'out.txt'"),
+    (["generate", "--k-max", "0", "-o", "x.v"],
+     "argument --k-max: must be an integer from 1 to 4096, not 0"),
+    (["generate", "-o", "/nonexistent-dir/x.v"],
+     "-o '/nonexistent-dir/x.v': cannot write: No such file or directory"),
+])
+def test_bad_input_is_one_line_with_status_2(args, message):
+    result = softerror(*args)
+    assert result.returncode == 2
+    assert result.stderr == f"softerror: error: {message}\n"
+    assert "Traceback" not in result.stderr
+
+
+def test_generate_writes_verilog(tmp_path):
+    path = tmp_path / "acc.v"
+    result = softerror("generate", "--rows", "2", "--cols", "3", "--k-max", "5", "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    verilog = path.read_text()
+    assert "module gemm_accelerator(" in verilog
+    assert verilog.count(r"module \gemm_accelerator.array.pe_") == 2 * 3   # one per PE
+
+
+def test_verify_gemm_json_is_one_bit_exact_object():
+    result = softerror("verify", "gemm", "--rows", "3", "--cols", "5", "--k-max", "16",
+                       "--m", "7", "--k", "16", "--n", "9", "--seed", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["bit_exact"] is True
+    assert (report["rows"], report["cols"], report["m"], report["k"], report["n"]) == \
+        (3, 5, 7, 16, 9)
+    assert report["tiles"] == 3 * 2
+    assert report["cycles"] == 6 * (1 + 16 + 3 + 5 - 2 + 3)
+
+
+def test_verify_gemm_table_and_waveform(tmp_path):
+    waves = tmp_path / "run.vcd"
+    result = softerror("verify", "gemm", "--rows", "1", "--cols", "1", "--k-max", "4",
+                       "--m", "2", "--k", "3", "--n", "1", "--waves", str(waves))
+    assert result.returncode == 0, result.stderr
+    assert "bit-exact" in result.stdout
+    vcd = waves.read_text()
+    assert "$enddefinitions" in vcd
+    for signal in ("accumulator", "a_reg", "row_0", "tile_state"):
+        assert f" {signal} " in vcd

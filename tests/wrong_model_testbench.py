@@ -1,0 +1,12 @@
+"""The GEMM testbench with a model that is off by one: its checker must complain."""
+
+import sim.gemm_testbench as testbench
+from sw.accelerator_model import tile_product
+
+
+def _off_by_one(a_tile, b_tile):
+    return tile_product(a_tile, b_tile) + 1
+
+
+testbench.tile_product = _off_by_one
+gemm_requests = testbench.gemm_requests
