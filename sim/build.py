@@ -7,9 +7,16 @@ reuses a stale model. Concurrent builders of the same key (campaign workers, pyt
 processes) wait on a file lock; a build is assembled in a temporary directory and renamed
 into place only when it is complete.
 
-Unlike cocotb's runner, this step does not pass ``--public-flat-rw``: only the top-level
-ports and the signals listed by :func:`public_signals` are visible to cocotb, which keeps
-the model fast.
+What a build contains:
+
+* ``design.v``: the accelerator, exactly as ``softerror generate`` writes it;
+* ``harness.v``: the simulation top (:mod:`sim.harness`) around it;
+* ``sites.json``: the fault sites (:mod:`hw.fault_sites`);
+* ``public.vlt``: a Verilator control file that makes only the harness ports and the fault
+  sites visible to cocotb (cocotb's runner passes ``--public-flat-rw``, which makes every
+  signal visible and the model several times slower);
+* the model, with our own C++ ``main`` (``harness_main.cpp``: the clock runs in C++) and
+  the C++ compiled with ``-O2`` (Verilator's default ``-Os`` runs the model at half speed).
 """
 
 import fcntl
@@ -24,22 +31,34 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hw
+from amaranth.back import verilog
 from hw.accelerator import GemmAccelerator
-from hw.generate import TOP_NAME, generate_verilog
+from hw.fault_sites import FaultSite, enumerate_fault_sites
+from hw.generate import generate_verilog
 from hw.register_map import RegisterMap
 from hw.tile_controller import busy_cycles
 from hw.validation import check_int
 from sim import toolchain
+from sim.harness import (
+    CLOCK_PERIOD_NS, HARNESS_NAME, START_OFFSET, ExperimentHarness, experiment_cycles,
+)
 
-__all__ = ["DesignConfig", "Build", "BuildError", "build_design", "cache_root"]
+__all__ = ["DesignConfig", "Build", "BuildError", "build_design", "cache_root",
+           "TRACE_FLAGS"]
 
 logger = logging.getLogger("softerror.build")
 
+#: Time unit of the simulation (``--timescale``), in picoseconds.
+TIME_UNIT_PS = 1
 VERILATOR_FLAGS = [
     "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
-    "-Wno-fatal", "-Wno-lint", "-Wno-style",
-    "-CFLAGS", "-std=c++20",
+    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--timescale", "1ns/1ps",
 ]
+CXX_FLAGS = ["-std=c++20", f"-DCLOCK_HALF_PERIOD={CLOCK_PERIOD_NS * 1000 // TIME_UNIT_PS // 2}"]
+MAKE_OPTIMIZATION = "-O2"
+#: Waveform formats a build can trace, and the Verilator flags for each.
+TRACE_FLAGS = {"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace", "--trace-structs"]}
+_HARNESS_MAIN = Path(__file__).with_name("harness_main.cpp")
 _READY = "BUILD_OK"
 
 
@@ -65,41 +84,48 @@ class DesignConfig:
     def register_map(self) -> RegisterMap:
         return RegisterMap(self.rows, self.cols, self.k_max)
 
+    def harness(self) -> ExperimentHarness:
+        return ExperimentHarness(self.register_map)
+
     def tile_cycles(self, k):
         """Busy cycles of one tile, by the generator's own timing (see ``GemmAccelerator``)."""
         check_int("K", k, 1, self.k_max)
         return busy_cycles(self.rows, self.cols, k)
+
+    def experiment_cycles(self, k):
+        """Cycles the harness takes for one experiment on a tile of depth ``k``."""
+        return experiment_cycles(self.rows, self.tile_cycles(k))
+
+    def window_cycles(self, k):
+        """Injection window of a tile: from the START edge to the last result read."""
+        return self.experiment_cycles(k) - START_OFFSET
 
     @property
     def label(self):
         return f"{self.rows}x{self.cols}-k{self.k_max}"
 
 
-#: Waveform formats a build can trace, and the Verilator flags for each.
-TRACE_FLAGS = {"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace", "--trace-structs"]}
-
-
 @dataclass(frozen=True)
 class Build:
-    """A compiled, cocotb-enabled Verilator model."""
+    """A compiled, cocotb-enabled Verilator model of the harness and the accelerator."""
     config: DesignConfig
     directory: Path
     waves: str | None
     """Waveform format the model can write (``"fst"``, ``"vcd"``), or ``None``: no tracing."""
     seconds: float
-    """Wall time the build took when it was made (0 is never stored: it is a real build)."""
+    """Wall time the build took when it was made."""
 
     @property
     def binary(self) -> Path:
-        return self.directory / TOP_NAME
-
-    @property
-    def verilog(self) -> Path:
-        return self.directory / "design.v"
+        return self.directory / HARNESS_NAME
 
     @property
     def toplevel(self) -> str:
-        return TOP_NAME
+        return HARNESS_NAME
+
+    def fault_sites(self):
+        records = json.loads((self.directory / "sites.json").read_text())
+        return [FaultSite(**record) for record in records]
 
 
 def cache_root() -> Path:
@@ -112,10 +138,11 @@ def cache_root() -> Path:
 
 
 def _source_digest():
-    """Hash of the generator (every ``hw`` module) and of this build step."""
+    """Hash of the generator (every ``hw`` module), the harness and this build step."""
     digest = hashlib.sha256()
     sources = sorted(Path(hw.__file__).parent.glob("*.py"))
-    sources += [Path(__file__), Path(toolchain.__file__)]
+    sources += [Path(__file__), Path(toolchain.__file__), _HARNESS_MAIN,
+                Path(__file__).with_name("harness.py")]
     for path in sources:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -126,17 +153,18 @@ def _build_key(config, waves):
     description = {
         "design": asdict(config),
         "waves": waves,
-        "flags": VERILATOR_FLAGS,
+        "flags": [VERILATOR_FLAGS, CXX_FLAGS, MAKE_OPTIMIZATION],
         "versions": toolchain.versions(),
         "sources": _source_digest(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def public_signals(accelerator):
-    """(module, signal) pairs cocotb may reach: the top-level ports, clock and reset."""
-    ports = ["clk", "rst", *accelerator.signature.members.keys()]
-    return [(TOP_NAME, port) for port in ports]
+def public_signals(harness, sites):
+    """(module, signal) pairs cocotb may reach: the harness ports and the fault sites."""
+    ports = ["clk", "rst", *harness.signature.members.keys()]
+    return [(HARNESS_NAME, port) for port in ports] + [(site.module, site.name)
+                                                       for site in sites]
 
 
 def _control_file(signals):
@@ -165,23 +193,34 @@ def _check_fst_support():
                          "(Debian: liblz4-dev); write a .vcd waveform instead")
 
 
-def _compile(config, directory, waves):
+def write_sources(config, directory):
+    """Write ``design.v``, ``harness.v``, ``sites.json`` and ``public.vlt``."""
     accelerator = config.accelerator()
+    harness = config.harness()
+    sites = enumerate_fault_sites(accelerator)
     (directory / "design.v").write_text(generate_verilog(accelerator))
-    (directory / "public.vlt").write_text(_control_file(public_signals(accelerator)))
+    (directory / "harness.v").write_text(verilog.convert(harness, name=HARNESS_NAME))
+    (directory / "sites.json").write_text(json.dumps([asdict(site) for site in sites]))
+    (directory / "public.vlt").write_text(_control_file(public_signals(harness, sites)))
+
+
+def _compile(config, directory, waves):
+    write_sources(config, directory)
     libs = toolchain.cocotb_libs_dir()
     command = [
         "verilator", "-cc", "--exe", "--vpi", "--prefix", "Vtop",
-        "--top-module", TOP_NAME, "-o", TOP_NAME, "-Mdir", str(directory),
-        *VERILATOR_FLAGS,
+        "--top-module", HARNESS_NAME, "-o", HARNESS_NAME, "-Mdir", str(directory),
+        *VERILATOR_FLAGS, "-CFLAGS", " ".join(CXX_FLAGS),
         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
         *TRACE_FLAGS.get(waves, []),
-        "public.vlt", str(toolchain.cocotb_verilator_main()), "design.v",
+        "public.vlt", str(_HARNESS_MAIN), "design.v", "harness.v",
     ]
     env = toolchain.verilator_environment()
     log_path = directory / "build.log"
     _run(command, directory, log_path, env)
-    _run(["make", f"-j{os.cpu_count() or 1}", "-f", "Vtop.mk"], directory, log_path, env)
+    _run(["make", f"-j{os.cpu_count() or 1}", "-f", "Vtop.mk",
+          f"OPT_FAST={MAKE_OPTIMIZATION}", f"OPT_GLOBAL={MAKE_OPTIMIZATION}"],
+         directory, log_path, env)
 
 
 def build_design(config: DesignConfig, *, waves: str | None = None) -> Build:
@@ -196,7 +235,7 @@ def build_design(config: DesignConfig, *, waves: str | None = None) -> Build:
         _check_fst_support()
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{TOP_NAME}-{config.label}{'-' + waves if waves else ''}-{_build_key(config, waves)}"
+    name = f"{HARNESS_NAME}-{config.label}{'-' + waves if waves else ''}-{_build_key(config, waves)}"
     directory = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -9,27 +9,25 @@ needed, a bus cycle costs one Python wake-up and a bulk wait costs one, however 
 (``ClockCycles`` would wake up at every edge).
 """
 
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Timer
 
 from hw.register_map import Csr, Region, RegisterMap, Status, pack_lanes, unpack_lanes
+from sim.harness import CLOCK_PERIOD_NS
 
-__all__ = ["HostBus", "CLOCK_PERIOD_NS"]
-
-CLOCK_PERIOD_NS = 10
+__all__ = ["HostBus"]
 
 
 class HostBus:
-    """Drives the clock, reset and host port of a ``GemmAccelerator`` under cocotb.
+    """Drives the reset and host port of the harness (in pass-through mode) under cocotb.
 
-    Every coroutine starts and returns at the bus phase.
+    The clock runs by itself (see ``sim/harness_main.cpp``). Every coroutine starts and
+    returns at the bus phase.
     """
 
     def __init__(self, dut, register_map: RegisterMap):
         self.dut = dut
         self.regs = register_map
-        self._clk = dut.clk
         self._rst = dut.rst
         self._addr = dut.addr
         self._wdata = dut.wdata
@@ -45,11 +43,10 @@ class HostBus:
         return int(get_sim_time(unit="ns") // CLOCK_PERIOD_NS)
 
     async def reset(self, cycles=2):
-        """Start the clock on first use, then hold reset for ``cycles`` rising edges."""
+        """Move to the bus phase on first use, then hold reset for ``cycles`` rising edges."""
         if not self._started:
-            # Low for the first half period: rising edges at 5, 15, 25 ... ns; the bus
-            # phase is 2.5 ns before each of them.
-            Clock(self._clk, CLOCK_PERIOD_NS, unit="ns").start(start_high=False)
+            # The clock is low for the first half period: rising edges at 1/2, 3/2 ...
+            # periods; the bus phase is a quarter period before each of them.
             self._started = True
             self._we.value = 0
             self._addr.value = 0

@@ -1,9 +1,16 @@
-"""Launch a cocotb testbench on a compiled Verilator model and exchange JSON with it.
+"""Launch cocotb testbenches on a compiled Verilator model and exchange JSON with them.
 
-The outer process writes a request file, starts the model binary with the environment
-cocotb's runner would set, and reads the response file the testbench writes. Launching the
-binary directly (rather than through ``cocotb_tools.runner``) gives us a timeout, a log
-file per run and no ``sys.exit`` on failure.
+Two ways to talk to a testbench:
+
+* One shot (:func:`run_testbench`): the outer process writes a request file, runs the
+  model binary to completion and reads the response file the testbench wrote.
+* A session (:class:`SimulatorSession`): the model keeps running and serves requests sent
+  as JSON lines over a pipe, answering on another; one simulator process serves many
+  batches of experiments, so its start-up (Python, imports, handle look-ups) is paid once.
+
+The binary is launched directly, with the environment cocotb's runner would set, rather
+than through ``cocotb_tools.runner``: that gives a timeout, a log file per run and no
+``sys.exit`` on failure.
 """
 
 import json
@@ -13,10 +20,12 @@ from pathlib import Path
 
 from sim import toolchain
 
-__all__ = ["SimulationError", "run_testbench", "read_request", "write_response"]
+__all__ = ["SimulationError", "run_testbench", "read_request", "write_response",
+           "SimulatorSession", "SessionChannel"]
 
 REQUEST_ENV = "SOFTERROR_REQUEST"
 RESPONSE_ENV = "SOFTERROR_RESPONSE"
+CHANNEL_ENV = "SOFTERROR_CHANNEL"
 
 
 class SimulationError(RuntimeError):
@@ -45,7 +54,7 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
     if waves_file is not None:
         if not build.waves:
             raise ValueError("A waveform needs a build made with waves=True")
-        command += ["--trace", "--trace-file", str(Path(waves_file).resolve())]
+        command.append(f"+trace-file={Path(waves_file).resolve()}")
     with open(log_path, "w") as log:
         try:
             subprocess.run(command, cwd=work_dir, env=env, stdout=log,
@@ -53,9 +62,85 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
         except subprocess.TimeoutExpired:
             raise SimulationError(f"Simulation exceeded {timeout} s; log {log_path}") from None
     if not response_path.exists():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-        raise SimulationError(f"Simulation wrote no response; log {log_path}:\n{tail}")
+        raise SimulationError(f"Simulation wrote no response; log {log_path}:\n"
+                              f"{_log_tail(log_path)}")
     return json.loads(response_path.read_text())
+
+
+def _log_tail(path, lines=40):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class SimulatorSession:
+    """A running model serving a cocotb testbench that reads a :class:`SessionChannel`."""
+
+    def __init__(self, build, test_module, work_dir, *, command_prefix=()):
+        """``command_prefix`` runs the model under another program (gdb, perf, valgrind)."""
+        work_dir = Path(work_dir).resolve()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = work_dir / "sim.log"
+        to_sim_read, to_sim_write = os.pipe()
+        from_sim_read, from_sim_write = os.pipe()
+        env = toolchain.cocotb_environment(toplevel=build.toplevel, test_module=test_module,
+                                           results_file=work_dir / "results.xml")
+        env[CHANNEL_ENV] = f"{to_sim_read},{from_sim_write}"
+        with open(self.log_path, "w") as log:
+            self._process = subprocess.Popen(
+                [*command_prefix, str(build.binary)], cwd=work_dir, env=env, stdout=log,
+                stderr=subprocess.STDOUT, pass_fds=(to_sim_read, from_sim_write))
+        os.close(to_sim_read)
+        os.close(from_sim_write)
+        self._to_sim = os.fdopen(to_sim_write, "w")
+        self._from_sim = os.fdopen(from_sim_read, "r")
+
+    def request(self, message):
+        """Send one message and wait for the testbench's answer."""
+        try:
+            self._to_sim.write(json.dumps(message) + "\n")
+            self._to_sim.flush()
+            line = self._from_sim.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self._process.wait()
+            raise SimulationError(f"The simulator stopped (status {self._process.returncode}); "
+                                  f"log {self.log_path}:\n{_log_tail(self.log_path)}")
+        return json.loads(line)
+
+    def close(self):
+        """End the testbench (it sees the pipe close) and wait for the simulator."""
+        if self._process.poll() is None:
+            try:
+                self._to_sim.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._from_sim.close()
+
+
+class SessionChannel:
+    """Inside the simulator: the testbench's end of a :class:`SimulatorSession`."""
+
+    def __init__(self):
+        read_fd, write_fd = (int(fd) for fd in os.environ[CHANNEL_ENV].split(","))
+        self._in = os.fdopen(read_fd, "r")
+        self._out = os.fdopen(write_fd, "w")
+
+    def receive(self):
+        """The next message, or ``None`` once the session is closed."""
+        line = self._in.readline()
+        return json.loads(line) if line else None
+
+    def send(self, message):
+        self._out.write(json.dumps(message) + "\n")
+        self._out.flush()
 
 
 def read_request():

@@ -27,13 +27,17 @@ def test_key_depends_on_parameters_waves_and_sources(monkeypatch):
     assert key(DesignConfig(2, 2, 4), None) != base
 
 
-def test_only_ports_are_public():
+def test_only_harness_ports_and_fault_sites_are_public():
     build = build_design(DesignConfig(rows=1, cols=1, k_max=4))
     control = (build.directory / "public.vlt").read_text().splitlines()
     assert control[0] == "`verilator_config"
-    ports = ["clk", "rst", "addr", "wdata", "we", "rdata", "irq"]
-    assert control[1:] == [f'public_flat_rw -module "gemm_accelerator" -var "{port}"'
-                           for port in ports]
+    ports = ["clk", "rst", "addr", "wdata", "we", "rdata", "irq", "run", "tile_k", "watchdog",
+             "expected", "row_mask", "lane_mask", "finished", "hang", "mismatch", "observed",
+             "done_cycles", "status"]
+    sites = build.fault_sites()
+    assert control[1:] == (
+        [f'public_flat_rw -module "softerror_harness" -var "{port}"' for port in ports]
+        + [f'public_flat_rw -module "{site.module}" -var "{site.name}"' for site in sites])
     assert "--public-flat-rw" not in (build.directory / "build.log").read_text()
 
 
