@@ -108,9 +108,98 @@ def _cmd_verify_gemm(args):
     return 0 if _passed(report) else 1
 
 
+def _cmd_sites(args):
+    from hw.fault_sites import enumerate_fault_sites, sites_per_class
+    from sim.table import format_table
+    sites = enumerate_fault_sites(_design(args).accelerator())
+    bits = sites_per_class(sites)
+    if args.json:
+        _print_json({"sites": [vars(site) for site in sites], "bits_per_class": bits,
+                     "registers": len(sites), "bits": sum(bits.values())})
+        return 0
+    print(format_table(["site", "width", "class"],
+                       [[site.path, site.width, site.fault_class] for site in sites]))
+    print()
+    print(format_table(["class", "registers", "bits"],
+                       [[c, sum(s.fault_class == c for s in sites), n] for c, n in bits.items()]
+                       + [["all", len(sites), sum(bits.values())]]))
+    return 0
+
+
+def _class_list(text):
+    from hw.fault_sites import FAULT_CLASSES
+    classes = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not classes:
+        raise argparse.ArgumentTypeError(f"must name at least one class, not {text!r}")
+    for fault_class in classes:
+        if fault_class not in FAULT_CLASSES:
+            raise argparse.ArgumentTypeError(
+                f"unknown class {fault_class!r} (classes: {', '.join(FAULT_CLASSES)})")
+    return classes
+
+
+def _open_database(path):
+    from sim.campaign_db import CampaignDatabase, DatabaseError
+    try:
+        return CampaignDatabase(path)
+    except DatabaseError as error:
+        raise UsageError(f"--db: {error}") from None
+
+
+def _cmd_campaign(args):
+    from sim.campaign import CampaignOptions, format_summary, run_campaign
+    from sim.workload import Workload
+    config = _design(args)
+    if args.k > config.k_max:
+        raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    _open_database(args.db).close()
+    options = CampaignOptions(config=config, workload=Workload(args.m, args.k, args.n, args.seed),
+                              seed=args.seed, injections=args.injections, classes=args.sites,
+                              exhaustive_cycle=args.exhaustive_cycle)
+    try:
+        summary = run_campaign(options, args.db, workers=args.workers, scheduler=args.scheduler,
+                               progress=not args.json and sys.stderr.isatty() or args.progress)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def _cmd_report(args):
+    from sim.campaign import format_summary, summarize
+    database = _open_database(args.db)
+    try:
+        ids = database.campaign_ids()
+        if args.campaign is not None:
+            if args.campaign not in ids:
+                raise UsageError(f"--campaign must be one of {ids} in {args.db}, "
+                                 f"not {args.campaign}")
+            ids = [args.campaign]
+        if not ids:
+            raise UsageError(f"--db {args.db!r} holds no campaign")
+        summaries = [summarize(database, campaign_id) for campaign_id in ids]
+        if args.csv:
+            for campaign_id in ids:
+                path = args.csv if len(ids) == 1 else f"{args.csv}.{campaign_id}.csv"
+                count = database.export_csv(campaign_id, path)
+                print(f"wrote {count} experiments to {path}", file=sys.stderr)
+    finally:
+        database.close()
+    if args.json:
+        _print_json(summaries[0] if len(summaries) == 1 else {"campaigns": summaries})
+    else:
+        print("\n\n".join(format_summary(summary) for summary in summaries))
+    return 0
+
+
 def _cmd_sim(args):
-    """The main job: co-verify the default suite and write the results under --out."""
+    """The main job: co-verify the default suite, then a short campaign; results in --out."""
+    from sim.campaign import CampaignOptions, format_summary, run_campaign
     from sim.verify import default_suite, verify_gemms
+    from sim.workload import Workload
     config = _design(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,14 +207,25 @@ def _cmd_sim(args):
                            work_dir=out / "verify")
     (out / "verify.json").write_text(json.dumps(reports, indent=2))
     passed = all(_passed(r) for r in reports)
+    summary = None
+    if passed and args.injections:
+        workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
+        summary = run_campaign(CampaignOptions(config, workload, seed=args.seed,
+                                               injections=args.injections),
+                               out / "campaign.db")
+        (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
-        _print_json({"bit_exact": passed, "gemms": reports})
+        _print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
     else:
         print(f"Co-verification, {config.rows}x{config.cols} array, k_max {config.k_max}: "
               "RTL (Verilator) against the PyTorch twin")
         print(_gemm_table(reports))
         print(f"{sum(map(_passed, reports))} of {len(reports)} GEMMs bit-exact; "
               f"results in {out / 'verify.json'}")
+        if summary is not None:
+            print()
+            print(format_summary(summary))
+            print(f"Database {out / 'campaign.db'}; summary in {out / 'campaign.json'}")
     return 0 if passed else 1
 
 
@@ -151,9 +251,44 @@ def _parser():
     gemm.add_argument("--json", action="store_true", help="print one JSON object")
     gemm.set_defaults(handler=_cmd_verify_gemm)
 
-    sim = commands.add_parser("sim", help="the main job: co-verification suite")
+    sites = commands.add_parser("sites", help="list the design's fault sites")
+    _add_design_options(sites)
+    sites.add_argument("--json", action="store_true", help="print one JSON object")
+    sites.set_defaults(handler=_cmd_sites)
+
+    campaign = commands.add_parser("campaign", help="register-level fault injection on the RTL")
+    _add_design_options(campaign)
+    for name in ("m", "k", "n"):
+        campaign.add_argument(f"--{name}", type=_int_range(1, 1 << 20), required=True)
+    campaign.add_argument("--injections", type=_int_range(1, 10**9), default=1000)
+    campaign.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0,
+                          help="seeds the operands and the sampling")
+    campaign.add_argument("--db", required=True, help="SQLite file (created; resumed if it "
+                                                      "holds this campaign)")
+    campaign.add_argument("--sites", type=_class_list, metavar="CLASS,...",
+                          help="site classes to inject into (default: all)")
+    campaign.add_argument("--exhaustive-cycle", type=_int_range(0, 10**9), metavar="CYCLE",
+                          help="every selected bit once, at this workload cycle")
+    campaign.add_argument("--workers", type=_int_range(1, 1024), default=1)
+    campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
+                                                                 "(tcp://HOST:PORT)")
+    campaign.add_argument("--progress", action="store_true",
+                          help="show the progress bar even when stderr is not a terminal")
+    campaign.add_argument("--json", action="store_true", help="print one JSON object")
+    campaign.set_defaults(handler=_cmd_campaign)
+
+    report = commands.add_parser("report", help="summarise a campaign database again")
+    report.add_argument("--db", required=True)
+    report.add_argument("--campaign", type=_int_range(1, 2**62), help="campaign id")
+    report.add_argument("--csv", metavar="FILE", help="export the experiments as CSV")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.set_defaults(handler=_cmd_report)
+
+    sim = commands.add_parser("sim", help="the main job: co-verification and a campaign")
     _add_design_options(sim)
     sim.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0)
+    sim.add_argument("--injections", type=_int_range(0, 10**9), default=500,
+                     help="size of the campaign after co-verification (0: none)")
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)

@@ -66,3 +66,74 @@ def test_verify_gemm_table_and_waveform(tmp_path):
     assert "$enddefinitions" in vcd
     for signal in ("accumulator", "a_reg", "row_0", "tile_state"):
         assert f" {signal} " in vcd
+
+
+CAMPAIGN = ["campaign", "--rows", "8", "--cols", "8", "--k-max", "256", "--m", "8", "--k", "64",
+            "--n", "8", "--seed", "2"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sites", "operand,bogus"],
+     "argument --sites: unknown class 'bogus' (classes: operand, accumulator, control, output, "
+     "checksum, range)"),
+    (["--sites", "checksum"],
+     "--sites: this design has no 'checksum' sites (it has: operand, accumulator, control, "
+     "output)"),
+    (["--injections", "0"], "argument --injections: must be an integer from 1 to 1000000000, "
+                            "not 0"),
+    (["--workers", "0"], "argument --workers: must be an integer from 1 to 1024, not 0"),
+    (["--exhaustive-cycle", "5000"], "--exhaustive-cycle must be from 0 to 98 (the workload's "
+                                     "cycles), not 5000"),
+])
+def test_bad_campaign_options(tmp_path, args, message):
+    result = softerror(*CAMPAIGN, "--db", str(tmp_path / "c.db"), *args)
+    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+
+
+def test_unwritable_database_is_a_clear_error(tmp_path):
+    result = softerror(*CAMPAIGN, "--db", "/nonexistent-dir/c.db")
+    assert result.returncode == 2
+    assert result.stderr == ("softerror: error: --db: cannot use database "
+                             "'/nonexistent-dir/c.db': unable to open database file\n")
+    result = softerror(*CAMPAIGN, "--db", str(tmp_path))
+    assert (result.returncode, result.stderr) == (
+        2, f"softerror: error: --db: cannot use database '{tmp_path}': unable to open database "
+           "file\n")
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("these are notes, not a campaign database\n" * 100)
+    result = softerror(*CAMPAIGN, "--db", str(not_a_database))
+    assert (result.returncode, result.stderr) == (
+        2, f"softerror: error: --db: cannot use database '{not_a_database}': file is not a "
+           "database\n")
+
+
+def test_campaign_json_then_report_and_csv(tmp_path):
+    db = tmp_path / "c.db"
+    result = softerror(*CAMPAIGN, "--db", str(db), "--injections", "300", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["injections"] == 300
+    assert set(summary["outcomes"]) == {"masked", "corrected", "detected", "sdc", "false_alarm",
+                                        "hang"}
+    assert summary["per_class"]["accumulator"]["sdc"] > 0
+    assert summary["injections_per_second"] > 0
+    report = softerror("report", "--db", str(db), "--json", "--csv", str(tmp_path / "c.csv"))
+    assert report.returncode == 0, report.stderr
+    again = json.loads(report.stdout)
+    assert again["per_class"] == summary["per_class"]
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert lines[0].startswith("experiment,site,class,bit,tile,cycle,outcome")
+    assert len(lines) == 301
+    text = softerror("report", "--db", str(db))
+    assert "Wilson" in text.stdout and "Leveugle" in text.stdout
+    assert softerror("report", "--db", str(db), "--campaign", "7").stderr == \
+        "softerror: error: --campaign must be one of [1] in " + str(db) + ", not 7\n"
+
+
+def test_sites_json_counts_bits_per_class():
+    result = softerror("sites", "--rows", "2", "--cols", "3", "--k-max", "4", "--json")
+    listing = json.loads(result.stdout)
+    assert listing["bits_per_class"]["accumulator"] == 6 * 32
+    assert listing["bits"] == sum(site["width"] for site in listing["sites"])
+    assert {site["fault_class"] for site in listing["sites"]} == {"operand", "accumulator",
+                                                                   "control", "output"}

@@ -1,0 +1,222 @@
+"""Register-level fault injection on the RTL: flips, outcomes, storage, resume, parallelism."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sim.build import DesignConfig, build_design
+from sim.campaign import CampaignOptions, replay, run_campaign
+from sim.campaign_db import CampaignDatabase, decode_tile
+from sim.simulator import run_testbench
+from sim.workload import Workload
+
+CONFIG = DesignConfig(rows=8, cols=8, k_max=256)
+ONE_TILE = CampaignOptions(CONFIG, Workload(8, 64, 8, seed=3), seed=5, injections=600)
+
+
+def experiments(db_path):
+    """Every stored experiment, comparable across databases."""
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT experiment, site, bit, tile, cycle, outcome, wrong_elements, "
+                          "max_abs_error, done_cycles, latent, faulty_tile FROM experiments "
+                          "ORDER BY experiment").fetchall()
+
+
+def test_an_upset_lands_and_the_next_load_overwrites_it(tmp_path):
+    report = run_testbench(build_design(CONFIG), "flip_testbench", {"design": vars(CONFIG)},
+                           tmp_path)
+    assert report["operand"] == [0, 8, 0]
+    before, landed, later = report["accumulator"]
+    assert landed == before ^ (1 << 31) and later == landed
+    before, landed = report["public"]
+    assert landed == before ^ 1
+    before, landed, read_back = report["row"]
+    assert landed == before ^ (1 << 200) and read_back == landed
+    assert report["rerun"] == report["golden"]
+
+
+def test_outcomes_and_errors_match_what_the_twin_predicts():
+    tile_cycles = CONFIG.tile_cycles(64)
+    upsets = [
+        ("array.pe_2_5.accumulator", 7, 0, 30),       # during COMPUTE: C[2][5] +- 2**7
+        ("array.pe_6_1.accumulator", 31, 0, 50),      # the sign bit, wrapped
+        ("results.row_4", 3 * 32 + 12, 0, tile_cycles + 1),   # after the drain, before the read
+        ("array.pe_0_0.a_reg", 2, 0, tile_cycles - 2),         # operands are zero while draining
+        ("controller.tile_state", 1, 0, 10),          # COMPUTE (1) becomes 3, a state with no exit
+    ]
+    records = replay(ONE_TILE, upsets)
+    golden = np.array(ONE_TILE.workload.tiles(8, 8)[0].expected)
+
+    for record, (i, j, bit) in zip(records[:3], [(2, 5, 7), (6, 1, 31), (4, 3, 12)]):
+        assert record["outcome"] == "sdc"
+        assert (record["wrong_elements"], record["max_abs_error"]) == (1, 2**bit)
+        difference = record["faulty_tile"].astype(np.int64) - golden
+        assert list(zip(*np.nonzero(difference))) == [(i, j)]
+        assert abs(difference[i, j]) == 2**bit
+    assert records[3]["outcome"] == "masked" and records[3]["wrong_elements"] == 0
+    assert records[3]["faulty_tile"] is None
+    assert records[4]["outcome"] == "hang"
+
+
+def test_campaign_stores_every_experiment_and_summarises(tmp_path):
+    db = tmp_path / "campaign.db"
+    summary = run_campaign(ONE_TILE, db)
+    assert summary["injections"] == 600
+    assert set(summary["outcomes"]) == {"masked", "corrected", "detected", "sdc",
+                                        "false_alarm", "hang"}
+    assert sum(summary["outcomes"].values()) == 600
+    assert sum(sum(c.values()) for c in summary["per_class"].values()) == 600
+    assert summary["outcomes"]["sdc"] > 0 and summary["outcomes"]["masked"] > 0
+    for counts in summary["per_class"].values():
+        assert counts["corrected"] == counts["detected"] == counts["false_alarm"] == 0
+    rows = experiments(db)
+    assert [row[0] for row in rows] == list(range(600))
+    for row in rows:
+        if row[5] == "sdc":
+            tile = decode_tile(row[10], (8, 8))
+            assert np.count_nonzero(tile != np.array(ONE_TILE.workload.tiles(8, 8)[0].expected)) \
+                == row[6]
+    # Re-running is a no-op; asking for more extends the same campaign.
+    assert run_campaign(ONE_TILE, db)["injections"] == 600
+    assert experiments(db) == rows
+    extended = run_campaign(replace(ONE_TILE, injections=700), db)
+    assert extended["injections"] == 700 and experiments(db)[:600] == rows
+
+
+def test_same_seed_same_results_whatever_the_executor(tmp_path):
+    run_campaign(ONE_TILE, tmp_path / "one.db")
+    run_campaign(ONE_TILE, tmp_path / "pool.db", workers=2)
+    assert experiments(tmp_path / "pool.db") == experiments(tmp_path / "one.db")
+
+
+def test_class_selection_and_exhaustive_mode(tmp_path):
+    options = replace(ONE_TILE, classes=("control",), exhaustive_cycle=40)
+    summary = run_campaign(options, tmp_path / "exhaustive.db")
+    control_bits = summary["bits"]["control"]
+    assert summary["injections"] == control_bits > 0
+    assert sum(summary["per_class"]["control"].values()) == control_bits
+    rows = experiments(tmp_path / "exhaustive.db")
+    assert len({(row[1], row[2]) for row in rows}) == control_bits
+    assert {row[4] for row in rows} == {40}
+
+
+def test_every_site_can_be_upset():
+    """All sites resolve in the simulator: one experiment per register, all classes."""
+    options = replace(ONE_TILE, injections=1)
+    prepared_sites = build_design(CONFIG).fault_sites()
+    records = replay(options, [(site.path, 0, 0, 5) for site in prepared_sites])
+    assert len(records) == len(prepared_sites)
+    assert {record["outcome"] for record in records} <= {"masked", "sdc", "hang"}
+
+
+def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
+    arguments = ["--rows", "8", "--cols", "8", "--k-max", "256", "--m", "8", "--k", "64",
+                 "--n", "8", "--seed", "11", "--injections", "6000"]
+    reference = tmp_path / "reference.db"
+    subprocess.run([sys.executable, "-m", "sim.cli", "campaign", *arguments, "--db",
+                    str(reference)], check=True, capture_output=True)
+    killed = tmp_path / "killed.db"
+    process = subprocess.Popen([sys.executable, "-m", "sim.cli", "campaign", *arguments,
+                                "--db", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    stored = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:
+            with sqlite3.connect(killed) as db:
+                stored = db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if stored:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < stored < 6000, "the campaign was not killed halfway"
+    resumed = subprocess.run([sys.executable, "-m", "sim.cli", "campaign", *arguments, "--db",
+                              str(killed), "--json"], check=True, capture_output=True, text=True)
+    assert '"injections": 6000' in resumed.stdout
+    assert experiments(killed) == experiments(reference)
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def dask_scheduler(tmp_path):
+    """A real Dask scheduler and one worker on localhost."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                                  address.rsplit(":", 1)[1], "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                               "--no-dashboard"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from distributed import Client
+    try:
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_dask_cluster_gives_the_same_results(tmp_path, dask_scheduler):
+    local = run_campaign(ONE_TILE, tmp_path / "local.db")
+    remote = run_campaign(ONE_TILE, tmp_path / "dask.db", scheduler=dask_scheduler)
+    assert remote["last_run"]["workers"] == f"dask {dask_scheduler}"
+    assert remote["per_class"] == local["per_class"]
+    assert experiments(tmp_path / "dask.db") == experiments(tmp_path / "local.db")
+
+
+def test_single_tile_experiments_match_whole_multi_tile_runs(tmp_path):
+    """A campaign simulates only the tile an upset hits; check that against whole GEMMs."""
+    options = replace(ONE_TILE, workload=Workload(16, 32, 8, seed=4), injections=1)
+    sites = build_design(CONFIG).fault_sites()
+    rng = np.random.default_rng(0)
+    tile_cycles = CONFIG.tile_cycles(32)
+    upsets = [(sites[s].path, int(rng.integers(sites[s].width)), 0,
+               int(rng.integers(1, tile_cycles)))
+              for s in rng.integers(len(sites), size=60)]
+    records = replay(options, upsets)
+    whole = run_testbench(build_design(CONFIG), "tile_testbench",
+                          {"design": vars(CONFIG), "workload": vars(options.workload),
+                           "upsets": upsets}, tmp_path)["results"]
+    golden = [np.array(tile.expected) for tile in options.workload.tiles(8, 8)]
+    checked_later_tiles = 0
+    for record, outputs in zip(records, whole):
+        if record["outcome"] == "hang":
+            assert outputs[0] is None
+            continue
+        first = np.array(outputs[0])
+        if record["outcome"] == "sdc":
+            assert np.array_equal(first, record["faulty_tile"])
+        else:
+            assert np.array_equal(first, golden[0])
+        if not record["latent"]:
+            assert np.array_equal(np.array(outputs[1]), golden[1])
+            checked_later_tiles += 1
+    assert checked_later_tiles > 40
+
+
+def test_database_holds_campaigns_apart(tmp_path):
+    db = tmp_path / "two.db"
+    run_campaign(replace(ONE_TILE, injections=100), db)
+    run_campaign(replace(ONE_TILE, injections=100, seed=6), db)
+    database = CampaignDatabase(db)
+    assert database.campaign_ids() == [1, 2]
+    database.close()
