@@ -1,12 +1,14 @@
 """Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
 
-from bench import simulation_speed
+from bench import campaign_speed, simulation_speed
 from sim.build import DesignConfig
 
 
 def main():
     print(simulation_speed.report(simulation_speed.measure(DesignConfig(rows=8, cols=8,
                                                                         k_max=256))))
+    print()
+    print(campaign_speed.report(campaign_speed.measure()))
 
 
 if __name__ == "__main__":
