@@ -28,6 +28,9 @@ class ProcessingElement(wiring.Component):
         operands).
     acc_width : int
         Width of the signed accumulator.
+    fault_class : str or None
+        Fault-site class of all the PE's registers; ``None`` (the data array): ``operand``
+        for the operand registers and ``accumulator`` for the accumulator.
 
     Members
     -------
@@ -46,10 +49,11 @@ class ProcessingElement(wiring.Component):
         If a width is not a positive integer.
     """
 
-    def __init__(self, *, a_width=8, b_width=8, acc_width=32):
+    def __init__(self, *, a_width=8, b_width=8, acc_width=32, fault_class=None):
         self._a_width = check_int("A operand width", a_width, 1, 64)
         self._b_width = check_int("B operand width", b_width, 1, 64)
         self._acc_width = check_int("Accumulator width", acc_width, 1, 128)
+        self._fault_class = fault_class
         super().__init__({
             "a_in": In(signed(a_width)),
             "b_in": In(signed(b_width)),
@@ -75,10 +79,11 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a_reg = Signal(signed(self._a_width), name="a_reg", attrs={"fault_class": "operand"})
-        b_reg = Signal(signed(self._b_width), name="b_reg", attrs={"fault_class": "operand"})
+        operand = {"fault_class": self._fault_class or "operand"}
+        a_reg = Signal(signed(self._a_width), name="a_reg", attrs=operand)
+        b_reg = Signal(signed(self._b_width), name="b_reg", attrs=operand)
         accumulator = Signal(signed(self._acc_width), name="accumulator",
-                             attrs={"fault_class": "accumulator"})
+                             attrs={"fault_class": self._fault_class or "accumulator"})
 
         m.d.sync += [a_reg.eq(self.a_in), b_reg.eq(self.b_in)]
         with m.If(self.clear):

@@ -9,24 +9,43 @@ region       index  R/W   contents
 ===========  =====  ====  =============================================================
 ``CSR``      0      W     CTRL: bit 0 START (strobe; ignored while busy)
 ``CSR``      1      R     STATUS: bit 0 BUSY, bit 1 DONE (sticky until the next START),
-                          bit 2 ERROR (last START had K = 0 or K > k_max)
+                          bit 2 ERROR (last START had K = 0 or K > k_max), bit 3
+                          ABFT_ERROR and bit 4 ABFT_CORRECTED (of the last tile), bit 5
+                          RANGE_FLAG (a value read was out of range; sticky)
 ``CSR``      2      R/W   K: depth of the next tile, 1 .. k_max (reset value k_max)
 ``CSR``      3      R     CYCLES: clock cycles the last tile was busy
 ``CSR``      4      R     TILES: tiles completed since reset
-``CSR``      5      R     CONFIG: rows | cols << 8 | k_max << 16
+``CSR``      5      R     CONFIG: rows | cols << 8 | k_max << 16 | ABFT mode << 29
+                          (0 none, 1 col, 2 rowcol) | range checker << 31
+``CSR``      6      R     ROW_SYNDROME: bit i, row i disagreed with its checksum
+``CSR``      7      R     COL_SYNDROME: bit j, column j disagreed with its checksum
+``CSR``      8      R     DETECTED: tiles with an ABFT error since reset
+``CSR``      9      R     CORRECTED: tiles corrected since reset
+``CSR``      10     R/W   RANGE_LOWER: signed lower bound (reset -2**31)
+``CSR``      11     R/W   RANGE_UPPER: signed upper bound (reset 2**31 - 1)
+``CSR``      12     R/W   RANGE_CONTROL: bit 0 zero mode (else clamp); write bit 1: clear
+                          RANGE_COUNT and RANGE_FLAG
+``CSR``      13     R     RANGE_COUNT: out-of-range values read since the last clear
 ``A``        k      W     column k of the A tile: lane i (bits 8i .. 8i+7) is A[i][k]
 ``B``        k      W     row k of the B tile: lane j (bits 8j .. 8j+7) is B[k][j]
-``RESULT``   i      R     row i of the C tile: lane j (bits 32j .. 32j+31) is C[i][j]
+``RESULT``   i      R     row i of the C tile: lane j (bits 32j .. 32j+31) is C[i][j],
+                          corrected by the checksums and range-checked when those exist
 ===========  =====  ====  =============================================================
 
 Writes take effect at the clock edge that samples ``we``. Reads are registered: ``rdata``
-shows the word addressed in the previous cycle. Lanes are two's complement.
+shows the word addressed in the previous cycle. ``re`` marks a read the host consumes:
+reads have no side effect except that a RESULT read with ``re`` counts out-of-range values.
+Lanes are two's complement. Registers of units a configuration lacks read as zero.
 """
 
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes"]
+__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes",
+           "ABFT_MODES"]
+
+#: Checksum modes of the generator, in the order of their CONFIG code.
+ABFT_MODES = ("none", "col", "rowcol")
 
 
 class Region(IntEnum):
@@ -45,6 +64,14 @@ class Csr(IntEnum):
     CYCLES = 3
     TILES = 4
     CONFIG = 5
+    ROW_SYNDROME = 6
+    COL_SYNDROME = 7
+    DETECTED = 8
+    CORRECTED = 9
+    RANGE_LOWER = 10
+    RANGE_UPPER = 11
+    RANGE_CONTROL = 12
+    RANGE_COUNT = 13
 
 
 class Status(IntEnum):
@@ -52,6 +79,9 @@ class Status(IntEnum):
     BUSY = 0
     DONE = 1
     ERROR = 2
+    ABFT_ERROR = 3
+    ABFT_CORRECTED = 4
+    RANGE_FLAG = 5
 
 
 
@@ -66,10 +96,12 @@ class RegisterMap:
     rows: int
     cols: int
     k_max: int
+    abft: str = "none"
+    range_check: bool = False
 
     @property
     def index_width(self):
-        return _bits_for(max(self.k_max, self.rows, 8))
+        return _bits_for(max(self.k_max, self.rows, 16))
 
     @property
     def addr_width(self):
@@ -86,7 +118,8 @@ class RegisterMap:
     @property
     def config_word(self):
         """The value the CONFIG register reads."""
-        return self.rows | self.cols << 8 | self.k_max << 16
+        return (self.rows | self.cols << 8 | self.k_max << 16
+                | ABFT_MODES.index(self.abft) << 29 | int(self.range_check) << 31)
 
 
 def pack_lanes(values, lane_width):

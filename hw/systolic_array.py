@@ -39,6 +39,10 @@ class SystolicArray(wiring.Component):
         Broadcast to every PE.
     drain_out : Out(ArrayLayout(signed(32), cols))
         Accumulators of the bottom row.
+    a_edge : Out(ArrayLayout(signed(8), rows))
+        The A operands the right-most column consumes (what crossed each row).
+    b_edge : Out(ArrayLayout(signed(8), cols))
+        The B operands the bottom row consumes (what crossed each column).
     """
 
     def __init__(self, *, rows, cols):
@@ -50,6 +54,8 @@ class SystolicArray(wiring.Component):
             "clear": In(1),
             "shift": In(1),
             "drain_out": Out(data.ArrayLayout(signed(32), cols)),
+            "a_edge": Out(data.ArrayLayout(signed(8), rows)),
+            "b_edge": Out(data.ArrayLayout(signed(8), cols)),
         })
 
     @property
@@ -79,5 +85,8 @@ class SystolicArray(wiring.Component):
                     pe.shift.eq(self.shift),
                 ]
         for j in range(self._cols):
-            m.d.comb += self.drain_out[j].eq(grid[-1][j].accumulator)
+            m.d.comb += [self.drain_out[j].eq(grid[-1][j].accumulator),
+                         self.b_edge[j].eq(grid[-1][j].b_in)]
+        for i in range(self._rows):
+            m.d.comb += self.a_edge[i].eq(grid[i][-1].a_in)
         return m

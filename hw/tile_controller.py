@@ -50,6 +50,9 @@ class TileController(wiring.Component):
         To the array.
     result_write_en : Out(1)
     result_write_row : Out(range(rows))
+        In DRAIN: the array row leaving this cycle.
+    drain_last : Out(1)
+        The last DRAIN cycle.
     cycles : Out(32)
         Busy cycles of the last (or current) tile.
     tiles : Out(32)
@@ -72,6 +75,7 @@ class TileController(wiring.Component):
             "shift": Out(1),
             "result_write_en": Out(1),
             "result_write_row": Out(range(rows)),
+            "drain_last": Out(1),
             "cycles": Out(32),
             "tiles": Out(32),
         })
@@ -126,6 +130,7 @@ class TileController(wiring.Component):
                 ]
                 m.d.sync += [cycles.eq(cycles + 1), step.eq(step + 1)]
                 with m.If(step == rows - 1):
+                    m.d.comb += self.drain_last.eq(1)
                     m.d.sync += [done.eq(1), tiles.eq(tiles + 1)]
                     m.next = "IDLE"
         return m

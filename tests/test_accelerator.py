@@ -136,6 +136,8 @@ def test_skew_buffer_delays_lane_i_by_i_cycles():
     ({"cols": True}, "Array cols must be an integer from 1 to 64, not True"),
     ({"k_max": 0}, "k_max must be an integer from 1 to 4096, not 0"),
     ({"k_max": "64"}, "k_max must be an integer from 1 to 4096, not '64'"),
+    ({"abft": "row"}, "abft must be one of 'none', 'col', 'rowcol', not 'row'"),
+    ({"range_check": 1}, "range_check must be True or False, not 1"),
 ])
 def test_bad_parameters_name_the_parameter_and_value(kwargs, message):
     with pytest.raises(TypeError, match=f"^{message}$"):

@@ -9,7 +9,8 @@ def test_geometry_follows_the_largest_index_and_row():
     assert regs.addr_width == 10
     assert regs.data_width == 256            # a whole row of 8 int32 results
     assert RegisterMap(rows=64, cols=1, k_max=4).data_width == 512   # 64 int8 A lanes
-    assert RegisterMap(rows=1, cols=1, k_max=1).index_width == 3     # room for the CSRs
+    assert RegisterMap(rows=1, cols=1, k_max=1).index_width == 4     # room for 14 CSRs
+    assert len(Csr) == 14
 
 
 def test_address_puts_the_region_above_the_index():
@@ -22,6 +23,9 @@ def test_address_puts_the_region_above_the_index():
 
 def test_config_word_packs_the_parameters():
     assert RegisterMap(rows=3, cols=5, k_max=100).config_word == 3 | 5 << 8 | 100 << 16
+    protected = RegisterMap(rows=3, cols=5, k_max=100, abft="rowcol", range_check=True)
+    assert protected.config_word == 3 | 5 << 8 | 100 << 16 | 2 << 29 | 1 << 31
+    assert RegisterMap(rows=3, cols=5, k_max=100, abft="col").config_word >> 29 == 1
 
 
 @pytest.mark.parametrize("width", [8, 32])
