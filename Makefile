@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Options of the main job, for example: make sim SIM_ARGS="--abft col --injections 2000"
+SIM_ARGS ?= --abft rowcol
 
 .PHONY: sim test bench clean
 
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sim: $(STAMP)
-	$(BIN)/softerror sim --out runs
+	$(BIN)/softerror sim --out runs $(SIM_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -40,7 +40,7 @@ from hw.tile_controller import busy_cycles
 from hw.validation import check_int
 from sim import toolchain
 from sim.harness import (
-    CLOCK_PERIOD_NS, HARNESS_NAME, START_OFFSET, ExperimentHarness, experiment_cycles,
+    CLOCK_PERIOD_NS, HARNESS_NAME, ExperimentHarness, experiment_cycles, start_offset,
 )
 
 __all__ = ["DesignConfig", "Build", "BuildError", "build_design", "cache_root",
@@ -72,17 +72,21 @@ class DesignConfig:
     rows: int = 8
     cols: int = 8
     k_max: int = 256
+    abft: str = "none"
+    range_check: bool = False
 
     def __post_init__(self):
-        GemmAccelerator.check_parameters(rows=self.rows, cols=self.cols, k_max=self.k_max)
+        GemmAccelerator.check_parameters(rows=self.rows, cols=self.cols, k_max=self.k_max,
+                                         abft=self.abft, range_check=self.range_check)
 
     def accelerator(self) -> GemmAccelerator:
         """The Amaranth component (for generation; elaborating it is the costly part)."""
-        return GemmAccelerator(rows=self.rows, cols=self.cols, k_max=self.k_max)
+        return GemmAccelerator(rows=self.rows, cols=self.cols, k_max=self.k_max,
+                               abft=self.abft, range_check=self.range_check)
 
     @property
     def register_map(self) -> RegisterMap:
-        return RegisterMap(self.rows, self.cols, self.k_max)
+        return RegisterMap(self.rows, self.cols, self.k_max, self.abft, self.range_check)
 
     def harness(self) -> ExperimentHarness:
         return ExperimentHarness(self.register_map)
@@ -94,15 +98,22 @@ class DesignConfig:
 
     def experiment_cycles(self, k):
         """Cycles the harness takes for one experiment on a tile of depth ``k``."""
-        return experiment_cycles(self.rows, self.tile_cycles(k))
+        return experiment_cycles(self.register_map, self.tile_cycles(k))
+
+    @property
+    def start_offset(self):
+        """Cycles from the harness's ``run`` toggle to the phase before the START edge."""
+        return start_offset(self.register_map)
 
     def window_cycles(self, k):
         """Injection window of a tile: from the START edge to the last result read."""
-        return self.experiment_cycles(k) - START_OFFSET
+        return self.experiment_cycles(k) - self.start_offset
 
     @property
     def label(self):
-        return f"{self.rows}x{self.cols}-k{self.k_max}"
+        protection = ("" if self.abft == "none" else f"-{self.abft}") + (
+            "-range" if self.range_check else "")
+        return f"{self.rows}x{self.cols}-k{self.k_max}{protection}"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from sim.outcomes import OUTCOMES
 from sim.statistics import leveugle_sample_size, margin_of_error, wilson_interval
 from sim.table import format_table
 from sim.workload import Workload
+from sw.protection_model import RangeBounds
 
 __all__ = ["CampaignOptions", "run_campaign", "summarize", "format_summary",
            "prepare_campaign", "replay"]
@@ -49,7 +50,8 @@ class CampaignOptions:
 
     ``classes`` selects site classes (``None``: all). ``exhaustive_cycle``, when given,
     replaces random sampling by one experiment per selected bit, all at that workload
-    cycle; ``injections`` is then ignored.
+    cycle; ``injections`` is then ignored. ``range_bounds`` programs the range checker of
+    a design that has one (default: the int32 limits, which clamp nothing).
     """
     config: DesignConfig
     workload: Workload
@@ -57,6 +59,14 @@ class CampaignOptions:
     injections: int = 1000
     classes: tuple | None = None
     exhaustive_cycle: int | None = None
+    range_bounds: RangeBounds | None = None
+
+    @property
+    def bounds(self):
+        """The range checker's bounds, or ``None`` without a range checker."""
+        if not self.config.range_check:
+            return None
+        return self.range_bounds or RangeBounds()
 
 
 @dataclass
@@ -85,6 +95,8 @@ def prepare_campaign(options: CampaignOptions):
     """Build the model, select the sites, size the workload; raise ``ValueError`` on bad
     options, naming the option and the value."""
     config, workload = options.config, options.workload
+    if options.range_bounds is not None and not config.range_check:
+        raise ValueError("range bounds need a design with a range checker (--range-check)")
     if workload.k > config.k_max:
         raise ValueError(f"--k must be at most --k-max ({config.k_max}), not {workload.k}")
     build = build_design(config)
@@ -112,11 +124,21 @@ def prepare_campaign(options: CampaignOptions):
             raise ValueError(f"--exhaustive-cycle must be from 0 to {tile_count * window - 1} "
                              f"(the workload's cycles), not {cycle}")
         injections = sum(site.width for site in sites)
+    if options.bounds is not None:
+        for tile in workload.tiles(config.rows, config.cols):
+            values = np.array(tile.expected)[:tile.valid_rows, :tile.valid_cols]
+            if values.min() < options.bounds.lower or values.max() > options.bounds.upper:
+                raise ValueError(
+                    f"--range-lower/--range-upper [{options.bounds.lower}, "
+                    f"{options.bounds.upper}] clamp the clean output of tile {tile.index} "
+                    f"(from {values.min()} to {values.max()}): every experiment would raise "
+                    "the alarm; widen the bounds")
     design_digest = hashlib.sha256((build.directory / "design.v").read_bytes()).hexdigest()
     identity = {
         "design": asdict(config), "design_verilog_sha256": design_digest,
         "workload": asdict(workload), "seed": options.seed, "classes": list(classes),
         "exhaustive_cycle": options.exhaustive_cycle,
+        "range_bounds": None if options.bounds is None else asdict(options.bounds),
     }
     description = {**identity, "tiles": tile_count, "window_cycles": window,
                    "versions": toolchain.versions()}
@@ -142,14 +164,15 @@ def _batches(prepared, plan, workers):
             experiments = tuple(zip(plan.experiment[part].tolist(), plan.site[part].tolist(),
                                     plan.bit[part].tolist(), offsets[part].tolist()))
             tasks.append(BatchTask(prepared.options.config, prepared.options.workload,
-                                   site_paths, control_paths, int(tile), experiments))
+                                   prepared.options.bounds, site_paths, control_paths,
+                                   int(tile), experiments))
     return tasks
 
 
 def _records(prepared, task, results):
     """Database rows for a finished batch: output errors measured against the twin."""
     config = prepared.options.config
-    tile = prepared.options.workload.tiles(config.rows, config.cols)[task.tile]
+    tile = prepared.options.workload.tiles(config.rows, config.cols, task.bounds)[task.tile]
     expected = np.array(tile.expected, dtype=np.int64)[:tile.valid_rows, :tile.valid_cols]
     by_experiment = {experiment[0]: experiment for experiment in task.experiments}
     rows = []
@@ -183,7 +206,7 @@ def replay(options: CampaignOptions, upsets):
         experiments = tuple((number, index[path], bit, cycle)
                             for number, (path, bit, upset_tile, cycle) in enumerate(upsets)
                             if upset_tile == tile)
-        task = BatchTask(options.config, options.workload,
+        task = BatchTask(options.config, options.workload, options.bounds,
                          tuple(site.path for site in prepared.sites),
                          tuple(site.path for site in prepared.control_sites), tile, experiments)
         for row in _records(prepared, task, run_batch(task)):
@@ -287,6 +310,19 @@ def summarize(database, campaign_id):
             rates[name] = {outcome: {"rate": count / total,
                                      "ci95": list(wilson_interval(count, total))}
                            for outcome, count in counts.items()}
+    coverage = {}
+    for name, counts in [*per_class.items(), ("all", outcomes)]:
+        caught = counts["corrected"] + counts["detected"]
+        corrupting = caught + counts["sdc"]
+        total = sum(counts.values())
+        if total:
+            coverage[name] = {
+                "caught": caught, "corrupting": corrupting,
+                "coverage": caught / corrupting if corrupting else None,
+                "coverage_ci95": list(wilson_interval(caught, corrupting)),
+                "false_alarm_rate": counts["false_alarm"] / total,
+                "false_alarm_ci95": list(wilson_interval(counts["false_alarm"], total)),
+            }
     population = sum(bits.values()) * description["tiles"] * description["window_cycles"]
     if description["exhaustive_cycle"] is not None:
         population = sum(bits.values())
@@ -298,6 +334,7 @@ def summarize(database, campaign_id):
         "outcomes": outcomes,
         "per_class": per_class,
         "rates": rates,
+        "coverage": coverage,
         "bits": bits,
         "population": population,
         "leveugle": {
@@ -317,6 +354,16 @@ def _rate_cell(entry):
     return f"{100 * entry['rate']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _protection_label(design, bounds):
+    parts = []
+    if design.get("abft", "none") != "none":
+        parts.append(f"abft={design['abft']}")
+    if design.get("range_check"):
+        parts.append(f"range [{bounds['lower']}, {bounds['upper']}]"
+                     f"{' zero' if bounds['zero'] else ''}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def format_summary(summary):
     """The summary table and the statistical notes, for a terminal."""
     campaign = summary["campaign"]
@@ -331,7 +378,8 @@ def format_summary(summary):
             if campaign["exhaustive_cycle"] is not None else "uniform over bits x cycles")
     leveugle = summary["leveugle"]
     lines = [
-        f"Campaign {summary['campaign_id']}: {design['rows']}x{design['cols']} array, "
+        f"Campaign {summary['campaign_id']}: {design['rows']}x{design['cols']} array"
+        f"{_protection_label(design, campaign.get('range_bounds'))}, "
         f"GEMM {workload['m']}x{workload['k']}x{workload['n']} ({campaign['tiles']} "
         f"tile{'s' if campaign['tiles'] != 1 else ''} of {campaign['window_cycles']} cycles), "
         f"seed {campaign['seed']}, {mode}",
@@ -342,6 +390,18 @@ def format_summary(summary):
         f"margin at 95% confidence; these {summary['injections']:,} give "
         f"±{100 * leveugle['achieved_margin']:.2f}%.",
     ]
+    design = summary["campaign"]["design"]
+    if design.get("abft", "none") != "none" or design.get("range_check"):
+        rows = [[name, entry["corrupting"], entry["caught"],
+                 "-" if entry["coverage"] is None else
+                 f"{100 * entry['coverage']:.1f}% [{100 * entry['coverage_ci95'][0]:.1f}, "
+                 f"{100 * entry['coverage_ci95'][1]:.1f}]",
+                 f"{100 * entry['false_alarm_rate']:.2f}%"]
+                for name, entry in summary["coverage"].items()]
+        lines += ["Protection: of the upsets that corrupted the output (corrected + detected + "
+                  "sdc), the share caught (corrected + detected), and the false alarms:",
+                  format_table(["class", "corrupting", "caught", "coverage", "false alarms"],
+                               rows)]
     if summary["latent"]:
         lines.append(f"{summary['latent']:,} upsets left the control state different from the "
                      "golden run's at the end of their tile (latent: later tiles may differ).")

@@ -28,9 +28,9 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from hw.register_map import Region, pack_lanes
+from hw.register_map import Region, Status, pack_lanes
 from sim.build import DesignConfig
-from sim.harness import CLOCK_PERIOD_NS, START_OFFSET
+from sim.harness import CLOCK_PERIOD_NS
 from sim.host_bus import HostBus
 from sim.outcomes import OUTCOMES, classify
 from sim.signal_access import RawSignal
@@ -65,6 +65,8 @@ class ExperimentRunner:
         self._run, self._finished = RawSignal(dut.run), RawSignal(dut.finished)
         self._hang, self._mismatch = RawSignal(dut.hang), RawSignal(dut.mismatch)
         self._observed, self._done_cycles = RawSignal(dut.observed), RawSignal(dut.done_cycles)
+        self._status = RawSignal(dut.status)
+        self.start_offset = config.start_offset
 
     def _wait(self, cycles):
         timer = self._timers.get(cycles)
@@ -89,6 +91,11 @@ class ExperimentRunner:
                                       for i, row in enumerate(tile["expected"]))
         self.dut.row_mask.value = (1 << tile["valid_rows"]) - 1
         self.dut.lane_mask.value = (1 << (32 * tile["valid_cols"])) - 1
+        if self.config.range_check:
+            lower, upper, zero = tile["range"]
+            self.dut.range_lower.value = lower & 0xFFFFFFFF
+            self.dut.range_upper.value = upper & 0xFFFFFFFF
+            self.dut.range_control.value = int(zero)
         self.loaded_tile = tile["key"]
         self.golden_control = None
         outcome, done_cycles, _, _ = await self.run(None, 0, 0)
@@ -96,8 +103,9 @@ class ExperimentRunner:
         if outcome != "masked" or done_cycles != self.tile_cycles or self.late:
             raise AssertionError(
                 f"Golden run of tile {tile['key']} disagrees with the twin and the timing: "
-                f"outcome {outcome}, DONE after {done_cycles} cycles (expected "
-                f"{self.tile_cycles}), finished {'late' if self.late else 'on time'}")
+                f"outcome {outcome} (STATUS {self._status.read():#x}), DONE after "
+                f"{done_cycles} cycles (expected {self.tile_cycles}), finished "
+                f"{'late' if self.late else 'on time'}")
 
     async def run(self, site, bit, cycle):
         """One experiment; ``site=None`` runs without an upset.
@@ -106,18 +114,22 @@ class ExperimentRunner:
         latent)."""
         self.run_toggle ^= 1
         self._run.deposit(self.run_toggle)
-        await self._wait(START_OFFSET + cycle)
+        await self._wait(self.start_offset + cycle)
         if site is not None:
             self.registers[site].flip(bit)
-        await self._wait(self.experiment_cycles - START_OFFSET - cycle)
+        await self._wait(self.experiment_cycles - self.start_offset - cycle)
         self.late = not self._finished.read()
         if self.late:
             # Late or hung: give the watchdog time to fire, then read the harness.
             await self._wait(self.watchdog + self.config.rows + 4)
         hang = bool(self._hang.read())
         mismatch = self._mismatch.read()
-        outcome = classify(hang=hang, output_wrong=not hang and mismatch != 0)
-        observed = format(self._observed.read(), "x") if outcome == "sdc" else None
+        status = self._status.read()
+        alarm = bool(status >> Status.ABFT_ERROR & 1 or status >> Status.RANGE_FLAG & 1)
+        outcome = classify(hang=hang, output_wrong=not hang and mismatch != 0, alarm=alarm,
+                           corrected=bool(status >> Status.ABFT_CORRECTED & 1))
+        observed = (format(self._observed.read(), "x") if outcome in ("sdc", "detected")
+                    else None)
         latent = self.golden_control is not None and any(
             register.read() != value for register, value in zip(self.control, self.golden_control))
         return outcome, self._done_cycles.read(), observed, latent

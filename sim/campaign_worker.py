@@ -28,12 +28,14 @@ _all_sessions_lock = threading.Lock()
 class BatchTask:
     """Experiments ``[experiment, site, bit, cycle]`` that all fall in one tile.
 
+    ``bounds`` programs the range checker (``None`` without one).
     ``site_paths`` are the campaign's sites (``site`` indexes them); ``control_paths``
     are the design's control registers, compared with the golden run to flag latent
     upsets.
     """
     config: DesignConfig
     workload: Workload
+    bounds: object
     site_paths: tuple
     control_paths: tuple
     tile: int
@@ -63,7 +65,7 @@ def run_batch(task: BatchTask):
     Returns ``[experiment, outcome, done_cycles, observed tile (hex) or None, latent]``.
     """
     session = _session(task.config, task.site_paths, task.control_paths)
-    tile = task.workload.tiles(task.config.rows, task.config.cols)[task.tile]
+    tile = task.workload.tiles(task.config.rows, task.config.cols, task.bounds)[task.tile]
     response = session.request({"tile": tile.message(), "experiments": list(task.experiments)})
     return response["results"]
 

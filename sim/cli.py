@@ -45,11 +45,40 @@ def _add_design_options(parser):
                         help="array columns (default 8)")
     parser.add_argument("--k-max", type=_int_range(1, MAX_K), default=256,
                         help="operand buffer depth, the longest K of a tile (default 256)")
+    parser.add_argument("--abft", choices=("none", "col", "rowcol"), default="none",
+                        help="block checksums: none, col (detect), rowcol (also correct)")
+    parser.add_argument("--range-check", action="store_true",
+                        help="a range checker on the output path")
+
+
+def _add_range_options(parser):
+    parser.add_argument("--range-lower", type=_int_range(-(1 << 31), (1 << 31) - 1),
+                        default=-(1 << 31), help="lower bound (with --range-check)")
+    parser.add_argument("--range-upper", type=_int_range(-(1 << 31), (1 << 31) - 1),
+                        default=(1 << 31) - 1, help="upper bound (with --range-check)")
+    parser.add_argument("--range-mode", choices=("clamp", "zero"), default="clamp",
+                        help="what replaces an out-of-range value (default clamp)")
+
+
+def _range_bounds(args):
+    from sw.protection_model import RangeBounds
+    defaults = (args.range_lower, args.range_upper, args.range_mode) == (
+        -(1 << 31), (1 << 31) - 1, "clamp")
+    if not args.range_check:
+        if not defaults:
+            raise UsageError("--range-lower, --range-upper and --range-mode need --range-check")
+        return None
+    if args.range_lower > args.range_upper:
+        raise UsageError(f"--range-lower ({args.range_lower}) must not exceed --range-upper "
+                         f"({args.range_upper})")
+    return RangeBounds(args.range_lower, args.range_upper, args.range_mode == "zero")
 
 
 def _design(args):
     from sim.build import DesignConfig
-    return DesignConfig(rows=args.rows, cols=args.cols, k_max=args.k_max)
+    return DesignConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
+                        abft=getattr(args, "abft", "none"),
+                        range_check=getattr(args, "range_check", False))
 
 
 def _print_json(value):
@@ -64,6 +93,8 @@ def _gemm_table(reports):
             "HANG" if r["hang"] else f"MISMATCH ({r['mismatches']} elements)")
         if r["bit_exact"] and not r["timing_ok"]:
             result = "bit-exact, TIMING MISMATCH"
+        if r["flag_mismatches"]:
+            result += f", FLAGS DIFFER in {len(r['flag_mismatches'])} tiles"
         operands = ("given" if r["operands_file"] else
                     f"seed {r['seed']}, {r['extreme_fraction']:.0%} at -128/127")
         rows.append([f"{r['m']}x{r['k']}x{r['n']}", operands, r["tiles"], r["cycles"],
@@ -97,7 +128,8 @@ def _cmd_verify_gemm(args):
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
     if args.waves is not None and not args.waves.endswith((".fst", ".vcd")):
         raise UsageError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
-    job = GemmJob(m=args.m, k=args.k, n=args.n, seed=args.seed)
+    job = GemmJob(m=args.m, k=args.k, n=args.n, seed=args.seed,
+                  range_bounds=_range_bounds(args))
     [report] = verify_gemms(config, [job], waves_file=args.waves)
     if args.json:
         _print_json(report)
@@ -155,7 +187,8 @@ def _cmd_campaign(args):
     _open_database(args.db).close()
     options = CampaignOptions(config=config, workload=Workload(args.m, args.k, args.n, args.seed),
                               seed=args.seed, injections=args.injections, classes=args.sites,
-                              exhaustive_cycle=args.exhaustive_cycle)
+                              exhaustive_cycle=args.exhaustive_cycle,
+                              range_bounds=_range_bounds(args))
     try:
         summary = run_campaign(options, args.db, workers=args.workers, scheduler=args.scheduler,
                                progress=not args.json and sys.stderr.isatty() or args.progress)
@@ -195,6 +228,34 @@ def _cmd_report(args):
     return 0
 
 
+def _cmd_area(args):
+    from sim.area import area_overhead
+    from sim.build import DesignConfig
+    from sim.table import format_table
+    config = _design(args)
+    report = area_overhead(config)
+    # The checks run during the drain and the correction on the read path, so the tile
+    # controller's timing is the same for every protection; the co-verification tests hold
+    # the RTL of every mode to it (DONE exactly tile_cycles(k) after START).
+    base = DesignConfig(config.rows, config.cols, config.k_max)
+    report["extra_cycles_per_tile"] = (config.tile_cycles(config.k_max)
+                                       - base.tile_cycles(config.k_max))
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_table(
+            ["array", "abft", "range", "cells (none)", "cells", "overhead", "flip-flops",
+             "extra cycles/tile"],
+            [[f"{config.rows}x{config.cols}", config.abft, "yes" if config.range_check else "no",
+              f"{report['cells_base']:,}", f"{report['cells']:,}",
+              f"{report['overhead_pct']:.1f}%",
+              f"{report['flip_flops_base']:,} -> {report['flip_flops']:,}",
+              report["extra_cycles_per_tile"]]]))
+        print("Yosys generic synthesis, flattened, to gates without ABC; the operand buffers "
+              "are RAM macros, not counted.")
+    return 0
+
+
 def _cmd_sim(args):
     """The main job: co-verify the default suite, then a short campaign; results in --out."""
     from sim.campaign import CampaignOptions, format_summary, run_campaign
@@ -211,7 +272,8 @@ def _cmd_sim(args):
     if passed and args.injections:
         workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
         summary = run_campaign(CampaignOptions(config, workload, seed=args.seed,
-                                               injections=args.injections),
+                                               injections=args.injections,
+                                               range_bounds=_range_bounds(args)),
                                out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
@@ -247,6 +309,7 @@ def _parser():
     for name in ("m", "k", "n"):
         gemm.add_argument(f"--{name}", type=_int_range(1, 1 << 20), required=True)
     gemm.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0)
+    _add_range_options(gemm)
     gemm.add_argument("--waves", metavar="FILE", help="write a waveform (.fst or .vcd)")
     gemm.add_argument("--json", action="store_true", help="print one JSON object")
     gemm.set_defaults(handler=_cmd_verify_gemm)
@@ -261,6 +324,7 @@ def _parser():
     for name in ("m", "k", "n"):
         campaign.add_argument(f"--{name}", type=_int_range(1, 1 << 20), required=True)
     campaign.add_argument("--injections", type=_int_range(1, 10**9), default=1000)
+    _add_range_options(campaign)
     campaign.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0,
                           help="seeds the operands and the sampling")
     campaign.add_argument("--db", required=True, help="SQLite file (created; resumed if it "
@@ -277,6 +341,11 @@ def _parser():
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.set_defaults(handler=_cmd_campaign)
 
+    area = commands.add_parser("area", help="cells and overhead of the protection units")
+    _add_design_options(area)
+    area.add_argument("--json", action="store_true", help="print one JSON object")
+    area.set_defaults(handler=_cmd_area)
+
     report = commands.add_parser("report", help="summarise a campaign database again")
     report.add_argument("--db", required=True)
     report.add_argument("--campaign", type=_int_range(1, 2**62), help="campaign id")
@@ -289,6 +358,7 @@ def _parser():
     sim.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0)
     sim.add_argument("--injections", type=_int_range(0, 10**9), default=500,
                      help="size of the campaign after co-verification (0: none)")
+    _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)

@@ -6,7 +6,8 @@ test is exactly the Verilog ``softerror generate`` writes. The harness has two m
 * Pass-through (idle): ``addr``, ``wdata``, ``we``, ``rdata``, ``irq`` and ``rst`` connect
   straight to the accelerator; ordinary testbenches drive it as an SoC would.
 * Experiment: a toggle of ``run`` makes the harness run one tile the way a host does --
-  reset the accelerator, write K, write START, wait for ``irq`` (or give up after
+  reset the accelerator, write K (and the range bounds, when the accelerator has a range
+  checker: reset restores their defaults), write START, wait for ``irq`` (or give up after
   ``watchdog`` cycles: ``hang``), read every result row and the STATUS register back over
   the host port, and compare the rows with ``expected``. Python only flips the bit and
   reads the verdict: an experiment costs two wake-ups, not one per cycle.
@@ -14,7 +15,7 @@ test is exactly the Verilog ``softerror generate`` writes. The harness has two m
 The harness's own registers are test equipment, not fault sites.
 
 Timing (cycles counted from the bus phase at which ``run`` is toggled):
-``START_OFFSET`` cycles to the phase just before the edge that samples START, and
+:func:`start_offset` cycles to the phase just before the edge that samples START, and
 :func:`experiment_cycles` until ``finished`` reads 1 on a clean run.
 """
 
@@ -25,23 +26,29 @@ from amaranth.lib.wiring import In, Out
 from hw.generate import TOP_NAME
 from hw.register_map import Csr, Region, RegisterMap
 
-__all__ = ["ExperimentHarness", "HARNESS_NAME", "START_OFFSET", "CLOCK_PERIOD_NS",
+__all__ = ["ExperimentHarness", "HARNESS_NAME", "CLOCK_PERIOD_NS", "start_offset",
            "experiment_cycles"]
 
 HARNESS_NAME = "softerror_harness"
 #: Clock period of every simulation; the clock is generated in C++ (``harness_main.cpp``),
 #: low at time 0, rising at half a period.
 CLOCK_PERIOD_NS = 10
-#: Cycles from the ``run`` toggle to the phase before the START edge: the harness sees the
-#: toggle, resets the accelerator, writes K, writes START.
-START_OFFSET = 3
+#: CSR writes after the accelerator's reset and before START, with a range checker.
+_RANGE_WRITES = (Csr.RANGE_LOWER, Csr.RANGE_UPPER, Csr.RANGE_CONTROL)
 
 
-def experiment_cycles(rows, tile_cycles):
+def start_offset(register_map):
+    """Cycles from the ``run`` toggle to the phase before the START edge: the harness sees
+    the toggle, resets the accelerator, writes K (and the range bounds), writes START."""
+    return 3 + (len(_RANGE_WRITES) if register_map.range_check else 0)
+
+
+def experiment_cycles(register_map, tile_cycles):
     """Cycles from the ``run`` toggle until ``finished`` reads 1, for a clean tile."""
-    # START_OFFSET, the tile, the cycle that sees irq, then READ: rows + 2 cycles (rows + 1
-    # addresses, one capture behind), and the phase after the edge that sets ``finished``.
-    return START_OFFSET + tile_cycles + 1 + (rows + 2) + 1
+    # The start offset, the tile, the cycle that sees irq, then READ: rows + 2 cycles
+    # (rows + 1 addresses, one capture behind), and the phase after the edge that sets
+    # ``finished``.
+    return start_offset(register_map) + tile_cycles + 1 + (register_map.rows + 2) + 1
 
 
 class ExperimentHarness(wiring.Component):
@@ -54,7 +61,7 @@ class ExperimentHarness(wiring.Component):
 
     Members
     -------
-    addr, wdata, we : In
+    addr, wdata, we, re : In
         Pass-through host port (ignored while an experiment runs).
     rdata, irq : Out
         Pass-through host port.
@@ -64,6 +71,8 @@ class ExperimentHarness(wiring.Component):
         K of the experiment's tile (its operands are already in the buffers).
     watchdog : In(32)
         Cycles to wait for ``irq`` before declaring a hang.
+    range_lower, range_upper, range_control : In(32)
+        Written to the range checker's registers after each reset (only with one).
     expected : In(rows * cols * 32)
         The expected result tile, row 0 in the low bits.
     row_mask : In(rows)
@@ -89,11 +98,14 @@ class ExperimentHarness(wiring.Component):
             "addr": In(register_map.addr_width),
             "wdata": In(register_map.data_width),
             "we": In(1),
+            "re": In(1),
             "rdata": Out(register_map.data_width),
             "irq": Out(1),
             "run": In(1),
             "tile_k": In(range(register_map.k_max + 1)),
             "watchdog": In(32),
+            **({name: In(32) for name in ("range_lower", "range_upper", "range_control")}
+               if register_map.range_check else {}),
             "expected": In(register_map.rows * row_bits),
             "row_mask": In(register_map.rows),
             "lane_mask": In(row_bits),
@@ -112,13 +124,13 @@ class ExperimentHarness(wiring.Component):
 
         bus_addr = Signal.like(self.addr)
         bus_wdata = Signal.like(self.wdata)
-        bus_we = Signal()
+        bus_we, bus_re = Signal(), Signal()
         accelerator_reset = Signal()
         m.submodules.accelerator = Instance(
             TOP_NAME,
             i_clk=ClockSignal(),
             i_rst=accelerator_reset | ResetSignal(),
-            i_addr=bus_addr, i_wdata=bus_wdata, i_we=bus_we,
+            i_addr=bus_addr, i_wdata=bus_wdata, i_we=bus_we, i_re=bus_re,
             o_rdata=self.rdata, o_irq=self.irq,
         )
 
@@ -134,7 +146,12 @@ class ExperimentHarness(wiring.Component):
             self.finished.eq(finished), self.hang.eq(hang), self.mismatch.eq(mismatch),
             self.done_cycles.eq(done_cycles), self.status.eq(status),
             bus_addr.eq(self.addr), bus_wdata.eq(self.wdata), bus_we.eq(self.we),
+            bus_re.eq(self.re),
         ]
+        configuration = [(Csr.K, self.tile_k)]
+        if regs.range_check:
+            configuration += zip(_RANGE_WRITES,
+                                 (self.range_lower, self.range_upper, self.range_control))
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
@@ -143,19 +160,21 @@ class ExperimentHarness(wiring.Component):
                                  mismatch.eq(0)]
                     m.next = "RESET"
             with m.State("RESET"):
-                m.d.comb += [accelerator_reset.eq(1), bus_we.eq(0)]
-                m.next = "WRITE_K"
-            with m.State("WRITE_K"):
-                m.d.comb += [bus_addr.eq(regs.address(Region.CSR, Csr.K)),
-                             bus_wdata.eq(self.tile_k), bus_we.eq(1)]
-                m.next = "WRITE_START"
+                m.d.comb += [accelerator_reset.eq(1), bus_we.eq(0), bus_re.eq(0)]
+                m.next = "CONFIGURE_0"
+            for number, (csr, value) in enumerate(configuration):
+                with m.State(f"CONFIGURE_{number}"):
+                    m.d.comb += [bus_addr.eq(regs.address(Region.CSR, csr)),
+                                 bus_wdata.eq(value), bus_we.eq(1), bus_re.eq(0)]
+                    last = number == len(configuration) - 1
+                    m.next = "WRITE_START" if last else f"CONFIGURE_{number + 1}"
             with m.State("WRITE_START"):
                 m.d.comb += [bus_addr.eq(regs.address(Region.CSR, Csr.CTRL)),
-                             bus_wdata.eq(1), bus_we.eq(1)]
+                             bus_wdata.eq(1), bus_we.eq(1), bus_re.eq(0)]
                 m.d.sync += counter.eq(0)
                 m.next = "WAIT"
             with m.State("WAIT"):
-                m.d.comb += bus_we.eq(0)
+                m.d.comb += [bus_we.eq(0), bus_re.eq(0)]
                 m.d.sync += counter.eq(counter + 1)
                 with m.If(self.irq):
                     m.d.sync += [done_cycles.eq(counter), read_index.eq(0)]
@@ -166,7 +185,7 @@ class ExperimentHarness(wiring.Component):
             with m.State("READ"):
                 # Cycle i addresses row i (row ``rows`` is STATUS) and captures what
                 # cycle i - 1 addressed.
-                m.d.comb += bus_we.eq(0)
+                m.d.comb += [bus_we.eq(0), bus_re.eq(1)]
                 with m.If(read_index < rows):
                     m.d.comb += bus_addr.eq(regs.address(Region.RESULT, 0) + read_index)
                 with m.Else():

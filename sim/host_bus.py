@@ -32,6 +32,7 @@ class HostBus:
         self._addr = dut.addr
         self._wdata = dut.wdata
         self._we = dut.we
+        self._re = dut.re
         self._rdata = dut.rdata
         self._irq = dut.irq
         self._next_cycle = Timer(CLOCK_PERIOD_NS, unit="ns")
@@ -49,6 +50,7 @@ class HostBus:
             # periods; the bus phase is a quarter period before each of them.
             self._started = True
             self._we.value = 0
+            self._re.value = 0
             self._addr.value = 0
             self._wdata.value = 0
             await Timer(CLOCK_PERIOD_NS / 4, unit="ns")
@@ -78,12 +80,13 @@ class HostBus:
     async def read_many(self, addresses):
         """Read words, pipelined: one cycle per address plus one."""
         values = []
-        addresses = list(addresses)
         self._we.value = 0
+        self._re.value = 1
         for address in addresses:
             self._addr.value = address
             await self._next_cycle
             values.append(int(self._rdata.value))
+        self._re.value = 0
         return values
 
     async def read(self, address):

@@ -9,6 +9,7 @@ import torch
 from sim.build import DesignConfig, build_design
 from sim.simulator import run_testbench
 from sw.accelerator_model import random_operands
+from sw.protection_model import RangeBounds
 
 __all__ = ["GemmJob", "verify_gemms", "default_suite", "job_operands"]
 
@@ -21,6 +22,9 @@ class GemmJob:
 
     The operands are seeded random int8 values, a share ``extreme_fraction`` of them -128
     or 127, unless ``operands`` gives them explicitly as an (A, B) pair of int8 tensors.
+    ``range_bounds`` programs the range checker (designs with one). ``upsets`` are
+    accumulator upsets ``(tile, "array.pe_I_J.accumulator", bit, cycle)``, at most one
+    per tile, at cycles 1 .. tile_cycles(k), which the twin predicts.
     """
     m: int
     k: int
@@ -28,6 +32,8 @@ class GemmJob:
     seed: int = 0
     extreme_fraction: float = 0.1
     operands: tuple | None = field(default=None, repr=False, compare=False)
+    range_bounds: RangeBounds | None = None
+    upsets: tuple = ()
 
     @classmethod
     def from_operands(cls, a, b):
@@ -44,11 +50,27 @@ class GemmJob:
         if self.k > config.k_max:
             raise ValueError(f"k must be at most the accelerator's k_max {config.k_max}, "
                              f"not {self.k} (tiles do not split K)")
+        if self.range_bounds is not None and not config.range_check:
+            raise ValueError("range bounds need a design with a range checker")
+        tiles = -(-self.m // config.rows) * -(-self.n // config.cols)
+        for tile, path, bit, cycle in self.upsets:
+            if not 0 <= tile < tiles:
+                raise ValueError(f"upset tile must be from 0 to {tiles - 1}, not {tile}")
+            if not 1 <= cycle <= config.tile_cycles(self.k):
+                raise ValueError(f"upset cycle must be from 1 to {config.tile_cycles(self.k)}, "
+                                 f"not {cycle}")
+            if not 0 <= bit < 32:
+                raise ValueError(f"upset bit must be from 0 to 31, not {bit}")
 
-    def to_request(self, work_dir: Path, index: int):
+    def to_request(self, config: DesignConfig, work_dir: Path, index: int):
         """The job as the testbench reads it; explicit operands go to a file."""
+        bounds = self.range_bounds
+        if bounds is None and config.range_check:
+            bounds = RangeBounds()
         request = {"m": self.m, "k": self.k, "n": self.n, "seed": self.seed,
-                   "extreme_fraction": self.extreme_fraction, "operands_file": None}
+                   "extreme_fraction": self.extreme_fraction, "operands_file": None,
+                   "range": None if bounds is None else [bounds.lower, bounds.upper, bounds.zero],
+                   "upsets": [list(upset) for upset in self.upsets]}
         if self.operands is not None:
             path = work_dir / f"operands-{index}.pt"
             a, b = self.operands
@@ -102,7 +124,7 @@ def verify_gemms(config: DesignConfig, jobs, *, waves_file=None, work_dir=None,
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="softerror-verify-")).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     request = {"design": vars(config),
-               "gemms": [job.to_request(work_dir, i) for i, job in enumerate(jobs)]}
+               "gemms": [job.to_request(config, work_dir, i) for i, job in enumerate(jobs)]}
     response = run_testbench(build, testbench, request, work_dir, waves_file=waves_file,
                              timeout=timeout)
     reports = response["gemms"]

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 from hw.register_map import pack_lanes
 from sw.accelerator_model import iter_tiles, random_operands, tile_product
+from sw.protection_model import check_tile
 
 __all__ = ["Workload", "TileData"]
 
@@ -23,12 +24,16 @@ class TileData:
     a_words: tuple
     b_words: tuple
     expected: tuple
-    """Rows of the expected int32 tile (zero-padded like the hardware's tile)."""
+    """Rows of the int32 tile the host reads on a clean run (zero-padded like the hardware's
+    tile, range-checked when the design checks ranges)."""
+    range: tuple | None
+    """(lower, upper, zero mode) of the range checker, or ``None``."""
 
     def message(self):
         return {"key": self.key, "a_words": list(self.a_words),
                 "b_words": list(self.b_words), "expected": [list(row) for row in self.expected],
-                "valid_rows": self.valid_rows, "valid_cols": self.valid_cols}
+                "valid_rows": self.valid_rows, "valid_cols": self.valid_cols,
+                "range": self.range}
 
 
 @dataclass(frozen=True)
@@ -47,15 +52,20 @@ class Workload:
         return -(-self.m // rows) * -(-self.n // cols)
 
     @lru_cache(maxsize=8)
-    def tiles(self, rows, cols):
-        """Every tile, with its words and its expected result from the twin."""
+    def tiles(self, rows, cols, bounds=None):
+        """Every tile, with its words and, from the twin, what a host reads on a clean run
+        (``bounds``: the range checker's ``RangeBounds``, if the design has one)."""
         a, b = self.operands()
-        return tuple(
-            TileData(
-                key=f"{self!r}/{rows}x{cols}/tile {tile.index}", index=tile.index, k=self.k,
-                valid_rows=tile.valid_rows, valid_cols=tile.valid_cols,
+        tiles = []
+        for tile in iter_tiles(a, b, rows, cols):
+            clean = tile_product(tile.a, tile.b)
+            expected = clean if bounds is None else check_tile(tile.a, tile.b, clean,
+                                                               bounds=bounds).output
+            tiles.append(TileData(
+                key=f"{self!r}/{rows}x{cols}/{bounds!r}/tile {tile.index}", index=tile.index,
+                k=self.k, valid_rows=tile.valid_rows, valid_cols=tile.valid_cols,
                 a_words=tuple(pack_lanes(tile.a[:, step].tolist(), 8) for step in range(self.k)),
                 b_words=tuple(pack_lanes(tile.b[step].tolist(), 8) for step in range(self.k)),
-                expected=tuple(tuple(row) for row in tile_product(tile.a, tile.b).tolist()),
-            )
-            for tile in iter_tiles(a, b, rows, cols))
+                expected=tuple(tuple(row) for row in expected.tolist()),
+                range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero)))
+        return tuple(tiles)

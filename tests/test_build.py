@@ -27,14 +27,18 @@ def test_key_depends_on_parameters_waves_and_sources(monkeypatch):
     assert key(DesignConfig(2, 2, 4), None) != base
 
 
-def test_only_harness_ports_and_fault_sites_are_public():
-    build = build_design(DesignConfig(rows=1, cols=1, k_max=4))
+@pytest.mark.parametrize("protection", [{}, {"abft": "col", "range_check": True}])
+def test_only_harness_ports_and_fault_sites_are_public(protection):
+    build = build_design(DesignConfig(rows=1, cols=1, k_max=4, **protection))
     control = (build.directory / "public.vlt").read_text().splitlines()
     assert control[0] == "`verilator_config"
-    ports = ["clk", "rst", "addr", "wdata", "we", "rdata", "irq", "run", "tile_k", "watchdog",
-             "expected", "row_mask", "lane_mask", "finished", "hang", "mismatch", "observed",
-             "done_cycles", "status"]
+    range_ports = ["range_lower", "range_upper", "range_control"] if protection else []
+    ports = ["clk", "rst", "addr", "wdata", "we", "re", "rdata", "irq", "run", "tile_k",
+             "watchdog", *range_ports, "expected", "row_mask", "lane_mask", "finished", "hang",
+             "mismatch", "observed", "done_cycles", "status"]
     sites = build.fault_sites()
+    classes = {site.fault_class for site in sites}
+    assert {"checksum", "range"} <= classes if protection else not classes & {"checksum", "range"}
     assert control[1:] == (
         [f'public_flat_rw -module "softerror_harness" -var "{port}"' for port in ports]
         + [f'public_flat_rw -module "{site.module}" -var "{site.name}"' for site in sites])

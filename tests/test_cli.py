@@ -87,7 +87,27 @@ CAMPAIGN = ["campaign", "--rows", "8", "--cols", "8", "--k-max", "256", "--m", "
 ])
 def test_bad_campaign_options(tmp_path, args, message):
     result = softerror(*CAMPAIGN, "--db", str(tmp_path / "c.db"), *args)
-    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+    # Progress lines of a first build may precede the error; the error ends the run.
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, f"softerror: error: {message}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--range-lower", "-5"], "--range-lower, --range-upper and --range-mode need --range-check"),
+    (["--range-check", "--range-lower", "5", "--range-upper", "4"],
+     "--range-lower (5) must not exceed --range-upper (4)"),
+    (["--range-check", "--range-upper", "4294967296"],
+     "argument --range-upper: must be an integer from -2147483648 to 2147483647, not 4294967296"),
+])
+def test_bad_range_options(tmp_path, args, message):
+    result = softerror(*CAMPAIGN, "--db", str(tmp_path / "c.db"), *args)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, f"softerror: error: {message}")
+
+
+def test_bad_abft_mode_is_named():
+    result = softerror("verify", "gemm", "--abft", "row", "--m", "1", "--k", "1", "--n", "1")
+    assert result.returncode == 2
+    assert result.stderr == ("softerror: error: argument --abft: invalid choice: 'row' "
+                             "(choose from 'none', 'col', 'rowcol')\n")
 
 
 def test_unwritable_database_is_a_clear_error(tmp_path):
@@ -137,3 +157,15 @@ def test_sites_json_counts_bits_per_class():
     assert listing["bits"] == sum(site["width"] for site in listing["sites"])
     assert {site["fault_class"] for site in listing["sites"]} == {"operand", "accumulator",
                                                                    "control", "output"}
+
+
+def test_area_reports_the_overhead_of_a_protection():
+    result = softerror("area", "--rows", "2", "--cols", "2", "--k-max", "16", "--abft", "col",
+                       "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["cells"] > report["cells_base"] > 0
+    assert report["overhead_pct"] == pytest.approx(
+        100 * (report["cells"] - report["cells_base"]) / report["cells_base"])
+    assert report["flip_flops"] > report["flip_flops_base"]
+    assert report["extra_cycles_per_tile"] == 0

@@ -4,11 +4,37 @@ Each configuration is built once (the build cache) and simulated once: all of it
 run in one simulator process, and each GEMM's report is checked by its own test.
 """
 
+import random
+
 import pytest
 import torch
 
 from sim.build import DesignConfig
 from sim.verify import GemmJob, default_suite, verify_gemms
+from sw.protection_model import RangeBounds
+
+
+def clean_jobs(config, count, seed):
+    """Random shapes, a third of them with every operand at -128 or 127."""
+    rng = random.Random(seed)
+    return [GemmJob(rng.randint(1, 3 * config.rows), rng.randint(1, config.k_max),
+                    rng.randint(1, 3 * config.cols), seed=seed * 100 + n,
+                    extreme_fraction=(0.1, 0.5, 1.0)[n % 3]) for n in range(count)]
+
+
+def upset_jobs(config, count, seed):
+    """Two-tile GEMMs with one accumulator upset in each tile, anywhere in the tile's life."""
+    rng = random.Random(seed)
+    k = min(24, config.k_max)
+    jobs = []
+    for n in range(count):
+        upsets = tuple(
+            (tile, f"array.pe_{rng.randrange(config.rows)}_{rng.randrange(config.cols)}"
+                   ".accumulator", rng.randrange(32), rng.randint(1, config.tile_cycles(k)))
+            for tile in range(2))
+        jobs.append(GemmJob(2 * config.rows, k, config.cols, seed=seed * 100 + n,
+                            upsets=upsets))
+    return jobs
 
 CONFIGURATIONS = {
     "8x8": (DesignConfig(rows=8, cols=8, k_max=256), [
@@ -30,6 +56,21 @@ CONFIGURATIONS = {
         GemmJob(13, 9, 3, seed=5), GemmJob(6, 2, 2, seed=6),
     ]),
 }
+
+_ROWCOL_RANGE = DesignConfig(rows=8, cols=8, k_max=64, abft="rowcol", range_check=True)
+_COL = DesignConfig(rows=3, cols=5, k_max=16, abft="col")
+_ROWCOL = DesignConfig(rows=5, cols=3, k_max=12, abft="rowcol")
+CONFIGURATIONS.update({
+    "8x8-rowcol-range": (_ROWCOL_RANGE, [
+        *clean_jobs(_ROWCOL_RANGE, 12, seed=1),
+        GemmJob(8, 64, 8, seed=3, range_bounds=RangeBounds(-20000, 20000)),
+        GemmJob(12, 50, 9, seed=4, extreme_fraction=1.0,
+                range_bounds=RangeBounds(-10**5, 10**5, zero=True)),
+        *upset_jobs(_ROWCOL_RANGE, 16, seed=5),
+    ]),
+    "3x5-col": (_COL, [*clean_jobs(_COL, 12, seed=6), *upset_jobs(_COL, 16, seed=7)]),
+    "5x3-rowcol": (_ROWCOL, [*clean_jobs(_ROWCOL, 12, seed=8), *upset_jobs(_ROWCOL, 16, seed=9)]),
+})
 
 
 def _cases():
@@ -60,13 +101,30 @@ def test_rtl_equals_twin(reports, name, index):
     job, report = jobs[index], results[index]
     assert (report["m"], report["k"], report["n"]) == (job.m, job.k, job.n)
     assert report["mismatches"] == 0, report["first_mismatch"]
+    assert report["flag_mismatches"] == []
     assert report["bit_exact"]
+    if not job.upsets:
+        assert report["detected_tiles"] == report["corrected_tiles"] == 0   # no false alarm
     config = CONFIGURATIONS[name][0]
     tiles = -(-job.m // config.rows) * -(-job.n // config.cols)
     assert report["tiles"] == tiles
     # DONE rose exactly tile_cycles(k) after START, and the CYCLES register agrees.
     assert report["timing_ok"]
     assert report["cycles"] == tiles * config.tile_cycles(job.k)
+
+
+def test_protection_acts_on_the_upsets(reports):
+    """The upset jobs are not vacuous: the checksum units flag and correct on the RTL."""
+    totals = {}
+    for name in ("8x8-rowcol-range", "3x5-col", "5x3-rowcol"):
+        jobs, results = reports(name)
+        results = [r for job, r in zip(jobs, results) if job.upsets]
+        totals[name] = (sum(r["detected_tiles"] for r in results),
+                        sum(r["corrected_tiles"] for r in results))
+    assert totals["3x5-col"][0] > 10 and totals["3x5-col"][1] == 0
+    for name in ("8x8-rowcol-range", "5x3-rowcol"):
+        detected, corrected = totals[name]
+        assert detected > 10 and corrected == detected      # single upsets: all corrected
 
 
 def test_a_wrong_twin_would_be_caught(tmp_path):

@@ -1,0 +1,43 @@
+"""Area overhead of the protection units, measured by synthesis and cached.
+
+Synthesis takes seconds for an 8x8 array and minutes for a 32x32 one, so each design's
+report is kept in the build cache, keyed by a hash of its RTLIL (which changes whenever
+the generator's output does).
+"""
+
+import dataclasses
+import hashlib
+import json
+
+from hw.area import synthesize
+from hw.generate import generate_rtlil
+from sim.build import DesignConfig, cache_root
+
+__all__ = ["area_report", "area_overhead"]
+
+
+def area_report(config: DesignConfig):
+    """The synthesis report of ``config`` as a dict (``cells``, ``flip_flops``, ...)."""
+    accelerator = config.accelerator()
+    digest = hashlib.sha256(generate_rtlil(accelerator).encode()).hexdigest()[:20]
+    path = cache_root() / "area" / f"{config.label}-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    report = dataclasses.asdict(synthesize(accelerator))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+    return report
+
+
+def area_overhead(config: DesignConfig):
+    """Cells of ``config`` against the same array with no protection, and the overhead."""
+    base = area_report(dataclasses.replace(config, abft="none", range_check=False))
+    this = area_report(config)
+    return {
+        "rows": config.rows, "cols": config.cols, "k_max": config.k_max,
+        "abft": config.abft, "range_check": config.range_check,
+        "cells_base": base["cells"], "cells": this["cells"],
+        "overhead_pct": 100 * (this["cells"] - base["cells"]) / base["cells"],
+        "flip_flops_base": base["flip_flops"], "flip_flops": this["flip_flops"],
+        "ram_macros": this["ram_macros"],
+    }
