@@ -1,1 +1,2 @@
-"""PyTorch side: the bit-exact accelerator model and, later, the quantized ViT."""
+"""PyTorch side: the bit-exact accelerator twin, the quantized ViT and CNN that run on it,
+software fault injection and the vulnerability analysis."""
