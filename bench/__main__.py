@@ -1,6 +1,6 @@
 """Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
 
-from bench import campaign_speed, simulation_speed
+from bench import campaign_speed, simulation_speed, software_injection_speed
 from sim.build import DesignConfig
 
 
@@ -9,6 +9,8 @@ def main():
                                                                         k_max=256))))
     print()
     print(campaign_speed.report(campaign_speed.measure()))
+    print()
+    print(software_injection_speed.report(software_injection_speed.measure()))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
+from sim.usage import UsageError
+from sim.vit_commands import add_commands as add_vit_commands
+
 __all__ = ["main"]
-
-
-class UsageError(Exception):
-    """A bad command-line value; printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -362,6 +361,8 @@ def _parser():
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)
+
+    add_vit_commands(commands, _Parser)
     return parser
 
 

@@ -1,0 +1,91 @@
+"""The model-level commands, end to end: softerror train and softerror vit eval|analyze."""
+
+import json
+
+import pytest
+import torch
+
+from sw.training import checkpoint_path
+from tests.test_cli import softerror
+
+TIMING_KEYS = ("seconds", "inferences_per_second")
+
+
+def run_json(*args):
+    result = softerror(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_eval_reports_float_and_int8_accuracy():
+    report = run_json("vit", "eval", "--model", "vit")
+    assert report["float_accuracy"] > 0.95
+    assert abs(report["int8_accuracy"] - report["float_accuracy"]) <= 0.01
+
+
+def test_analyze_prints_the_documented_object_and_is_reproducible():
+    args = ("vit", "analyze", "--model", "cnn", "--granularity", "layer", "--ber", "1e-6,1e-5",
+            "--trials", "1", "--seed", "4")
+    first, again = run_json(*args), run_json(*args)
+    assert (first["model"], first["granularity"]) == ("cnn", "layer")
+    assert 0.9 < first["clean_accuracy"] <= 1
+    units = {entry["unit"] for entry in first["results"]}
+    assert len(units) == 3 and len(first["results"]) == 6
+    for entry in first["results"]:
+        low, high = entry["sdc_ci"]
+        assert 0 <= low <= entry["sdc_rate"] <= high <= 1
+        assert entry["ber"] in (1e-6, 1e-5)
+    # Faults at 1e-5 hurt more than at 1e-6, summed over the layers.
+    by_rate = {ber: sum(e["sdc_rate"] for e in first["results"] if e["ber"] == ber)
+               for ber in (1e-6, 1e-5)}
+    assert by_rate[1e-5] > by_rate[1e-6]
+    for key in TIMING_KEYS:
+        first.pop(key), again.pop(key)
+    assert first == again
+
+
+def test_analyze_writes_plots_and_report(tmp_path):
+    result = softerror("vit", "analyze", "--model", "vit,cnn", "--granularity", "module,patch",
+                       "--ber", "1e-6", "--trials", "1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "granularity patch" in result.stdout
+    for name in ("accuracy_vs_ber.png", "patch_heatmap.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    report = (tmp_path / "report.md").read_text()
+    assert "![patch_heatmap.png](patch_heatmap.png)" in report
+    analyses = json.loads((tmp_path / "analysis.json").read_text())
+    assert [(a["model"], a["granularity"]) for a in analyses] == [
+        ("vit", "module"), ("vit", "patch"), ("cnn", "module"), ("cnn", "patch")]
+
+
+def test_train_reproduces_the_shipped_checkpoint(tmp_path):
+    report = run_json("train", "--model", "cnn", "--checkpoint-dir", str(tmp_path))
+    shipped = torch.load(checkpoint_path("cnn", "digits"), weights_only=False)
+    trained = torch.load(report["checkpoint"], weights_only=False)
+    assert report["test_accuracy"] == shipped["test_accuracy"]
+    for name, tensor in shipped["state_dict"].items():
+        assert torch.equal(trained["state_dict"][name], tensor), name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vit", "analyze", "--model", "vit,dog"],
+     "argument --model: 'dog' is not a model (choose from vit, cnn)"),
+    (["vit", "analyze", "--model", "vit", "--ber", "1e-6,2"],
+     "argument --ber: bit error rate must be from 0 to 1, not 2"),
+    (["vit", "analyze", "--model", "vit", "--ber", "often"],
+     "argument --ber: 'often' is not a number"),
+    (["vit", "analyze", "--model", "vit", "--granularity", "token"],
+     "argument --granularity: 'token' is not a granularity (choose from model, layer, module, "
+     "patch, all)"),
+    (["vit", "analyze", "--model", "vit", "--trials", "0"],
+     "argument --trials: must be an integer from 1 to 1000000, not 0"),
+    (["vit", "analyze", "--model", "vit", "--targets", "weights"],
+     "argument --targets: 'weights' is not a target (choose from a, b, product, partial_sum, "
+     "output, nonlinear)"),
+    (["vit", "eval", "--model", "vit", "--checkpoint-dir", "/nonexistent"],
+     "no checkpoint for model 'vit' on dataset 'digits' at /nonexistent/vit_digits.pt; run "
+     "`softerror train --model vit --dataset digits` to create it"),
+])
+def test_bad_model_options_are_named(args, message):
+    result = softerror(*args)
+    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
