@@ -1,4 +1,4 @@
-"""The model-level subcommands: ``softerror train`` and ``softerror vit eval|analyze``.
+"""The model-level subcommands: ``softerror train`` and ``softerror vit eval|analyze|protect``.
 
 They run on the PyTorch side only (no RTL): the quantized ViT and CNN of ``sw/`` on the
 accelerator twin, with software fault injection. Option parsing and errors follow
@@ -138,7 +138,7 @@ def _analysis_table(result):
 
 
 def _cmd_analyze(args):
-    from sw.analysis import analyze, evaluate, write_plots, write_report
+    from sw.analysis import analyze, evaluate, write_report
     analyses = []
     try:
         for model in args.model:
@@ -167,6 +167,74 @@ def _cmd_analyze(args):
         print()
     if args.out:
         print(f"Plots, report.md and analysis.json in {args.out}")
+    return 0
+
+
+# softerror vit protect
+
+def _protection_tables(result, goal):
+    from sim.table import format_table
+    rows = [[entry["protection"], f"{entry['ber']:g}", _percent(entry["accuracy"]),
+             _percent(entry["sdc_rate"]),
+             f"[{_percent(entry['sdc_ci'][0])}, {_percent(entry['sdc_ci'][1])}]",
+             f"{entry['flips_per_inference']:.1f}", f"{entry['detections']:,}",
+             f"{entry['recomputed_blocks']:,}", f"{entry['clamped']:,}"]
+            for entry in result["results"]]
+    lines = [format_table(["protection", "BER", "accuracy", "SDC rate", "SDC 95% CI",
+                           "flips/inference", "ABFT alarms", "blocks recomputed", "clamped"],
+                          rows), ""]
+    lines.append(format_table(
+        ["protection", "fault-free accuracy", "false alarms (clean test set)",
+         "check ops (% of MACs)"],
+        [[name, _percent(free["accuracy"]), f"{free['false_alarms']:,}",
+          f"{result['overhead'][name]:.3f}%"] for name, free in result["fault_free"].items()]))
+    if goal is not None:
+        lines.append("")
+        if goal["ber"] is None:
+            lines.append("No rate of the sweep costs the unprotected model 20 points; "
+                         "add a higher --ber to check the goal.")
+        else:
+            lines.append(
+                f"Goal at BER {goal['ber']:g} (unprotected {_percent(goal['unprotected_accuracy'])}"
+                f"): {goal['protection']} {_percent(goal['protected_accuracy'])} against "
+                f"{_percent(goal['fault_free_accuracy'])} fault-free, "
+                f"{'within' if goal['within_tolerance'] else 'NOT within'} 1 point; overhead "
+                f"{goal['overhead_percent']:.3f}% of MACs "
+                f"({'under' if goal['under_budget'] else 'OVER'} 5%).")
+    return "\n".join(lines)
+
+
+def _cmd_protect(args):
+    from sw.protection_analysis import (evaluate_protection, protection_goal,
+                                        write_protection_plot)
+    evaluations, goals = [], []
+    try:
+        for model in args.model:
+            result = evaluate_protection(model, args.dataset, args.protect, args.ber,
+                                         args.trials, args.seed,
+                                         checkpoint_dir=args.checkpoint_dir)
+            evaluations.append(result)
+            both = {"none", "abft+range"} <= set(args.protect)
+            goals.append(protection_goal(result) if both else None)
+    except FileNotFoundError as error:
+        raise _missing_checkpoint(error) from None
+    for result, goal in zip(evaluations, goals):
+        result["goal"] = goal
+    if args.out:
+        out = _out_dir(args)
+        (out / "protection.json").write_text(json.dumps(evaluations, indent=2))
+        write_protection_plot(evaluations, out / "protection_accuracy_vs_ber.png")
+    if args.json:
+        _print_json(evaluations[0] if len(evaluations) == 1 else {"evaluations": evaluations})
+        return 0
+    for result, goal in zip(evaluations, goals):
+        print(f"{result['model']} on {result['dataset']}: fault-free int8 accuracy "
+              f"{_percent(result['clean_accuracy'])}, {result['trials']} pass(es) over the "
+              "test set per protection and rate")
+        print(_protection_tables(result, goal))
+        print()
+    if args.out:
+        print(f"Plot and protection.json in {args.out}")
     return 0
 
 
@@ -213,3 +281,19 @@ def add_commands(commands, parser_class):
     analyze.add_argument("--out", metavar="DIR", help="write plots, report.md, analysis.json")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(handler=_cmd_analyze)
+
+    from sw.protection import PROTECTIONS
+    protect = actions.add_parser("protect", help="LB-ABFT and range protection under faults")
+    model_options(protect, many=True)
+    protect.add_argument("--protect", type=_choice_list("protection", PROTECTIONS,
+                                                        all_means=PROTECTIONS),
+                         default=list(PROTECTIONS),
+                         help="none, abft, range, abft+range, a list, or all (default)")
+    protect.add_argument("--ber", type=_bit_error_rates, default=[1e-7, 1e-6, 3e-6, 1e-5],
+                         help="bit error rate, or a comma-separated sweep")
+    protect.add_argument("--trials", type=_positive(10**6), default=3,
+                         help="passes over the test set per protection and rate (default 3)")
+    protect.add_argument("--seed", type=_seed, default=0)
+    protect.add_argument("--out", metavar="DIR", help="write the plot and protection.json")
+    protect.add_argument("--json", action="store_true", help="print one JSON object")
+    protect.set_defaults(handler=_cmd_protect)

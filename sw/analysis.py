@@ -25,7 +25,7 @@ from sw.training import accuracy, check_model_name, load_model
 
 __all__ = ["GRANULARITIES", "DEFAULT_BERS", "Z_95", "wilson_interval", "evaluate",
            "analysis_units", "analyze", "analyze_all", "quantized_model", "write_plots",
-           "write_report"]
+           "write_report", "check_options", "predict"]
 
 GRANULARITIES = ("model", "layer", "module", "patch")
 #: Bit error rates of the default sweep: from nearly harmless to ruinous for both models.
@@ -101,7 +101,8 @@ def analysis_units(quantized, granularity):
     return [(token, {"token": token}) for token in tokens]
 
 
-def _check_options(bers, trials, seed, batch_size):
+def check_options(bers, trials, seed, batch_size):
+    """Raise ``TypeError`` naming the first bad sweep option and its value."""
     if isinstance(bers, (int, float)) or not bers:
         raise TypeError(f"bers must be a non-empty sequence of bit error rates, not {bers!r}")
     for ber in bers:
@@ -119,7 +120,8 @@ def _unit_seed(seed, granularity, unit, ber):
     return zlib.crc32(f"{seed}/{granularity}/{unit}/{ber!r}".encode())
 
 
-def _predict(quantized, images, batch_size, datapath=None):
+def predict(quantized, images, batch_size, datapath=None):
+    """Top-1 classes of ``images`` through ``quantized`` (on ``datapath``), batch by batch."""
     return torch.cat([quantized(images[start:start + batch_size], datapath).argmax(-1)
                       for start in range(0, len(images), batch_size)])
 
@@ -128,7 +130,7 @@ def _run_unit(quantized, images, labels, clean, trials, batch_size, injector, un
     """``trials`` faulty passes over the test set: accuracy, SDC rate and its interval."""
     correct = sdc = 0
     for _ in range(trials):
-        predicted = _predict(quantized, images, batch_size, injector)
+        predicted = predict(quantized, images, batch_size, injector)
         correct += int((predicted == labels).sum())
         sdc += int((predicted != clean).sum())
     count = trials * len(images)
@@ -171,7 +173,7 @@ def analyze(model="vit", dataset="digits", granularity="module", bers=DEFAULT_BE
     """
     check_model_name(model)
     check_dataset_name(dataset)
-    _check_options(bers, trials, seed, batch_size)
+    check_options(bers, trials, seed, batch_size)
     chosen_targets = sorted(FaultInjector(0.0, targets=targets).targets)
     with torch_threads(threads):
         network, quantized = quantized_model(model, dataset, checkpoint_dir)
@@ -179,7 +181,7 @@ def analyze(model="vit", dataset="digits", granularity="module", bers=DEFAULT_BE
         split = load_dataset(dataset)
         images, labels = split.test_images, split.test_labels
         started = time.perf_counter()
-        clean = _predict(quantized, images, batch_size)
+        clean = predict(quantized, images, batch_size)
         results, inferences = [], 0
         for unit, selection in units:
             for ber in bers:

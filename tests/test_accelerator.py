@@ -2,7 +2,6 @@
 """The whole accelerator under Amaranth's simulator: host port, control, timing, results."""
 
 import pytest
-import torch
 from amaranth.sim import Simulator
 
 from hw.accelerator import GemmAccelerator

@@ -18,15 +18,6 @@ from sw.vit import vit_tiny_patch16_224
 IMAGES = 360
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is fastest, and avoids contention on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def vit():
     return quantized_model("vit", "digits")[1]

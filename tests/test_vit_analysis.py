@@ -3,21 +3,11 @@
 import re
 
 import pytest
-import torch
 
 from sw.analysis import (analysis_units, analyze, quantized_model, wilson_interval,
                          write_plots, write_report)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is fastest, and avoids contention on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,22 @@ def test_train_reproduces_the_shipped_checkpoint(tmp_path):
 def test_bad_model_options_are_named(args, message):
     result = softerror(*args)
     assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+
+
+def test_protect_prints_the_documented_object(tmp_path):
+    report = run_json("vit", "protect", "--model", "cnn", "--protect", "none,abft",
+                      "--ber", "1e-5", "--trials", "1", "--out", str(tmp_path))
+    assert report["model"] == "cnn" and 0.9 < report["clean_accuracy"] <= 1
+    by_protection = {entry["protection"]: entry for entry in report["results"]}
+    assert set(by_protection) == {"none", "abft"}
+    assert by_protection["none"]["sdc_rate"] > 0.05          # the faults do harm
+    assert by_protection["abft"]["sdc_rate"] < by_protection["none"]["sdc_rate"]
+    assert report["overhead"]["none"] == 0 < report["overhead"]["abft"]
+    assert (tmp_path / "protection_accuracy_vs_ber.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bad_protection_is_named():
+    result = softerror("vit", "protect", "--model", "vit", "--protect", "abft,tmr")
+    assert (result.returncode, result.stderr) == (
+        2, "softerror: error: argument --protect: 'tmr' is not a protection (choose from none, "
+           "abft, range, abft+range, all)\n")

@@ -12,15 +12,6 @@ from sw.vit import (VisionTransformer, deit_tiny_patch16_224, tiny_digits_vit,
                     vit_tiny_patch16_224)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is fastest, and avoids contention on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def timm_vit_shapes(depth, dim, hidden, tokens, patch, chans, classes):
     """Parameter names and shapes of timm's VisionTransformer (as listed in its source)."""
     shapes = {"cls_token": (1, 1, dim), "pos_embed": (1, tokens, dim),

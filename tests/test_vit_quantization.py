@@ -13,15 +13,6 @@ from sw.quantization import (QMAX, calibrate, quantize, quantize_activation,
 from sw.vit import vit_tiny_patch16_224
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is fastest, and avoids contention on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class GemmLog(Datapath):
     """Checks every GEMM it runs and remembers (site, operand shapes)."""
 
