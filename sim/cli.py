@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sim.usage import UsageError
+from sim.usage import UsageError, int_range, print_json
 from sim.vit_commands import add_commands as add_vit_commands
 
 __all__ = ["main"]
@@ -22,38 +22,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _int_range(low, high):
-    def parse(text):
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, "
-                                             f"not {value}")
-        return value
-    return parse
-
-
 def _add_design_options(parser):
     from hw.accelerator import MAX_K
+    from hw.register_map import ABFT_MODES
     from hw.systolic_array import MAX_DIMENSION
-    parser.add_argument("--rows", type=_int_range(1, MAX_DIMENSION), default=8,
+    parser.add_argument("--rows", type=int_range(1, MAX_DIMENSION), default=8,
                         help="array rows (default 8)")
-    parser.add_argument("--cols", type=_int_range(1, MAX_DIMENSION), default=8,
+    parser.add_argument("--cols", type=int_range(1, MAX_DIMENSION), default=8,
                         help="array columns (default 8)")
-    parser.add_argument("--k-max", type=_int_range(1, MAX_K), default=256,
+    parser.add_argument("--k-max", type=int_range(1, MAX_K), default=256,
                         help="operand buffer depth, the longest K of a tile (default 256)")
-    parser.add_argument("--abft", choices=("none", "col", "rowcol"), default="none",
+    parser.add_argument("--abft", choices=ABFT_MODES, default="none",
                         help="block checksums: none, col (detect), rowcol (also correct)")
     parser.add_argument("--range-check", action="store_true",
                         help="a range checker on the output path")
 
 
 def _add_range_options(parser):
-    parser.add_argument("--range-lower", type=_int_range(-(1 << 31), (1 << 31) - 1),
+    parser.add_argument("--range-lower", type=int_range(-(1 << 31), (1 << 31) - 1),
                         default=-(1 << 31), help="lower bound (with --range-check)")
-    parser.add_argument("--range-upper", type=_int_range(-(1 << 31), (1 << 31) - 1),
+    parser.add_argument("--range-upper", type=int_range(-(1 << 31), (1 << 31) - 1),
                         default=(1 << 31) - 1, help="upper bound (with --range-check)")
     parser.add_argument("--range-mode", choices=("clamp", "zero"), default="clamp",
                         help="what replaces an out-of-range value (default clamp)")
@@ -78,10 +66,6 @@ def _design(args):
     return DesignConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
                         abft=getattr(args, "abft", "none"),
                         range_check=getattr(args, "range_check", False))
-
-
-def _print_json(value):
-    print(json.dumps(value, indent=2, sort_keys=True))
 
 
 def _gemm_table(reports):
@@ -131,7 +115,7 @@ def _cmd_verify_gemm(args):
                   range_bounds=_range_bounds(args))
     [report] = verify_gemms(config, [job], waves_file=args.waves)
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         print(_gemm_table([report]))
         if args.waves:
@@ -145,7 +129,7 @@ def _cmd_sites(args):
     sites = enumerate_fault_sites(_design(args).accelerator())
     bits = sites_per_class(sites)
     if args.json:
-        _print_json({"sites": [vars(site) for site in sites], "bits_per_class": bits,
+        print_json({"sites": [vars(site) for site in sites], "bits_per_class": bits,
                      "registers": len(sites), "bits": sum(bits.values())})
         return 0
     print(format_table(["site", "width", "class"],
@@ -194,7 +178,7 @@ def _cmd_campaign(args):
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(format_summary(summary))
     return 0
@@ -221,7 +205,7 @@ def _cmd_report(args):
     finally:
         database.close()
     if args.json:
-        _print_json(summaries[0] if len(summaries) == 1 else {"campaigns": summaries})
+        print_json(summaries[0] if len(summaries) == 1 else {"campaigns": summaries})
     else:
         print("\n\n".join(format_summary(summary) for summary in summaries))
     return 0
@@ -240,7 +224,7 @@ def _cmd_area(args):
     report["extra_cycles_per_tile"] = (config.tile_cycles(config.k_max)
                                        - base.tile_cycles(config.k_max))
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         print(format_table(
             ["array", "abft", "range", "cells (none)", "cells", "overhead", "flip-flops",
@@ -276,7 +260,7 @@ def _cmd_sim(args):
                                out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
-        _print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
+        print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
     else:
         print(f"Co-verification, {config.rows}x{config.cols} array, k_max {config.k_max}: "
               "RTL (Verilator) against the PyTorch twin")
@@ -306,8 +290,8 @@ def _parser():
     gemm = verify_kinds.add_parser("gemm", help="one GEMM of random int8 operands")
     _add_design_options(gemm)
     for name in ("m", "k", "n"):
-        gemm.add_argument(f"--{name}", type=_int_range(1, 1 << 20), required=True)
-    gemm.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0)
+        gemm.add_argument(f"--{name}", type=int_range(1, 1 << 20), required=True)
+    gemm.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     _add_range_options(gemm)
     gemm.add_argument("--waves", metavar="FILE", help="write a waveform (.fst or .vcd)")
     gemm.add_argument("--json", action="store_true", help="print one JSON object")
@@ -321,18 +305,18 @@ def _parser():
     campaign = commands.add_parser("campaign", help="register-level fault injection on the RTL")
     _add_design_options(campaign)
     for name in ("m", "k", "n"):
-        campaign.add_argument(f"--{name}", type=_int_range(1, 1 << 20), required=True)
-    campaign.add_argument("--injections", type=_int_range(1, 10**9), default=1000)
+        campaign.add_argument(f"--{name}", type=int_range(1, 1 << 20), required=True)
+    campaign.add_argument("--injections", type=int_range(1, 10**9), default=1000)
     _add_range_options(campaign)
-    campaign.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0,
+    campaign.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0,
                           help="seeds the operands and the sampling")
     campaign.add_argument("--db", required=True, help="SQLite file (created; resumed if it "
                                                       "holds this campaign)")
     campaign.add_argument("--sites", type=_class_list, metavar="CLASS,...",
                           help="site classes to inject into (default: all)")
-    campaign.add_argument("--exhaustive-cycle", type=_int_range(0, 10**9), metavar="CYCLE",
+    campaign.add_argument("--exhaustive-cycle", type=int_range(0, 10**9), metavar="CYCLE",
                           help="every selected bit once, at this workload cycle")
-    campaign.add_argument("--workers", type=_int_range(1, 1024), default=1)
+    campaign.add_argument("--workers", type=int_range(1, 1024), default=1)
     campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
                                                                  "(tcp://HOST:PORT)")
     campaign.add_argument("--progress", action="store_true",
@@ -347,15 +331,15 @@ def _parser():
 
     report = commands.add_parser("report", help="summarise a campaign database again")
     report.add_argument("--db", required=True)
-    report.add_argument("--campaign", type=_int_range(1, 2**62), help="campaign id")
+    report.add_argument("--campaign", type=int_range(1, 2**62), help="campaign id")
     report.add_argument("--csv", metavar="FILE", help="export the experiments as CSV")
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(handler=_cmd_report)
 
     sim = commands.add_parser("sim", help="the main job: co-verification and a campaign")
     _add_design_options(sim)
-    sim.add_argument("--seed", type=_int_range(0, 2**63 - 1), default=0)
-    sim.add_argument("--injections", type=_int_range(0, 10**9), default=500,
+    sim.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    sim.add_argument("--injections", type=int_range(0, 10**9), default=500,
                      help="size of the campaign after co-verification (0: none)")
     _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sim.usage import UsageError
+from sim.usage import UsageError, int_range, print_json
 
 __all__ = ["add_commands"]
 
@@ -47,33 +47,6 @@ def _bit_error_rates(text):
     return rates
 
 
-def _positive(limit):
-    def parse(text):
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-        if not 1 <= value <= limit:
-            raise argparse.ArgumentTypeError(f"must be an integer from 1 to {limit}, "
-                                             f"not {value}")
-        return value
-    return parse
-
-
-def _seed(text):
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1, not {value}")
-    return value
-
-
-def _print_json(value):
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 def _percent(value):
     return f"{100 * value:.1f}%"
 
@@ -100,7 +73,7 @@ def _cmd_train(args):
               "test_accuracy": result.test_accuracy, "seconds": result.seconds,
               "checkpoint": str(result.checkpoint)}
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         print(f"{args.model} on {args.dataset}: test accuracy {_percent(result.test_accuracy)} "
               f"after {result.seconds:.1f} s; wrote {result.checkpoint}")
@@ -116,7 +89,7 @@ def _cmd_eval(args):
     except FileNotFoundError as error:
         raise _missing_checkpoint(error) from None
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         print(f"{args.model} on {args.dataset}: float {_percent(report['float_accuracy'])}, "
               f"int8 on the accelerator twin {_percent(report['int8_accuracy'])} "
@@ -138,7 +111,7 @@ def _analysis_table(result):
 
 
 def _cmd_analyze(args):
-    from sw.analysis import analyze, evaluate, write_report
+    from sw.analysis import analyze, write_report
     analyses = []
     try:
         for model in args.model:
@@ -152,11 +125,14 @@ def _cmd_analyze(args):
         out = _out_dir(args)
         (out / "analysis.json").write_text(json.dumps(analyses, indent=2))
         by_model = {model: [a for a in analyses if a["model"] == model] for model in _MODELS}
-        write_report(out, by_model["vit"] or None, by_model["cnn"] or None,
-                     [evaluate(model, args.dataset, args.checkpoint_dir)
-                      for model in args.model])
+        # Each analysis already measured the float and the fault-free int8 accuracy.
+        accuracies = [{"model": model, "dataset": args.dataset,
+                       "float_accuracy": by_model[model][0]["float_accuracy"],
+                       "int8_accuracy": by_model[model][0]["clean_accuracy"]}
+                      for model in args.model]
+        write_report(out, by_model["vit"] or None, by_model["cnn"] or None, accuracies)
     if args.json:
-        _print_json(analyses[0] if len(analyses) == 1 else {"analyses": analyses})
+        print_json(analyses[0] if len(analyses) == 1 else {"analyses": analyses})
         return 0
     for result in analyses:
         print(f"{result['model']} on {result['dataset']}, granularity {result['granularity']}: "
@@ -225,7 +201,7 @@ def _cmd_protect(args):
         (out / "protection.json").write_text(json.dumps(evaluations, indent=2))
         write_protection_plot(evaluations, out / "protection_accuracy_vs_ber.png")
     if args.json:
-        _print_json(evaluations[0] if len(evaluations) == 1 else {"evaluations": evaluations})
+        print_json(evaluations[0] if len(evaluations) == 1 else {"evaluations": evaluations})
         return 0
     for result, goal in zip(evaluations, goals):
         print(f"{result['model']} on {result['dataset']}: fault-free int8 accuracy "
@@ -254,7 +230,7 @@ def add_commands(commands, parser_class):
 
     train = commands.add_parser("train", help="train a shipped model again (checkpoint)")
     model_options(train)
-    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(handler=_cmd_train)
 
@@ -272,9 +248,9 @@ def add_commands(commands, parser_class):
                          default=["module"], help="model, layer, module, patch, a list, or all")
     analyze.add_argument("--ber", type=_bit_error_rates, default=[1e-7, 1e-6, 1e-5],
                          help="bit error rate, or a comma-separated sweep")
-    analyze.add_argument("--trials", type=_positive(10**6), default=3,
+    analyze.add_argument("--trials", type=int_range(1, 10**6), default=3,
                          help="passes over the test set per unit and rate (default 3)")
-    analyze.add_argument("--seed", type=_seed, default=0)
+    analyze.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     analyze.add_argument("--targets", type=_choice_list("target", TARGETS),
                          help="representations to hit (default all: "
                               f"{', '.join(TARGETS)})")
@@ -291,9 +267,9 @@ def add_commands(commands, parser_class):
                          help="none, abft, range, abft+range, a list, or all (default)")
     protect.add_argument("--ber", type=_bit_error_rates, default=[1e-7, 1e-6, 3e-6, 1e-5],
                          help="bit error rate, or a comma-separated sweep")
-    protect.add_argument("--trials", type=_positive(10**6), default=3,
+    protect.add_argument("--trials", type=int_range(1, 10**6), default=3,
                          help="passes over the test set per protection and rate (default 3)")
-    protect.add_argument("--seed", type=_seed, default=0)
+    protect.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     protect.add_argument("--out", metavar="DIR", help="write the plot and protection.json")
     protect.add_argument("--json", action="store_true", help="print one JSON object")
     protect.set_defaults(handler=_cmd_protect)

@@ -11,13 +11,13 @@ markdown report.
 
 import contextlib
 import functools
-import math
 import time
 import zlib
 
 import torch
 
 from sw.analysis_report import write_plots, write_report
+from sw.confidence import Z_95, wilson_interval
 from sw.datasets import check_dataset_name, load_dataset
 from sw.fault_injection import FaultInjector
 from sw.quantization import quantize
@@ -30,21 +30,8 @@ __all__ = ["GRANULARITIES", "DEFAULT_BERS", "Z_95", "wilson_interval", "evaluate
 GRANULARITIES = ("model", "layer", "module", "patch")
 #: Bit error rates of the default sweep: from nearly harmless to ruinous for both models.
 DEFAULT_BERS = (1e-8, 1e-7, 1e-6, 1e-5)
-#: Normal quantile for 95% two-sided confidence.
-Z_95 = 1.959963984540054
 #: Training images used to calibrate the activation scales.
 CALIBRATION_IMAGES = 512
-
-
-def wilson_interval(successes, trials, z=Z_95):
-    """Wilson score interval of a binomial proportion; (0, 1) when there are no trials."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @contextlib.contextmanager

@@ -146,16 +146,17 @@ class GemmCheckStats:
     missed: int = 0
     plans: dict = field(default_factory=dict)
 
+    #: The fields that add up over calls (all but ``plans``).
+    COUNTERS = ("calls", "gemms", "macs", "check_ops", "blocks", "detections",
+                "recompute_macs", "wrong_blocks", "false_alarms", "missed")
+
     def add(self, other):
-        for name in ("calls", "gemms", "macs", "check_ops", "blocks", "detections",
-                     "recompute_macs", "wrong_blocks", "false_alarms", "missed"):
+        for name in self.COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.plans.update(other.plans)
 
     def as_dict(self):
-        result = {name: getattr(self, name) for name in (
-            "calls", "gemms", "macs", "check_ops", "blocks", "detections", "recompute_macs",
-            "wrong_blocks", "false_alarms", "missed")}
+        result = {name: getattr(self, name) for name in self.COUNTERS}
         result["recomputed_blocks"] = self.detections
         result["overhead_percent"] = 100.0 * self.check_ops / self.macs if self.macs else 0.0
         result["plans"] = [plan.as_dict() for plan in self.plans.values()]
