@@ -8,10 +8,37 @@ in-place XOR, and the model is never copied. It lets the float models take the s
 (``make bench``) and for float-model studies.
 """
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-__all__ = ["LinearOutputInjector"]
+__all__ = ["NeuronFaults", "draw_neuron_faults", "flip_bits", "LinearOutputInjector"]
+
+
+class NeuronFaults(NamedTuple):
+    """One single-bit flip per image: Linear layer index, output element, int32 XOR mask."""
+    layer: torch.Tensor
+    element: torch.Tensor
+    mask: torch.Tensor
+
+
+def draw_neuron_faults(generator, output_elements, count):
+    """``count`` faults: a uniform layer, a uniform element of its output, a uniform bit.
+
+    ``output_elements`` holds each layer's output elements per image.
+    """
+    layer = torch.randint(0, len(output_elements), (count,), generator=generator)
+    element = (torch.rand(count, generator=generator, dtype=torch.float64)
+               * output_elements[layer]).to(torch.int64)
+    bit = torch.randint(0, 32, (count,), generator=generator)
+    mask = (torch.ones(count, dtype=torch.int64) << bit).to(torch.int32)  # bit 31 wraps
+    return NeuronFaults(layer, element, mask)
+
+
+def flip_bits(values, mask):
+    """``values`` (float32) with the bits of ``mask`` (int32, same shape) flipped."""
+    return (values.contiguous().view(torch.int32) ^ mask).view(torch.float32)
 
 
 class LinearOutputInjector:
@@ -29,7 +56,7 @@ class LinearOutputInjector:
         if not self.layers:
             raise ValueError("model has no nn.Linear layer to inject into")
         self.generator = torch.Generator().manual_seed(seed)
-        self._elements = self._output_elements(example_input)
+        self.output_elements = self._output_elements(example_input)
         self._by_layer = None
         self._handles = []
         self.injections = 0
@@ -60,17 +87,19 @@ class LinearOutputInjector:
         self._handles = []
 
     def arm(self, batch):
-        """Draw the next batch's faults: per image a layer, an output element and a bit."""
-        layer = torch.randint(0, len(self.layers), (batch,), generator=self.generator)
-        element = (torch.rand(batch, generator=self.generator, dtype=torch.float64)
-                   * self._elements[layer]).to(torch.int64)
-        bit = torch.randint(0, 32, (batch,), generator=self.generator)
-        mask = (torch.ones(batch, dtype=torch.int64) << bit).to(torch.int32)  # bit 31 wraps
+        """Draw the next batch's faults (one per image) and return them."""
+        faults = draw_neuron_faults(self.generator, self.output_elements, batch)
+        self.arm_faults(faults)
+        return faults
+
+    def arm_faults(self, faults):
+        """Give image ``i`` of the next batch the fault ``faults[.][i]``."""
+        layer, element, mask = faults
         order = torch.argsort(layer, stable=True)
         counts = torch.bincount(layer, minlength=len(self.layers)).tolist()
         self._by_layer = [(images, element[images], mask[images])
                           for images in torch.split(order, counts)]
-        self.injections += batch
+        self.injections += len(layer)
 
     def _hook(self, index):
         def flip(module, inputs, output):
