@@ -63,12 +63,11 @@ def _cat(parts, kind):
     return kind(*(torch.cat(fields) for fields in zip(*parts)))
 
 
-def _split_heads(qkv, heads):
-    """``qkv`` (n, tokens, 3 dim) as contiguous queries (n, heads, tokens, head_dim) and
-    keys_values (n, 2, heads, tokens, head_dim), the layout the attention reads fastest."""
+def _heads(qkv, heads):
+    """``qkv`` (n, tokens, 3 dim) viewed as (3, n, heads, tokens, head_dim): queries, keys
+    and values per head, the layout (made contiguous) that the attention reads fastest."""
     count, tokens, width = qkv.shape
-    split = qkv.reshape(count, tokens, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
-    return split[0].contiguous(), split[1:].transpose(0, 1).contiguous()
+    return qkv.reshape(count, tokens, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
 
 
 def _attend(attn, queries, keys, values):
@@ -140,14 +139,16 @@ class TokenSparseInjector:
             + model.pos_embed
         self._activations = []
         for block in model.blocks:
-            normed = block.norm1(x)
-            queries, keys_values = _split_heads(block.attn.qkv(normed), block.attn.num_heads)
-            proj = block.attn(normed)
+            qkv = block.attn.qkv(block.norm1(x))
+            heads = _heads(qkv, block.attn.num_heads)
+            proj = block.attn.proj(block.attn.attend(qkv))
             h = x + proj
             fc1 = block.mlp.fc1(block.norm2(h))
             fc2 = block.mlp.fc2(block.mlp.act(fc1))
-            self._activations.append({"x": x, "x0": x[:, 0].contiguous(), "queries": queries,
-                                      "keys_values": keys_values, "proj": proj, "h": h,
+            self._activations.append({"x": x, "x0": x[:, 0].contiguous(),
+                                      "queries": heads[0].contiguous(),
+                                      "keys_values": heads[1:].transpose(0, 1).contiguous(),
+                                      "proj": proj, "h": h,
                                       "fc1": fc1, "fc2": fc2})
             x = h + fc2
         self.clean_logits = model.head(model.norm(x)[:, 0])
@@ -295,10 +296,9 @@ class TokenSparseInjector:
             if last else gather(activations["queries"])
         keys_values = gather(activations["keys_values"])
         if len(whole.items):
-            whole_queries, whole_keys_values = _split_heads(attn.qkv(block.norm1(whole.x)),
-                                                            heads)
-            keys_values[gathered:] = whole_keys_values
-            queries[gathered:] = whole_queries[:, :, :1] if last else whole_queries
+            split = _heads(attn.qkv(block.norm1(whole.x)), heads)
+            keys_values[gathered:] = split[1:].transpose(0, 1)
+            queries[gathered:] = split[0][:, :, :1] if last else split[0]
             x[gathered:] = whole.x[:, 0] if last else whole.x
         element = faults.element[flipped]
         position = torch.arange(len(flipped))

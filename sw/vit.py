@@ -55,12 +55,16 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(drop_rate)
 
     def forward(self, x):
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj_drop(self.proj(self.attend(self.qkv(x))))
+
+    def attend(self, qkv):
+        """Context vectors (B, tokens, dim) of the scaled dot-product attention of ``qkv``
+        (the ``qkv`` projection's output), before ``proj``."""
+        batch, tokens, width = qkv.shape
+        q, k, v = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
         attention = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
-        context = (attention @ v).transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj_drop(self.proj(context))
+        return (attention @ v).transpose(1, 2).reshape(batch, tokens, width // 3)
 
 
 class Mlp(nn.Module):
