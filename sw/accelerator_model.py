@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sw.parameter_checks import check_positive_integer
+
 __all__ = [
     "Tile", "tile_origins", "iter_tiles", "tile_product", "wrap_int32",
     "gemm_int8", "gemm_int8_tiled", "random_operands",
@@ -43,15 +45,10 @@ class Tile:
     b: torch.Tensor
 
 
-def _check_dimension(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-
-
 def tile_origins(m, n, rows, cols):
     """Top-left corners (row0, col0) of the output tiles, in the hardware's order."""
     for name, value in (("m", m), ("n", n), ("rows", rows), ("cols", cols)):
-        _check_dimension(name, value)
+        check_positive_integer(name, value)
     return [(r, c) for r in range(0, m, rows) for c in range(0, n, cols)]
 
 
@@ -127,7 +124,7 @@ def random_operands(m, k, n, seed, extreme_fraction=0.1):
     exercises the corners of the multiplier and the accumulator's sign handling.
     """
     for name, value in (("m", m), ("k", k), ("n", n)):
-        _check_dimension(name, value)
+        check_positive_integer(name, value)
     if not 0.0 <= extreme_fraction <= 1.0:
         raise ValueError(f"extreme_fraction must be between 0 and 1, not {extreme_fraction!r}")
     generator = torch.Generator().manual_seed(seed)

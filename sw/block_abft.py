@@ -48,7 +48,7 @@ block.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -146,17 +146,18 @@ class GemmCheckStats:
     missed: int = 0
     plans: dict = field(default_factory=dict)
 
-    #: The fields that add up over calls (all but ``plans``).
-    COUNTERS = ("calls", "gemms", "macs", "check_ops", "blocks", "detections",
-                "recompute_macs", "wrong_blocks", "false_alarms", "missed")
+    def counters(self):
+        """The fields that add up over calls (all but ``plans``), by name."""
+        return {item.name: getattr(self, item.name) for item in fields(self)
+                if item.name != "plans"}
 
     def add(self, other):
-        for name in self.COUNTERS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, value in other.counters().items():
+            setattr(self, name, getattr(self, name) + value)
         self.plans.update(other.plans)
 
     def as_dict(self):
-        result = {name: getattr(self, name) for name in self.COUNTERS}
+        result = self.counters()
         result["recomputed_blocks"] = self.detections
         result["overhead_percent"] = 100.0 * self.check_ops / self.macs if self.macs else 0.0
         result["plans"] = [plan.as_dict() for plan in self.plans.values()]

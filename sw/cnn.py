@@ -11,6 +11,8 @@ true, a 2x2 max pool; then ``fc`` over the flattened (channel, row, column) feat
 import torch
 from torch import nn
 
+from sw.parameter_checks import check_positive_integer
+
 __all__ = ["SmallCNN", "tiny_digits_cnn", "tiny_mnist_cnn"]
 
 
@@ -41,8 +43,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         for name, value in (("img_size", img_size), ("in_chans", in_chans),
                             ("num_classes", num_classes), ("patch_size", patch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+            check_positive_integer(name, value)
         channels, pools = tuple(channels), tuple(bool(p) for p in pools)
         if not channels or len(channels) != len(pools):
             raise ValueError(f"channels {channels!r} and pools {pools!r} must be non-empty "

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional
 
 from sw.bit_flips import flip_bits, sample_flips
+from sw.parameter_checks import check_positive_integer
 
 __all__ = ["FloatABFT", "LinearOutputFaults", "rounding_gamma", "DEFAULT_SAFETY"]
 
@@ -105,8 +106,7 @@ class FloatABFT:
     def __init__(self, model, *, block_rows=64, safety=DEFAULT_SAFETY, fault=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, not {model!r}")
-        if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
-            raise TypeError(f"block_rows must be a positive integer, not {block_rows!r}")
+        check_positive_integer("block_rows", block_rows)
         if not isinstance(safety, (int, float)) or isinstance(safety, bool) or not safety >= 1 \
                 or math.isinf(safety):
             raise TypeError(f"safety must be a number of at least 1, not {safety!r}")

@@ -40,12 +40,13 @@ that pass through.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from sw.accelerator_model import gemm_int8
 from sw.datapath import NONLINEAR_STAGES, Datapath
+from sw.parameter_checks import check_positive_integer
 from sw.protection_model import INT32_MAX, INT32_MIN
 
 __all__ = ["RANGE_POLICIES", "SOFTMAX_POLICIES", "NATURAL_LIMITS", "GELU_MINIMUM",
@@ -132,8 +133,7 @@ def profile_bounds(quantized, images, *, batch_size=512, gemm_outputs=True):
     dict
         ``{(site name, stage): (low, high)}``, raw (no margin).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise TypeError(f"batch_size must be a positive integer, not {batch_size!r}")
+    check_positive_integer("batch_size", batch_size)
     profiler = _Profiler(bool(gemm_outputs))
     for start in range(0, len(images), batch_size):
         quantized(images[start:start + batch_size], profiler)
@@ -152,11 +152,11 @@ class RangeStats:
     macs: int = 0
 
     def add(self, other):
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
 
     def as_dict(self):
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return asdict(self)
 
 
 def _replace(values, low, high, policy):

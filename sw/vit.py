@@ -12,16 +12,13 @@ imported: it drags in torchvision. This float model is what is trained; the int8
 import torch
 from torch import nn
 
+from sw.parameter_checks import check_positive_integer
+
 __all__ = ["VisionTransformer", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
            "tiny_digits_vit", "tiny_mnist_vit", "LAYER_NORM_EPS"]
 
 #: timm's LayerNorm epsilon for ViTs.
 LAYER_NORM_EPS = 1e-6
-
-
-def _check_positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
 
 
 class PatchEmbed(nn.Module):
@@ -137,7 +134,7 @@ class VisionTransformer(nn.Module):
                             ("in_chans", in_chans), ("num_classes", num_classes),
                             ("embed_dim", embed_dim), ("depth", depth),
                             ("num_heads", num_heads)):
-            _check_positive(name, value)
+            check_positive_integer(name, value)
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         if embed_dim % num_heads:
