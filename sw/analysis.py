@@ -20,7 +20,7 @@ from sw.analysis_report import write_plots, write_report
 from sw.confidence import Z_95, wilson_interval
 from sw.datasets import check_dataset_name, load_dataset
 from sw.fault_injection import FaultInjector
-from sw.parameter_checks import check_positive_integer
+from sw.parameter_checks import check_positive_integer, check_probability
 from sw.quantization import quantize
 from sw.training import accuracy, check_model_name, load_model
 
@@ -94,8 +94,7 @@ def check_options(bers, trials, seed, batch_size):
     if isinstance(bers, (int, float)) or not bers:
         raise TypeError(f"bers must be a non-empty sequence of bit error rates, not {bers!r}")
     for ber in bers:
-        if not isinstance(ber, (int, float)) or isinstance(ber, bool) or not 0 <= ber <= 1:
-            raise TypeError(f"each of bers must be a number between 0 and 1, not {ber!r}")
+        check_probability("each of bers", ber)
     for name, value in (("trials", trials), ("batch_size", batch_size)):
         check_positive_integer(name, value)
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -253,26 +253,27 @@ class BlockABFT(Datapath):
 
     def flags(self, a, b, c):
         """Bad-block flags (G, R, Q) of result ``c`` of ``a @ b``: G images x heads, R x Q."""
+        return self._check(a, b, c)[-1]
+
+    def _check(self, a, b, c):
+        """(plan, a and b with the images and heads as one batch axis G, ``c``'s padded
+        blocks, their bad-block flags) of result ``c`` of ``a @ b``."""
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         groups = math.prod(a.shape[:-2])
         plan = self.plan(m, k, n, b.dim() == 2)
+        a3 = a.reshape(groups, m, k)
         b3 = b if b.dim() == 2 else b.reshape(groups, k, n)
-        return _check_blocks(a.reshape(groups, m, k), b3, c.reshape(groups, m, n), plan)[1]
+        return (plan, a3, b3) + _check_blocks(a3, b3, c.reshape(groups, m, n), plan)
 
     def nonlinear(self, site, stage, values):
         return self.inner.nonlinear(site, stage, values)
 
     def gemm(self, site, a, b):
         result = self.inner.gemm(site, a, b)
-        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-        weight_b = b.dim() == 2
-        plan = self.plan(m, k, n, weight_b)
-        groups = math.prod(a.shape[:-2])
-        a3 = a.reshape(groups, m, k)
-        b3 = b if weight_b else b.reshape(groups, k, n)
-        checked, flags = _check_blocks(a3, b3, result.reshape(groups, m, n), plan)
+        plan, a3, b3, checked, flags = self._check(a, b, result)
+        groups, m, k, n = len(a3), plan.m, plan.k, plan.n
         stats = self.stats.setdefault(site.kind, GemmCheckStats())
-        stats.plans[(m, k, n, weight_b)] = plan
+        stats.plans[(m, k, n, plan.weight_b)] = plan
         stats.calls += 1
         stats.gemms += groups
         stats.macs += groups * m * k * n
@@ -283,7 +284,7 @@ class BlockABFT(Datapath):
         stats.recompute_macs += detected * plan.rows * k * plan.cols
         if self.audit:
             clean = _blocks(gemm_int8(a, b).reshape(groups, m, n), plan)
-            wrong = (_blocks(result.reshape(groups, m, n), plan) != clean).flatten(3).any(-1)
+            wrong = (checked != clean).flatten(3).any(-1)
             stats.wrong_blocks += int(wrong.sum())
             stats.false_alarms += int((flags & ~wrong).sum())
             stats.missed += int((wrong & ~flags).sum())

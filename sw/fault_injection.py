@@ -35,6 +35,7 @@ import torch
 from sw.accelerator_model import gemm_int8, wrap_int32
 from sw.bit_flips import combine_flips, flip_bits, sample_flips, to_signed
 from sw.datapath import Datapath
+from sw.parameter_checks import check_probability
 
 __all__ = ["FaultInjector", "GEMM_TARGETS", "TARGETS", "KINDS"]
 
@@ -89,10 +90,7 @@ class FaultInjector(Datapath):
 
     def __init__(self, bit_error_rate, *, seed=None, generator=None, layer=None, kind=None,
                  token=None, targets=None):
-        if not isinstance(bit_error_rate, (int, float)) or isinstance(bit_error_rate, bool) \
-                or not 0.0 <= bit_error_rate <= 1.0:
-            raise TypeError(f"bit_error_rate must be a number between 0 and 1, not "
-                            f"{bit_error_rate!r}")
+        check_probability("bit_error_rate", bit_error_rate)
         _check_index("layer", layer)
         _check_index("token", token)
         if kind is not None and kind not in KINDS \

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional
 
 from sw.bit_flips import flip_bits, sample_flips
-from sw.parameter_checks import check_positive_integer
+from sw.parameter_checks import check_positive_integer, check_probability
 
 __all__ = ["FloatABFT", "LinearOutputFaults", "rounding_gamma", "DEFAULT_SAFETY"]
 
@@ -57,10 +57,7 @@ class LinearOutputFaults:
     """
 
     def __init__(self, bit_error_rate, *, seed=0):
-        if not isinstance(bit_error_rate, (int, float)) or isinstance(bit_error_rate, bool) \
-                or not 0.0 <= bit_error_rate <= 1.0:
-            raise TypeError(f"bit_error_rate must be a number between 0 and 1, not "
-                            f"{bit_error_rate!r}")
+        check_probability("bit_error_rate", bit_error_rate)
         self.bit_error_rate = float(bit_error_rate)
         self.generator = torch.Generator().manual_seed(seed)
         self.flips = 0

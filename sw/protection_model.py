@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from sw.accelerator_model import tile_product, wrap_int32
+from sw.bit_flips import to_signed
 
 __all__ = ["ABFT_MODES", "RangeBounds", "TileCheck", "check_tile", "column_checksums",
            "row_checksums", "accumulator_upset", "compute_cycles", "INT32_MIN", "INT32_MAX"]
@@ -142,6 +143,11 @@ def compute_cycles(rows, cols, k):
     return BUFFER_READ_LATENCY + k + rows + cols - 2
 
 
+def _flip_int32(value, bit):
+    """The int32 ``value`` (a Python int) with ``bit`` flipped."""
+    return to_signed((value & 0xFFFFFFFF) ^ (1 << bit), 32)
+
+
 def accumulator_upset(a_tile, b_tile, row, col, bit, cycle):
     """The raw tile after bit ``bit`` of accumulator (``row``, ``col``) flips at ``cycle``.
 
@@ -161,16 +167,15 @@ def accumulator_upset(a_tile, b_tile, row, col, bit, cycle):
         steps = max(0, min(k, landed + 1))
         partial = int(wrap_int32((a_tile[row, :steps].to(torch.int64)
                                   * b_tile[:steps, col].to(torch.int64)).sum()))
-        flipped = int(wrap_int32(torch.tensor((partial & 0xFFFFFFFF) ^ (1 << bit))))
         target = (row, col)
-        delta = flipped - partial
+        delta = _flip_int32(partial, bit) - partial
     elif compute < cycle <= compute + rows:
         drain_cycle = cycle - compute - 1
         if row < drain_cycle:
             return tile
         target = (row - drain_cycle, col)
         value = int(tile[target])
-        delta = int(wrap_int32(torch.tensor((value & 0xFFFFFFFF) ^ (1 << bit)))) - value
+        delta = _flip_int32(value, bit) - value
     else:
         return tile
     tile = tile.clone()

@@ -108,7 +108,7 @@ def calibrate(model, images, batch_size=256):
             handles.append(module.register_forward_pre_hook(
                 lambda module, inputs, name=name: record(name, inputs[0])))
         if isinstance(module, Attention):
-            def split(qkv_module, inputs, output, name=name, heads=module.num_heads):
+            def split(qkv_module, inputs, output, name=name):
                 q, k, v = output.reshape(*output.shape[:-1], 3, -1).unbind(-2)
                 for part, values in zip("qkv", (q, k, v)):
                     record(f"{name}.{part}", values)
