@@ -112,16 +112,19 @@ def predict(quantized, images, batch_size, datapath=None):
                       for start in range(0, len(images), batch_size)])
 
 
-def _run_unit(quantized, images, labels, clean, trials, batch_size, injector, unit):
-    """``trials`` faulty passes over the test set: accuracy, SDC rate and its interval."""
+def faulty_passes(quantized, images, labels, clean, trials, batch_size, injector,
+                  datapath=None):
+    """``trials`` passes over the test set with ``injector``'s faults (through ``datapath``,
+    by default the injector itself): accuracy, SDC rate and its interval."""
     correct = sdc = 0
     for _ in range(trials):
-        predicted = predict(quantized, images, batch_size, injector)
+        predicted = predict(quantized, images, batch_size,
+                            injector if datapath is None else datapath)
         correct += int((predicted == labels).sum())
         sdc += int((predicted != clean).sum())
     count = trials * len(images)
     low, high = wilson_interval(sdc, count)
-    return {"unit": unit, "ber": injector.bit_error_rate, "accuracy": correct / count,
+    return {"ber": injector.bit_error_rate, "accuracy": correct / count,
             "sdc_rate": sdc / count, "sdc_ci": [low, high], "sdc_count": sdc,
             "inferences": count, "trials": trials,
             "flips_per_inference": injector.total_flips() / count}
@@ -171,11 +174,11 @@ def analyze(model="vit", dataset="digits", granularity="module", bers=DEFAULT_BE
         results, inferences = [], 0
         for unit, selection in units:
             for ber in bers:
-                results.append(_run_unit(quantized, images, labels, clean, trials, batch_size,
-                                         FaultInjector(float(ber), targets=targets,
-                                                       seed=_unit_seed(seed, granularity,
-                                                                       unit, ber),
-                                                       **selection), unit))
+                injector = FaultInjector(float(ber), targets=targets,
+                                         seed=_unit_seed(seed, granularity, unit, ber),
+                                         **selection)
+                results.append({"unit": unit, **faulty_passes(
+                    quantized, images, labels, clean, trials, batch_size, injector)})
                 inferences += trials * len(images)
         seconds = time.perf_counter() - started
         float_accuracy = accuracy(network, images, labels)

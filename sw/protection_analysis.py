@@ -23,8 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from sw.analysis import check_options, predict, quantized_model, torch_threads, \
-    wilson_interval  # noqa: E402
+from sw.analysis import check_options, faulty_passes, predict, quantized_model, \
+    torch_threads  # noqa: E402
 from sw.datasets import check_dataset_name, load_dataset  # noqa: E402
 from sw.fault_injection import FaultInjector  # noqa: E402
 from sw.protection import PROTECTIONS, check_protection_name, protect, \
@@ -141,19 +141,11 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
             for ber in bers:
                 injector = FaultInjector(float(ber), seed=_seed(seed, ber), targets=targets)
                 protected = datapath(protection, injector)
-                correct = sdc = 0
-                for _ in range(trials):
-                    predicted = predict(quantized, images, batch_size, protected)
-                    correct += int((predicted == labels).sum())
-                    sdc += int((predicted != clean).sum())
+                passes = faulty_passes(quantized, images, labels, clean, trials, batch_size,
+                                       injector, protected)
                 summary = protection_summary(protected)
-                count = trials * len(images)
-                low, high = wilson_interval(sdc, count)
                 results.append({
-                    "protection": protection, "ber": float(ber), "accuracy": correct / count,
-                    "sdc_rate": sdc / count, "sdc_ci": [low, high], "sdc_count": sdc,
-                    "inferences": count, "trials": trials,
-                    "flips_per_inference": injector.total_flips() / count,
+                    "protection": protection, **passes,
                     "recompute_percent": (100.0 * summary["recompute_macs"] / summary["macs"]
                                           if summary["macs"] else 0.0),
                     **{name: summary[name] for name in (
