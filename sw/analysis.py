@@ -9,7 +9,6 @@ prediction. Rates come with 95% Wilson score intervals. :func:`write_plots` and
 markdown report.
 """
 
-import contextlib
 import functools
 import time
 import zlib
@@ -20,12 +19,12 @@ from sw.analysis_report import write_plots, write_report
 from sw.confidence import Z_95, wilson_interval
 from sw.datasets import check_dataset_name, load_dataset
 from sw.fault_injection import FaultInjector
-from sw.parameter_checks import check_positive_integer, check_probability
+from sw.parameter_checks import check_integer, check_positive_integer, check_probability
 from sw.quantization import quantize
-from sw.training import accuracy, check_model_name, load_model
+from sw.training import accuracy, check_model_name, load_model, torch_threads
 
 __all__ = ["GRANULARITIES", "DEFAULT_BERS", "Z_95", "wilson_interval", "evaluate",
-           "analysis_units", "analyze", "analyze_all", "quantized_model", "write_plots",
+           "analysis_units", "analyze", "quantized_model", "write_plots",
            "write_report", "check_options", "predict"]
 
 GRANULARITIES = ("model", "layer", "module", "patch")
@@ -33,17 +32,6 @@ GRANULARITIES = ("model", "layer", "module", "patch")
 DEFAULT_BERS = (1e-8, 1e-7, 1e-6, 1e-5)
 #: Training images used to calibrate the activation scales.
 CALIBRATION_IMAGES = 512
-
-
-@contextlib.contextmanager
-def torch_threads(count):
-    """Run the body with ``count`` torch threads (one is fastest for these small tensors)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,8 +85,7 @@ def check_options(bers, trials, seed, batch_size):
         check_probability("each of bers", ber)
     for name, value in (("trials", trials), ("batch_size", batch_size)):
         check_positive_integer(name, value)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an integer, not {seed!r}")
+    check_integer("seed", seed)
 
 
 def _unit_seed(seed, granularity, unit, ber):
@@ -190,8 +177,3 @@ def analyze(model="vit", dataset="digits", granularity="module", bers=DEFAULT_BE
             "seconds": seconds, "inferences_per_second": inferences / seconds,
             "results": results}
 
-
-def analyze_all(model="vit", dataset="digits", bers=DEFAULT_BERS, trials=3, seed=0, **options):
-    """:func:`analyze` at every granularity, as a list in :data:`GRANULARITIES` order."""
-    return [analyze(model, dataset, granularity, bers, trials, seed, **options)
-            for granularity in GRANULARITIES]

@@ -60,7 +60,6 @@ class SmallCNN(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(cin, cout, 3, padding=1)
                                    for cin, cout in zip(inputs, channels))
         self.pools = pools
-        self.feature_size = size
         self.fc = nn.Linear(channels[-1] * size * size, num_classes)
 
     def forward(self, images):

@@ -39,16 +39,6 @@ class DatasetSplit(NamedTuple):
     test_images: torch.Tensor
     test_labels: torch.Tensor
 
-    @property
-    def image_size(self):
-        """Side of the (square) images in pixels."""
-        return self.train_images.shape[-1]
-
-    @property
-    def num_classes(self):
-        """Number of classes (the labels are 0 .. num_classes - 1)."""
-        return int(max(self.train_labels.max(), self.test_labels.max())) + 1
-
 
 def check_dataset_name(name):
     """Raise ``TypeError``/``ValueError`` naming the parameter unless ``name`` is a data set."""

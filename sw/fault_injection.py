@@ -35,7 +35,7 @@ import torch
 from sw.accelerator_model import gemm_int8, wrap_int32
 from sw.bit_flips import combine_flips, flip_bits, sample_flips, to_signed
 from sw.datapath import Datapath
-from sw.parameter_checks import check_probability
+from sw.parameter_checks import check_integer, check_probability
 
 __all__ = ["FaultInjector", "GEMM_TARGETS", "TARGETS", "KINDS"]
 
@@ -104,8 +104,8 @@ class FaultInjector(Datapath):
                 raise ValueError(f"targets must be among {', '.join(map(repr, TARGETS))}, "
                                  f"not {target!r}")
         if generator is None:
-            if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-                raise TypeError(f"seed must be an integer, not {seed!r}")
+            if seed is not None:
+                check_integer("seed", seed)
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
         self.bit_error_rate = float(bit_error_rate)
         self.generator = generator

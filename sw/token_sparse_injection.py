@@ -63,27 +63,18 @@ def _cat(parts, kind):
     return kind(*(torch.cat(fields) for fields in zip(*parts)))
 
 
-def _heads(qkv, heads):
-    """``qkv`` (n, tokens, 3 dim) viewed as (3, n, heads, tokens, head_dim): queries, keys
-    and values per head, the layout (made contiguous) that the attention reads fastest."""
-    count, tokens, width = qkv.shape
-    return qkv.reshape(count, tokens, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
-
-
 def _attend(attn, queries, keys, values):
     """Context rows (n, asked, dim) of ``queries`` (n, heads, asked, head_dim).
 
-    The arithmetic of :class:`sw.vit.Attention`; a single query per image takes products
+    :meth:`sw.vit.Attention.context`, except that a single query per image takes products
     and sums instead of a batch of one-row matmuls, which MKL runs several times slower
     (the sums round within float32 precision of the matmul's).
     """
     count, heads, asked, head_dim = queries.shape
-    queries = queries * attn.scale
-    if asked == 1:
-        attention = (queries * keys).sum(-1, keepdim=True).softmax(dim=-2)
-        context = (attention * values).sum(-2, keepdim=True)
-    else:
-        context = (queries @ keys.transpose(-2, -1)).softmax(dim=-1) @ values
+    if asked > 1:
+        return attn.context(queries, keys, values)
+    attention = (queries * attn.scale * keys).sum(-1, keepdim=True).softmax(dim=-2)
+    context = (attention * values).sum(-2, keepdim=True)
     return context.transpose(1, 2).reshape(count, asked, heads * head_dim)
 
 
@@ -134,13 +125,11 @@ class TokenSparseInjector:
     def _cache_fault_free_pass(self, images):
         """Every block's activations on ``images``, by the arithmetic of ``model.forward``."""
         model = self.model
-        patches = model.patch_embed(images)
-        x = torch.cat([model.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1) \
-            + model.pos_embed
+        x = model.embed(images)
         self._activations = []
         for block in model.blocks:
             qkv = block.attn.qkv(block.norm1(x))
-            heads = _heads(qkv, block.attn.num_heads)
+            heads = block.attn.heads(qkv)
             proj = block.attn.proj(block.attn.attend(qkv))
             h = x + proj
             fc1 = block.mlp.fc1(block.norm2(h))
@@ -296,7 +285,7 @@ class TokenSparseInjector:
             if last else gather(activations["queries"])
         keys_values = gather(activations["keys_values"])
         if len(whole.items):
-            split = _heads(attn.qkv(block.norm1(whole.x)), heads)
+            split = attn.heads(attn.qkv(block.norm1(whole.x)))
             keys_values[gathered:] = split[1:].transpose(0, 1)
             queries[gathered:] = split[0][:, :, :1] if last else split[0]
             x[gathered:] = whole.x[:, 0] if last else whole.x

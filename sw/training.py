@@ -7,6 +7,7 @@ checkpoint holds the architecture config, the float32 state_dict, the recipe and
 accuracy measured at the end of training.
 """
 
+import contextlib
 import os
 import time
 from typing import NamedTuple
@@ -16,10 +17,12 @@ from torch.nn import functional
 
 from sw.cnn import SmallCNN, tiny_digits_cnn, tiny_mnist_cnn
 from sw.datasets import check_dataset_name, load_dataset
+from sw.parameter_checks import check_integer
 from sw.vit import VisionTransformer, tiny_digits_vit, tiny_mnist_vit
 
 __all__ = ["MODELS", "RECIPES", "CHECKPOINT_DIR", "TrainingResult", "train", "build_model",
-           "checkpoint_path", "load_checkpoint", "load_model", "accuracy", "check_model_name"]
+           "checkpoint_path", "load_checkpoint", "load_model", "accuracy", "check_model_name",
+           "torch_threads"]
 
 #: Names accepted for ``model``.
 MODELS = ("vit", "cnn")
@@ -109,6 +112,17 @@ def _fit(network, split, recipe, seed):
     network.eval()
 
 
+@contextlib.contextmanager
+def torch_threads(count):
+    """Run the body with ``count`` torch threads (one is fastest for these small tensors)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(model="vit", dataset="digits", seed=0, *, save=True, checkpoint_dir=None,
           **recipe_overrides):
     """Train ``model`` ("vit" or "cnn") on ``dataset`` from ``seed``, deterministically.
@@ -124,8 +138,7 @@ def train(model="vit", dataset="digits", seed=0, *, save=True, checkpoint_dir=No
     """
     check_model_name(model)
     check_dataset_name(dataset)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an integer, not {seed!r}")
+    check_integer("seed", seed)
     recipe = dict(RECIPES[(model, dataset)])
     unknown = sorted(set(recipe_overrides) - set(recipe) - set(_REGULARISERS))
     if unknown:
@@ -133,17 +146,13 @@ def train(model="vit", dataset="digits", seed=0, *, save=True, checkpoint_dir=No
                          f"{', '.join(sorted(set(recipe) | set(_REGULARISERS)))}")
     recipe.update(recipe_overrides)
     split = load_dataset(dataset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         started = time.perf_counter()
         torch.manual_seed(seed)
         network = build_model(model, dataset, **{key: recipe[key] for key in _REGULARISERS
                                                  if key in recipe})
         _fit(network, split, recipe, seed)
         seconds = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
     test_accuracy = accuracy(network, split.test_images, split.test_labels)
     path = None
     if save:

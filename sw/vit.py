@@ -57,11 +57,21 @@ class Attention(nn.Module):
     def attend(self, qkv):
         """Context vectors (B, tokens, dim) of the scaled dot-product attention of ``qkv``
         (the ``qkv`` projection's output), before ``proj``."""
-        batch, tokens, width = qkv.shape
-        q, k, v = qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim) \
-            .permute(2, 0, 3, 1, 4).unbind(0)
+        return self.context(*self.heads(qkv).unbind(0))
+
+    def heads(self, qkv):
+        """``qkv`` (B, tokens, 3 dim) viewed as (3, B, heads, tokens, head_dim): the queries,
+        keys and values of every head."""
+        batch, tokens, _ = qkv.shape
+        return qkv.reshape(batch, tokens, 3, self.num_heads, self.head_dim) \
+            .permute(2, 0, 3, 1, 4)
+
+    def context(self, q, k, v):
+        """Context vectors (B, queries, dim) of queries ``q`` against keys ``k`` and values
+        ``v``, each (B, heads, tokens, head_dim)."""
         attention = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
-        return (attention @ v).transpose(1, 2).reshape(batch, tokens, width // 3)
+        batch, heads, queries, head_dim = q.shape
+        return (attention @ v).transpose(1, 2).reshape(batch, queries, heads * head_dim)
 
 
 class Mlp(nn.Module):
@@ -167,12 +177,16 @@ class VisionTransformer(nn.Module):
         """Tokens per image: the class token (index 0) and one per patch (1 ..)."""
         return self.patch_embed.num_patches + 1
 
-    def forward_features(self, images):
-        """Encoded tokens (B, tokens, embed_dim) after the final norm."""
+    def embed(self, images):
+        """The first block's input (B, tokens, embed_dim): class token and patch embeddings,
+        plus the position embedding."""
         patches = self.patch_embed(images)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
-        x = torch.cat([cls, patches], dim=1) + self.pos_embed
-        return self.norm(self.blocks(x))
+        return torch.cat([cls, patches], dim=1) + self.pos_embed
+
+    def forward_features(self, images):
+        """Encoded tokens (B, tokens, embed_dim) after the final norm."""
+        return self.norm(self.blocks(self.embed(images)))
 
     def forward(self, images):
         return self.head(self.forward_features(images)[:, 0])
