@@ -56,14 +56,12 @@ def _rate(run, batches):
     return sum(len(batch) for batch in batches) / (time.perf_counter() - started)
 
 
-def _pytorchfi_runner(model, images, batch_size):
+def _pytorchfi_runner(model, images, ranges, batch_size):
+    """One PyTorchFI batch of faulty inferences per call, with layer ``ranges``."""
     models = _pytorchfi()
     injector = models.single_bit_flip_func(model, batch_size=batch_size,
                                            input_shape=list(images.shape[1:]),
                                            layer_types=[nn.Linear], use_cuda=False, bits=8)
-    # PyTorchFI flips a bit of the value quantized to `bits` over the layer's range; its
-    # quantizer overflows at the range's end, so the ranges get 1% of headroom.
-    ranges = [1.01 * float(r) for r in _linear_ranges(model, images)]
 
     def run(batch):
         corrupted = models.random_neuron_single_bit_inj_batched(injector, ranges)
@@ -116,7 +114,10 @@ def measure(rounds=3):
         def run_hooks(batch):
             hooks.arm(len(batch))
             model(batch)
-        theirs = {size: _pytorchfi_runner(model, images, size) for size in BATCHES}
+        # PyTorchFI flips a bit of the value quantized to `bits` over the layer's range; its
+        # quantizer overflows at the range's end, so the ranges get 1% of headroom.
+        ranges = [1.01 * peak for peak in _linear_ranges(model, images)]
+        theirs = {size: _pytorchfi_runner(model, images, ranges, size) for size in BATCHES}
         generator = torch.Generator().manual_seed(0)
         # The int8 model on the twin, faults only in GEMM outputs, about one per image.
         twin_work = _batches(images, 64, 10)

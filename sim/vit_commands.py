@@ -13,8 +13,6 @@ from sim.usage import UsageError, int_range, print_json
 
 __all__ = ["add_commands"]
 
-_MODELS = ("vit", "cnn")
-_DATASETS = ("digits", "mnist5k")
 _GRANULARITIES = ("model", "layer", "module", "patch")
 
 
@@ -124,7 +122,8 @@ def _cmd_analyze(args):
     if args.out:
         out = _out_dir(args)
         (out / "analysis.json").write_text(json.dumps(analyses, indent=2))
-        by_model = {model: [a for a in analyses if a["model"] == model] for model in _MODELS}
+        from sw.training import MODELS
+        by_model = {model: [a for a in analyses if a["model"] == model] for model in MODELS}
         # Each analysis already measured the float and the fault-free int8 accuracy.
         accuracies = [{"model": model, "dataset": args.dataset,
                        "float_accuracy": by_model[model][0]["float_accuracy"],
@@ -216,29 +215,30 @@ def _cmd_protect(args):
 
 def add_commands(commands, parser_class):
     """Add ``train`` and ``vit`` to the ``softerror`` subcommands."""
+    from sw.datasets import DATASETS
     from sw.fault_injection import TARGETS
+    from sw.training import MODELS
 
     def model_options(parser, many=False):
         parser.add_argument("--model", required=True,
-                            type=_choice_list("model", _MODELS) if many else None,
-                            choices=None if many else _MODELS,
+                            type=_choice_list("model", MODELS) if many else None,
+                            choices=None if many else MODELS,
                             help="vit or cnn" + (" (or vit,cnn)" if many else ""))
-        parser.add_argument("--dataset", choices=_DATASETS, default="digits",
+        parser.add_argument("--dataset", choices=DATASETS, default="digits",
                             help="digits (8x8, default) or mnist5k (28x28)")
         parser.add_argument("--checkpoint-dir", metavar="DIR",
                             help="where checkpoints are (default: the shipped ones, sw/checkpoints)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     train = commands.add_parser("train", help="train a shipped model again (checkpoint)")
     model_options(train)
     train.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
-    train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(handler=_cmd_train)
 
     vit = commands.add_parser("vit", help="the quantized ViT and CNN on the accelerator twin")
     actions = vit.add_subparsers(dest="action", required=True, parser_class=parser_class)
     evaluate = actions.add_parser("eval", help="float and int8 test accuracy")
     model_options(evaluate)
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_cmd_eval)
 
     analyze = actions.add_parser("analyze", help="vulnerability under software fault injection")
@@ -255,7 +255,6 @@ def add_commands(commands, parser_class):
                          help="representations to hit (default all: "
                               f"{', '.join(TARGETS)})")
     analyze.add_argument("--out", metavar="DIR", help="write plots, report.md, analysis.json")
-    analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(handler=_cmd_analyze)
 
     from sw.protection import PROTECTIONS
@@ -271,5 +270,4 @@ def add_commands(commands, parser_class):
                          help="passes over the test set per protection and rate (default 3)")
     protect.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     protect.add_argument("--out", metavar="DIR", help="write the plot and protection.json")
-    protect.add_argument("--json", action="store_true", help="print one JSON object")
     protect.set_defaults(handler=_cmd_protect)
