@@ -112,12 +112,15 @@ class FloatABFT:
         self.model, self.block_rows, self.safety, self.fault = model, block_rows, safety, fault
         self.stats = {}
         self._handles = []
+        self._weight_magnitudes = {}
 
     def attach(self):
-        """Hook every Linear of the model (once)."""
+        """Hook every Linear of the model (once); its |W| is taken here, once."""
         if not self._handles:
             for name, module in self.model.named_modules():
                 if isinstance(module, nn.Linear):
+                    with torch.no_grad():
+                        self._weight_magnitudes[name] = module.weight.abs().t()
                     self._handles.append(module.register_forward_hook(
                         lambda module, inputs, output, name=name:
                         self._check(name, module, inputs[0], output)))
@@ -128,6 +131,7 @@ class FloatABFT:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._weight_magnitudes = {}
 
     def __enter__(self):
         return self.attach()
@@ -159,7 +163,7 @@ class FloatABFT:
         y_blocks = functional.pad(y, (0, 0, 0, padded - m)).reshape(blocks, rows, n)
         valid = torch.clamp(m - torch.arange(blocks) * rows, max=rows).to(x.dtype)[:, None]
         checksum = x_blocks.sum(1) @ weight.t()
-        magnitude = x_blocks.abs().sum(1) @ weight.abs().t()
+        magnitude = x_blocks.abs().sum(1) @ self._weight_magnitudes[name]
         if bias is not None:
             checksum = checksum + valid * bias
             magnitude = magnitude + valid * bias.abs()
