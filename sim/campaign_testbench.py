@@ -33,18 +33,11 @@ from sim.build import DesignConfig
 from sim.harness import CLOCK_PERIOD_NS
 from sim.host_bus import HostBus
 from sim.outcomes import OUTCOMES, classify
-from sim.signal_access import RawSignal
+from sim.signal_access import RawSignal, resolve
 from sim.simulator import SessionChannel
 
 #: Extra cycles the watchdog allows beyond a clean tile, as a multiple of its length.
 WATCHDOG_FACTOR = 2
-
-
-def resolve(root, path):
-    handle = root
-    for part in path.split("."):
-        handle = getattr(handle, part)
-    return handle
 
 
 class ExperimentRunner:

@@ -26,10 +26,10 @@ import time
 import cocotb
 import torch
 
-from hw.register_map import Csr, Region, Status
+from hw.register_map import Csr, Region
 from sim.build import DesignConfig
 from sim.host_bus import HostBus
-from sim.signal_access import RawSignal
+from sim.signal_access import RawSignal, resolve
 from sim.simulator import read_request, write_response
 from sim.verify import job_operands
 from sw.accelerator_model import gemm_int8, iter_tiles, tile_product
@@ -48,10 +48,7 @@ async def _run_tile(bus, dut, tile, expected_cycles, upsets):
     for path, bit, cycle in sorted(upsets, key=lambda upset: upset[2]):
         await bus.wait_cycles(cycle - waited)
         waited = cycle
-        handle = dut.accelerator
-        for part in path.split("."):
-            handle = getattr(handle, part)
-        RawSignal(handle).flip(bit)
+        RawSignal(resolve(dut.accelerator, path)).flip(bit)
     await bus.wait_cycles(expected_cycles - waited)
     early = bus.irq == 1
     await bus.wait_cycles(1)
@@ -114,10 +111,9 @@ async def _run_gemm(bus, dut, config, job):
                                         "rtl": int(observed[i, j]),
                                         "model": int(twin.output[i, j])}
         report["mismatches"] += len(wrong)
-        status = await bus.read_csr(Csr.STATUS)
-        rtl_flags = {"abft_error": bool(status >> Status.ABFT_ERROR & 1),
-                     "abft_corrected": bool(status >> Status.ABFT_CORRECTED & 1),
-                     "range_flag": bool(status >> Status.RANGE_FLAG & 1)}
+        status = await bus.status()
+        rtl_flags = {name: status[name] for name in ("abft_error", "abft_corrected",
+                                                     "range_flag")}
         twin_flags = {"abft_error": twin.error, "abft_corrected": twin.corrected,
                       "range_flag": twin.out_of_range > 0}
         if config.abft != "none":

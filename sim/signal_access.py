@@ -11,7 +11,15 @@ lands and is overwritten like one written through the public API.
 
 from cocotb.handle import _GPISetAction
 
-__all__ = ["RawSignal"]
+__all__ = ["RawSignal", "resolve"]
+
+
+def resolve(root, path):
+    """The handle at dotted ``path`` below ``root`` (a netlist path of a fault site)."""
+    handle = root
+    for part in path.split("."):
+        handle = getattr(handle, part)
+    return handle
 
 
 class RawSignal:

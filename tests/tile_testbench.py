@@ -3,9 +3,8 @@
 import cocotb
 
 from sim.build import DesignConfig
-from sim.campaign_testbench import resolve
 from sim.host_bus import HostBus
-from sim.signal_access import RawSignal
+from sim.signal_access import RawSignal, resolve
 from sim.simulator import read_request, write_response
 from sw.accelerator_model import iter_tiles, random_operands
 
