@@ -1,11 +1,11 @@
 """Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
 
 from bench import campaign_speed, simulation_speed, software_injection_speed
-from sim.build import DesignConfig
+from hw.config import AcceleratorConfig
 
 
 def main():
-    print(simulation_speed.report(simulation_speed.measure(DesignConfig(rows=8, cols=8,
+    print(simulation_speed.report(simulation_speed.measure(AcceleratorConfig(rows=8, cols=8,
                                                                         k_max=256))))
     print()
     print(campaign_speed.report(campaign_speed.measure()))

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import campaign_worker, toolchain
-from sim.build import MAKE_OPTIMIZATION, VERILATOR_FLAGS, DesignConfig, build_design
-from sim.campaign import CampaignOptions, _batches, prepare_campaign, run_campaign
+from hw.config import AcceleratorConfig
+from sim import toolchain
+from sim.build import MAKE_OPTIMIZATION, VERILATOR_FLAGS, build_design
+from sim.campaign import worker as campaign_worker
+from sim.campaign.engine import CampaignOptions, _batches, prepare_campaign, run_campaign
+from sim.campaign.workload import Workload
+from sim.harness import experiment_cycles
 from sim.simulator import run_testbench
-from sim.workload import Workload
 
 CEILING_MAIN = Path(__file__).with_name("ceiling_main.cpp")
 
@@ -55,17 +58,17 @@ def _build_ceiling(build, directory, public):
 
 def _ceiling_rate(binary, config, k, experiments):
     arguments = [str(experiments), str(k), str(config.rows), str(config.cols),
-                 str(config.register_map.index_width), str(config.experiment_cycles(k))]
+                 str(config.register_map.index_width), str(experiment_cycles(config, k))]
     return json.loads(subprocess.run([str(binary), *arguments], check=True, capture_output=True,
                                      text=True).stdout)["experiments_per_second"]
 
 
-def measure(config=DesignConfig(rows=8, cols=8, k_max=256), k=64, rounds=5):
+def measure(config=AcceleratorConfig(rows=8, cols=8, k_max=256), k=64, rounds=5):
     build = build_design(config)
     options = CampaignOptions(config, Workload(config.rows, k, config.cols, seed=0), seed=0,
                               injections=10_000)
     prepared = prepare_campaign(options)
-    results = {"config": config.label, "k": k, "experiment_cycles": config.experiment_cycles(k)}
+    results = {"config": config.label, "k": k, "experiment_cycles": experiment_cycles(config, k)}
     with tempfile.TemporaryDirectory(prefix="softerror-bench-") as work:
         work = Path(work)
         ceilings = {name: _build_ceiling(build, work / name, name == "public")

@@ -11,17 +11,17 @@ import cocotb
 from cocotb.handle import Immediate
 from cocotb.triggers import ReadOnly, RisingEdge, Timer
 
+from hw.config import AcceleratorConfig
 from hw.register_map import Csr, Region, pack_lanes, unpack_lanes
-from sim.build import DesignConfig
 from sim.signal_access import resolve
 from sim.simulator import read_request, write_response
-from sw.accelerator_model import iter_tiles, random_operands, tile_product
+from sw.twin.gemm import iter_tiles, random_operands, tile_product
 
 
 @cocotb.test()
 async def naive_experiments(dut):
     request = read_request()
-    config = DesignConfig(**request["design"])
+    config = AcceleratorConfig(**request["design"])
     regs = config.register_map
     k = request["k"]
     a, b = random_operands(config.rows, k, config.cols, seed=0)

@@ -5,11 +5,12 @@ import tempfile
 import time
 from unittest import mock
 
-from sim.build import DesignConfig, build_design
+from hw.config import AcceleratorConfig
+from sim.build import build_design
 from sim.simulator import run_testbench
 
 
-def measure(config: DesignConfig, *, idle_cycles=2_000_000, tiles=2000):
+def measure(config: AcceleratorConfig, *, idle_cycles=2_000_000, tiles=2000):
     with tempfile.TemporaryDirectory(prefix="softerror-bench-") as cache:
         with mock.patch.dict(os.environ, {"SOFTERROR_BUILD_DIR": cache}):
             started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Software fault injection against PyTorchFI, on the same float ViT, in one run.
 
-All contenders run the same campaign on the trained tiny ViT (`sw/checkpoints/vit_digits.pt`):
+All contenders run the same campaign on the trained tiny ViT (`sw/models/checkpoints/vit_digits.pt`):
 ``FAULTS_PER_IMAGE`` faulty inferences of each of the 360 test images, each with one
 single-bit flip in the output of a random ``nn.Linear``; the figure is faulty inferences per
 second.
@@ -8,13 +8,13 @@ second.
 - PyTorchFI 0.6.0 (`random_neuron_single_bit_inj_batched`) builds a corrupted copy of the
   model per batch and loops over the images in Python inside its hook. It runs at batch 64
   and at batch 360 (the whole test set, its fastest); the ratios use its faster figure.
-- Ours, hooks (:class:`sw.neuron_injection.LinearOutputInjector`): the same full faulty
+- Ours, hooks (:class:`sw.inject.neuron.LinearOutputInjector`): the same full faulty
   forward pass, each batch's faults flipped by one indexing operation per layer.
-- Ours, token-sparse (:class:`sw.token_sparse_injection.TokenSparseInjector`): runs the
+- Ours, token-sparse (:class:`sw.inject.token_sparse.TokenSparseInjector`): runs the
   fault-free pass once (timed) and per fault recomputes only the rows and layers the flip
   reaches.
 - The int8 ViT on the accelerator twin with the operation-level injector
-  (`sw.fault_injection`), the engine of `softerror vit analyze`.
+  (`sw.inject.operation`), the engine of `softerror vit analyze`.
 
 PyTorchFI is installed into the venv on first use with ``--no-deps`` (it would otherwise
 pull another torch); the figures use one torch thread, as the analysis does.
@@ -85,7 +85,7 @@ def _linear_ranges(model, images):
 def _token_sparse_rate(model, images, generator):
     """Faulty inferences per second of a ``FAULTS_PER_IMAGE`` campaign over ``images``,
     the engine's fault-free pass included."""
-    from sw.token_sparse_injection import TokenSparseInjector
+    from sw.inject.token_sparse import TokenSparseInjector
     started = time.perf_counter()
     engine = TokenSparseInjector(model, images)
     image = torch.arange(len(images)).repeat(FAULTS_PER_IMAGE)
@@ -95,10 +95,10 @@ def _token_sparse_rate(model, images, generator):
 
 def measure(rounds=3):
     """Best of ``rounds`` interleaved rounds for each contender."""
-    from sw.analysis import quantized_model, torch_threads
-    from sw.datasets import load_dataset
-    from sw.fault_injection import FaultInjector
-    from sw.neuron_injection import LinearOutputInjector
+    from sw.analysis.vulnerability import quantized_model, torch_threads
+    from sw.inject.neuron import LinearOutputInjector
+    from sw.inject.operation import FaultInjector
+    from sw.models.datasets import load_dataset
     images = load_dataset("digits").test_images
     best = {}
 

@@ -11,16 +11,16 @@ import time
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from sim.build import DesignConfig
+from hw.config import AcceleratorConfig
 from sim.host_bus import HostBus
 from sim.simulator import read_request, write_response
-from sw.accelerator_model import iter_tiles, random_operands
+from sw.twin.gemm import iter_tiles, random_operands
 
 
 @cocotb.test()
 async def simulation_speed(dut):
     request = read_request()
-    config = DesignConfig(**request["design"])
+    config = AcceleratorConfig(**request["design"])
     bus = HostBus(dut, config.register_map)
     await bus.reset()
     k = config.k_max

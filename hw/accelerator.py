@@ -5,18 +5,16 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.checksum_unit import ChecksumUnit
-from hw.range_checker import RangeChecker
-from hw.register_map import ABFT_MODES, Csr, Region, RegisterMap, Status
-from hw.result_buffer import ResultBuffer
-from hw.skew_buffer import SkewBuffer
-from hw.systolic_array import MAX_DIMENSION, SystolicArray
-from hw.tile_controller import TileController, busy_cycles
-from hw.validation import check_int
+from hw.config import AcceleratorConfig
+from hw.gemm.result_buffer import ResultBuffer
+from hw.gemm.skew_buffer import SkewBuffer
+from hw.gemm.systolic_array import SystolicArray
+from hw.gemm.tile_controller import TileController
+from hw.protect.checksum_unit import ChecksumUnit
+from hw.protect.range_checker import RangeChecker
+from hw.register_map import Csr, Region, Status
 
-__all__ = ["GemmAccelerator", "MAX_K"]
-
-MAX_K = 4096
+__all__ = ["GemmAccelerator"]
 
 
 class GemmAccelerator(wiring.Component):
@@ -28,9 +26,9 @@ class GemmAccelerator(wiring.Component):
     accumulators that wrap around. The register map is in :mod:`hw.register_map` and
     ``docs/register-map.md``.
 
-    Optional protection: a checksum unit (:class:`hw.checksum_unit.ChecksumUnit`) checks
+    Optional protection: a checksum unit (:class:`hw.protect.checksum_unit.ChecksumUnit`) checks
     each tile as it drains and, in ``rowcol`` mode, corrects single-row or single-column
-    errors as the host reads; a range checker (:class:`hw.range_checker.RangeChecker`)
+    errors as the host reads; a range checker (:class:`hw.protect.range_checker.RangeChecker`)
     clamps what the host reads to programmable bounds. Neither adds a cycle to a tile.
 
     Timing: the tile is busy for :meth:`tile_cycles` cycles after the edge that samples
@@ -39,15 +37,8 @@ class GemmAccelerator(wiring.Component):
 
     Parameters
     ----------
-    rows, cols : int
-        Array size, 1 to 64 each; need not be equal or powers of two.
-    k_max : int
-        Depth of the operand buffers: the longest K one tile can take (1 to 4096).
-    abft : str
-        ``"none"``, ``"col"`` (column checksums: detect and locate columns) or
-        ``"rowcol"`` (row and column checksums: also correct).
-    range_check : bool
-        Whether the output path has a range checker.
+    config : AcceleratorConfig
+        Array size, buffer depth and protection units (:class:`hw.config.AcceleratorConfig`).
 
     Members
     -------
@@ -64,16 +55,14 @@ class GemmAccelerator(wiring.Component):
     Raises
     ------
     TypeError
-        If a parameter is not an integer in its range.
+        If ``config`` is not an :class:`~hw.config.AcceleratorConfig`.
     """
 
-    def __init__(self, *, rows=8, cols=8, k_max=256, abft="none", range_check=False):
-        self.check_parameters(rows=rows, cols=cols, k_max=k_max, abft=abft,
-                              range_check=range_check)
-        self._rows, self._cols, self._k_max = rows, cols, k_max
-        self._abft, self._range_check = abft, range_check
-        self._register_map = RegisterMap(rows, cols, k_max, abft, range_check)
-        regs = self._register_map
+    def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self._config = config
+        regs = config.register_map
         super().__init__({
             "addr": In(regs.addr_width),
             "wdata": In(regs.data_width),
@@ -83,145 +72,39 @@ class GemmAccelerator(wiring.Component):
             "irq": Out(1),
         })
 
-    @staticmethod
-    def check_parameters(*, rows, cols, k_max, abft="none", range_check=False):
-        """Raise ``TypeError`` unless the parameters make a legal accelerator."""
-        check_int("Array rows", rows, 1, MAX_DIMENSION)
-        check_int("Array cols", cols, 1, MAX_DIMENSION)
-        check_int("k_max", k_max, 1, MAX_K)
-        if abft not in ABFT_MODES:
-            raise TypeError(f"abft must be one of {', '.join(map(repr, ABFT_MODES))}, "
-                            f"not {abft!r}")
-        if not isinstance(range_check, bool):
-            raise TypeError(f"range_check must be True or False, not {range_check!r}")
-
     @property
-    def rows(self):
-        return self._rows
-
-    @property
-    def cols(self):
-        return self._cols
-
-    @property
-    def k_max(self):
-        return self._k_max
-
-    @property
-    def abft(self):
-        return self._abft
-
-    @property
-    def range_check(self):
-        return self._range_check
+    def config(self):
+        return self._config
 
     @property
     def register_map(self):
-        return self._register_map
+        return self._config.register_map
 
     def tile_cycles(self, k):
         """Clock cycles one tile of depth ``k`` is busy, from START sampled to DONE set."""
-        check_int("K", k, 1, self._k_max)
-        return busy_cycles(self._rows, self._cols, k)
+        return self._config.tile_cycles(k)
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols, regs = self._rows, self._cols, self._register_map
-
+        config = self._config
         m.submodules.controller = controller = TileController(
-            rows=rows, cols=cols, k_max=self._k_max)
-        m.submodules.a_skew = a_skew = SkewBuffer(lanes=rows)
-        m.submodules.b_skew = b_skew = SkewBuffer(lanes=cols)
-        m.submodules.array = array = SystolicArray(rows=rows, cols=cols)
-        m.submodules.results = results = ResultBuffer(rows=rows, cols=cols)
-        m.submodules.a_buffer = a_buffer = Memory(shape=8 * rows, depth=self._k_max, init=[])
-        m.submodules.b_buffer = b_buffer = Memory(shape=8 * cols, depth=self._k_max, init=[])
-
-        region = self.addr[regs.index_width:]
-        index = self.addr[:regs.index_width]
-
-        # Host writes into the operand buffers and the CSRs.
+            rows=config.rows, cols=config.cols, k_max=config.k_max)
+        m.submodules.array = array = SystolicArray(rows=config.rows, cols=config.cols)
+        index = self.addr[:config.register_map.index_width]
+        region = self.addr[config.register_map.index_width:]
         csr_write = self.we & (region == Region.CSR)
-        for buffer, buffer_region in ((a_buffer, Region.A), (b_buffer, Region.B)):
-            port = buffer.write_port()
-            m.d.comb += [
-                port.addr.eq(index),
-                port.data.eq(self.wdata),
-                port.en.eq(self.we & (region == buffer_region)),
-            ]
-        k = Signal(range(self._k_max + 1), name="k", init=self._k_max)
-        with m.If(csr_write & (index == Csr.K)):
-            m.d.sync += k.eq(self.wdata)
-        m.d.comb += [
-            controller.start.eq(csr_write & (index == Csr.CTRL) & self.wdata[0]),
-            controller.k.eq(k),
-        ]
 
-        # Compute: buffer read, zero outside the tile's K steps, skew, array.
-        a_read = a_buffer.read_port()
-        b_read = b_buffer.read_port()
-        m.d.comb += [a_read.addr.eq(controller.read_addr), b_read.addr.eq(controller.read_addr)]
-        for lane in range(rows):
-            m.d.comb += a_skew.i_lanes[lane].eq(
-                Mux(controller.feed_valid, a_read.data[8 * lane:8 * lane + 8], 0))
-        for lane in range(cols):
-            m.d.comb += b_skew.i_lanes[lane].eq(
-                Mux(controller.feed_valid, b_read.data[8 * lane:8 * lane + 8], 0))
-        result_row = results.read_data
-        abft_error = abft_corrected = range_flag = 0
+        k = self._csr_k(m, controller, index, csr_write)
+        a_lanes, b_lanes = self._operand_path(m, controller, array, index, region)
+        result_row = self._drain(m, controller, array, index)
         csr_values = {}
-        if self._abft != "none":
-            m.submodules.checksums = checksums = ChecksumUnit(rows=rows, cols=cols,
-                                                              mode=self._abft)
-            m.d.comb += [
-                checksums.a_lanes.eq(a_skew.i_lanes), checksums.b_lanes.eq(b_skew.i_lanes),
-                checksums.clear.eq(controller.clear), checksums.drain.eq(controller.shift),
-                checksums.drain_row.eq(controller.result_write_row),
-                checksums.drain_last.eq(controller.drain_last),
-                checksums.drain_out.eq(array.drain_out),
-                checksums.feed_valid.eq(controller.feed_valid),
-                checksums.a_edge.eq(array.a_edge), checksums.b_edge.eq(array.b_edge),
-                checksums.read_row.eq(index), checksums.read_in.eq(result_row),
-            ]
-            result_row = checksums.read_out
-            abft_error, abft_corrected = checksums.tile_error, checksums.tile_corrected
-            csr_values.update({Csr.ROW_SYNDROME: checksums.row_syndrome,
-                               Csr.COL_SYNDROME: checksums.col_syndrome,
-                               Csr.DETECTED: checksums.detected_tiles,
-                               Csr.CORRECTED: checksums.corrected_tiles})
-        if self._range_check:
-            m.submodules.range_checker = range_checker = RangeChecker(lanes=cols)
-            m.d.comb += [
-                range_checker.lanes_in.eq(result_row),
-                range_checker.count_enable.eq(self.re & (region == Region.RESULT)
-                                              & (index < rows)),
-                range_checker.wdata.eq(self.wdata[:32]),
-                range_checker.lower_we.eq(csr_write & (index == Csr.RANGE_LOWER)),
-                range_checker.upper_we.eq(csr_write & (index == Csr.RANGE_UPPER)),
-                range_checker.control_we.eq(csr_write & (index == Csr.RANGE_CONTROL)),
-            ]
-            result_row = range_checker.lanes_out
-            range_flag = range_checker.flag
-            csr_values.update({Csr.RANGE_LOWER: range_checker.lower[:32],
-                               Csr.RANGE_UPPER: range_checker.upper[:32],
-                               Csr.RANGE_CONTROL: range_checker.zero_mode,
-                               Csr.RANGE_COUNT: range_checker.count})
-        m.d.comb += [
-            array.a_in.eq(a_skew.o_lanes),
-            array.b_in.eq(b_skew.o_lanes),
-            array.clear.eq(controller.clear),
-            array.shift.eq(controller.shift),
-        ]
-
-        # Drain into the result registers.
-        m.d.comb += [
-            results.write_en.eq(controller.result_write_en),
-            results.write_row.eq(controller.result_write_row),
-            results.write_data.eq(array.drain_out),
-            results.read_row.eq(index),
-        ]
-
-        # Host reads, registered.
+        abft_error = abft_corrected = range_flag = 0
+        if config.abft != "none":
+            result_row, abft_error, abft_corrected = self._checksums(
+                m, controller, array, a_lanes, b_lanes, index, result_row, csr_values)
+        if config.range_check:
+            result_row, range_flag = self._range_checker(
+                m, index, region, csr_write, result_row, csr_values)
         status = Signal(len(Status))
         m.d.comb += [
             status[Status.BUSY].eq(controller.busy),
@@ -236,9 +119,108 @@ class GemmAccelerator(wiring.Component):
             Csr.K: k,
             Csr.CYCLES: controller.cycles,
             Csr.TILES: controller.tiles,
-            Csr.CONFIG: regs.config_word,
+            Csr.CONFIG: config.register_map.config_word,
         })
-        read_value = Signal(regs.data_width)
+        self._read_port(m, index, region, csr_values, result_row)
+        m.d.comb += self.irq.eq(controller.done)
+        return m
+
+    def _csr_k(self, m, controller, index, csr_write):
+        """The K register and the START strobe into the controller; returns K."""
+        k = Signal(range(self._config.k_max + 1), name="k", init=self._config.k_max)
+        with m.If(csr_write & (index == Csr.K)):
+            m.d.sync += k.eq(self.wdata)
+        m.d.comb += [
+            controller.start.eq(csr_write & (index == Csr.CTRL) & self.wdata[0]),
+            controller.k.eq(k),
+        ]
+        return k
+
+    def _operand_path(self, m, controller, array, index, region):
+        """Operand buffers (host writes), zero gate outside the tile's K steps, skew, array.
+
+        Returns the A and B lanes as they enter the skew buffers (what the checksums tap).
+        """
+        rows, cols, k_max = self._config.rows, self._config.cols, self._config.k_max
+        m.submodules.a_buffer = a_buffer = Memory(shape=8 * rows, depth=k_max, init=[])
+        m.submodules.b_buffer = b_buffer = Memory(shape=8 * cols, depth=k_max, init=[])
+        m.submodules.a_skew = a_skew = SkewBuffer(lanes=rows)
+        m.submodules.b_skew = b_skew = SkewBuffer(lanes=cols)
+        for buffer, buffer_region, skew, lanes in ((a_buffer, Region.A, a_skew, rows),
+                                                   (b_buffer, Region.B, b_skew, cols)):
+            write = buffer.write_port()
+            m.d.comb += [
+                write.addr.eq(index),
+                write.data.eq(self.wdata),
+                write.en.eq(self.we & (region == buffer_region)),
+            ]
+            read = buffer.read_port()
+            m.d.comb += read.addr.eq(controller.read_addr)
+            for lane in range(lanes):
+                m.d.comb += skew.i_lanes[lane].eq(
+                    Mux(controller.feed_valid, read.data[8 * lane:8 * lane + 8], 0))
+        m.d.comb += [
+            array.a_in.eq(a_skew.o_lanes),
+            array.b_in.eq(b_skew.o_lanes),
+            array.clear.eq(controller.clear),
+            array.shift.eq(controller.shift),
+        ]
+        return a_skew.i_lanes, b_skew.i_lanes
+
+    def _drain(self, m, controller, array, index):
+        """The result registers the array drains into; returns the row the host addresses."""
+        m.submodules.results = results = ResultBuffer(rows=self._config.rows,
+                                                      cols=self._config.cols)
+        m.d.comb += [
+            results.write_en.eq(controller.result_write_en),
+            results.write_row.eq(controller.result_write_row),
+            results.write_data.eq(array.drain_out),
+            results.read_row.eq(index),
+        ]
+        return results.read_data
+
+    def _checksums(self, m, controller, array, a_lanes, b_lanes, index, result_row,
+                   csr_values):
+        """The checksum unit: checks the tile as it drains, corrects on the read path."""
+        m.submodules.checksums = checksums = ChecksumUnit(
+            rows=self._config.rows, cols=self._config.cols, mode=self._config.abft)
+        m.d.comb += [
+            checksums.a_lanes.eq(a_lanes), checksums.b_lanes.eq(b_lanes),
+            checksums.clear.eq(controller.clear), checksums.drain.eq(controller.shift),
+            checksums.drain_row.eq(controller.result_write_row),
+            checksums.drain_last.eq(controller.drain_last),
+            checksums.drain_out.eq(array.drain_out),
+            checksums.feed_valid.eq(controller.feed_valid),
+            checksums.a_edge.eq(array.a_edge), checksums.b_edge.eq(array.b_edge),
+            checksums.read_row.eq(index), checksums.read_in.eq(result_row),
+        ]
+        csr_values.update({Csr.ROW_SYNDROME: checksums.row_syndrome,
+                           Csr.COL_SYNDROME: checksums.col_syndrome,
+                           Csr.DETECTED: checksums.detected_tiles,
+                           Csr.CORRECTED: checksums.corrected_tiles})
+        return checksums.read_out, checksums.tile_error, checksums.tile_corrected
+
+    def _range_checker(self, m, index, region, csr_write, result_row, csr_values):
+        """The range checker on the read path and its CSRs; returns the row and the flag."""
+        m.submodules.range_checker = range_checker = RangeChecker(lanes=self._config.cols)
+        m.d.comb += [
+            range_checker.lanes_in.eq(result_row),
+            range_checker.count_enable.eq(self.re & (region == Region.RESULT)
+                                          & (index < self._config.rows)),
+            range_checker.wdata.eq(self.wdata[:32]),
+            range_checker.lower_we.eq(csr_write & (index == Csr.RANGE_LOWER)),
+            range_checker.upper_we.eq(csr_write & (index == Csr.RANGE_UPPER)),
+            range_checker.control_we.eq(csr_write & (index == Csr.RANGE_CONTROL)),
+        ]
+        csr_values.update({Csr.RANGE_LOWER: range_checker.lower[:32],
+                           Csr.RANGE_UPPER: range_checker.upper[:32],
+                           Csr.RANGE_CONTROL: range_checker.zero_mode,
+                           Csr.RANGE_COUNT: range_checker.count})
+        return range_checker.lanes_out, range_checker.flag
+
+    def _read_port(self, m, index, region, csr_values, result_row):
+        """Host reads, registered: a CSR or a result row, the word addressed last cycle."""
+        read_value = Signal(self._config.register_map.data_width)
         with m.Switch(region):
             with m.Case(Region.CSR):
                 with m.Switch(index):
@@ -246,9 +228,9 @@ class GemmAccelerator(wiring.Component):
                         with m.Case(csr):
                             m.d.comb += read_value.eq(value)
             with m.Case(Region.RESULT):
-                with m.If(index < rows):
+                with m.If(index < self._config.rows):
                     m.d.comb += read_value.eq(result_row.as_value())
-        rdata = Signal(regs.data_width, name="rdata_reg", attrs={"fault_class": "output"})
+        rdata = Signal(self._config.register_map.data_width, name="rdata_reg",
+                       attrs={"fault_class": "output"})
         m.d.sync += rdata.eq(read_value)
-        m.d.comb += [self.rdata.eq(rdata), self.irq.eq(controller.done)]
-        return m
+        m.d.comb += self.rdata.eq(rdata)

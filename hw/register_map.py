@@ -41,11 +41,9 @@ Lanes are two's complement. Registers of units a configuration lacks read as zer
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes",
-           "ABFT_MODES"]
+from hw.config import ABFT_MODES, AcceleratorConfig
 
-#: Checksum modes of the generator, in the order of their CONFIG code.
-ABFT_MODES = ("none", "col", "rowcol")
+__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes"]
 
 
 class Region(IntEnum):
@@ -93,11 +91,27 @@ def _bits_for(count):
 @dataclass(frozen=True)
 class RegisterMap:
     """Address and word geometry of one accelerator configuration."""
-    rows: int
-    cols: int
-    k_max: int
-    abft: str = "none"
-    range_check: bool = False
+    config: AcceleratorConfig
+
+    @property
+    def rows(self):
+        return self.config.rows
+
+    @property
+    def cols(self):
+        return self.config.cols
+
+    @property
+    def k_max(self):
+        return self.config.k_max
+
+    @property
+    def abft(self):
+        return self.config.abft
+
+    @property
+    def range_check(self):
+        return self.config.range_check
 
     @property
     def index_width(self):

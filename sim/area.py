@@ -9,16 +9,18 @@ import dataclasses
 import hashlib
 import json
 
-from hw.area import synthesize
-from hw.generate import generate_rtlil
-from sim.build import DesignConfig, cache_root
+from hw.accelerator import GemmAccelerator
+from hw.config import AcceleratorConfig
+from hw.netlist.area import synthesize
+from hw.netlist.generate import generate_rtlil
+from sim.build import cache_root
 
 __all__ = ["area_report", "area_overhead"]
 
 
-def area_report(config: DesignConfig):
+def area_report(config: AcceleratorConfig):
     """The synthesis report of ``config`` as a dict (``cells``, ``flip_flops``, ...)."""
-    rtlil = generate_rtlil(config.accelerator())
+    rtlil = generate_rtlil(GemmAccelerator(config))
     digest = hashlib.sha256(rtlil.encode()).hexdigest()[:20]
     path = cache_root() / "area" / f"{config.label}-{digest}.json"
     if path.exists():
@@ -29,7 +31,7 @@ def area_report(config: DesignConfig):
     return report
 
 
-def area_overhead(config: DesignConfig):
+def area_overhead(config: AcceleratorConfig):
     """Cells of ``config`` against the same array with no protection, and the overhead."""
     base = area_report(dataclasses.replace(config, abft="none", range_check=False))
     this = area_report(config)

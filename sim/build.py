@@ -11,7 +11,7 @@ What a build contains:
 
 * ``design.v``: the accelerator, exactly as ``softerror generate`` writes it;
 * ``harness.v``: the simulation top (:mod:`sim.harness`) around it;
-* ``sites.json``: the fault sites (:mod:`hw.fault_sites`);
+* ``sites.json``: the fault sites (:mod:`hw.netlist.fault_sites`);
 * ``public.vlt``: a Verilator control file that makes only the harness ports and the fault
   sites visible to cocotb (cocotb's runner passes ``--public-flat-rw``, which makes every
   signal visible and the model several times slower);
@@ -30,20 +30,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import hw
 from amaranth.back import verilog
-from hw.accelerator import GemmAccelerator
-from hw.fault_sites import FaultSite, enumerate_fault_sites
-from hw.generate import generate_verilog
-from hw.register_map import RegisterMap
-from hw.tile_controller import busy_cycles
-from hw.validation import check_int
-from sim import toolchain
-from sim.harness import (
-    CLOCK_PERIOD_NS, HARNESS_NAME, ExperimentHarness, experiment_cycles, start_offset,
-)
 
-__all__ = ["DesignConfig", "Build", "BuildError", "build_design", "cache_root",
+import hw
+from hw.accelerator import GemmAccelerator
+from hw.config import AcceleratorConfig
+from hw.netlist.fault_sites import FaultSite, enumerate_fault_sites
+from hw.netlist.generate import generate_verilog
+from sim import toolchain
+from sim.harness import CLOCK_PERIOD_NS, HARNESS_NAME, ExperimentHarness
+
+__all__ = ["Build", "BuildError", "build_design", "cache_root",
            "TRACE_FLAGS"]
 
 logger = logging.getLogger("softerror.build")
@@ -60,6 +57,8 @@ MAKE_OPTIMIZATION = "-O2"
 TRACE_FLAGS = {"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace", "--trace-structs"]}
 _HARNESS_MAIN = Path(__file__).with_name("harness_main.cpp")
 _READY = "BUILD_OK"
+#: The folder that holds the ``hw`` and ``sim`` packages.
+_PACKAGES_ROOT = Path(hw.__file__).parent.parent
 
 
 class BuildError(RuntimeError):
@@ -67,59 +66,9 @@ class BuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DesignConfig:
-    """The generator parameters of one accelerator configuration."""
-    rows: int = 8
-    cols: int = 8
-    k_max: int = 256
-    abft: str = "none"
-    range_check: bool = False
-
-    def __post_init__(self):
-        GemmAccelerator.check_parameters(rows=self.rows, cols=self.cols, k_max=self.k_max,
-                                         abft=self.abft, range_check=self.range_check)
-
-    def accelerator(self) -> GemmAccelerator:
-        """The Amaranth component (for generation; elaborating it is the costly part)."""
-        return GemmAccelerator(rows=self.rows, cols=self.cols, k_max=self.k_max,
-                               abft=self.abft, range_check=self.range_check)
-
-    @property
-    def register_map(self) -> RegisterMap:
-        return RegisterMap(self.rows, self.cols, self.k_max, self.abft, self.range_check)
-
-    def harness(self) -> ExperimentHarness:
-        return ExperimentHarness(self.register_map)
-
-    def tile_cycles(self, k):
-        """Busy cycles of one tile, by the generator's own timing (see ``GemmAccelerator``)."""
-        check_int("K", k, 1, self.k_max)
-        return busy_cycles(self.rows, self.cols, k)
-
-    def experiment_cycles(self, k):
-        """Cycles the harness takes for one experiment on a tile of depth ``k``."""
-        return experiment_cycles(self.register_map, self.tile_cycles(k))
-
-    @property
-    def start_offset(self):
-        """Cycles from the harness's ``run`` toggle to the phase before the START edge."""
-        return start_offset(self.register_map)
-
-    def window_cycles(self, k):
-        """Injection window of a tile: from the START edge to the last result read."""
-        return self.experiment_cycles(k) - self.start_offset
-
-    @property
-    def label(self):
-        protection = ("" if self.abft == "none" else f"-{self.abft}") + (
-            "-range" if self.range_check else "")
-        return f"{self.rows}x{self.cols}-k{self.k_max}{protection}"
-
-
-@dataclass(frozen=True)
 class Build:
     """A compiled, cocotb-enabled Verilator model of the harness and the accelerator."""
-    config: DesignConfig
+    config: AcceleratorConfig
     directory: Path
     waves: str | None
     """Waveform format the model can write (``"fst"``, ``"vcd"``), or ``None``: no tracing."""
@@ -148,14 +97,20 @@ def cache_root() -> Path:
     return base / "softerror" / "builds"
 
 
-def _source_digest():
-    """Hash of the generator (every ``hw`` module), the harness and this build step."""
-    digest = hashlib.sha256()
-    sources = sorted(Path(hw.__file__).parent.glob("*.py"))
+def generator_sources():
+    """Every file a build depends on: the generator (every ``hw`` module, sub-packages
+    included), the harness, its C++ main, the toolchain set-up and this build step."""
+    sources = sorted(Path(hw.__file__).parent.rglob("*.py"))
     sources += [Path(__file__), Path(toolchain.__file__), _HARNESS_MAIN,
                 Path(__file__).with_name("harness.py")]
-    for path in sources:
-        digest.update(path.name.encode())
+    return sources
+
+
+def _source_digest():
+    """Hash of :func:`generator_sources`, each with its path (a moved module counts)."""
+    digest = hashlib.sha256()
+    for path in generator_sources():
+        digest.update(path.relative_to(_PACKAGES_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -206,8 +161,8 @@ def _check_fst_support():
 
 def write_sources(config, directory):
     """Write ``design.v``, ``harness.v``, ``sites.json`` and ``public.vlt``."""
-    accelerator = config.accelerator()
-    harness = config.harness()
+    accelerator = GemmAccelerator(config)
+    harness = ExperimentHarness(config.register_map)
     sites = enumerate_fault_sites(accelerator)
     (directory / "design.v").write_text(generate_verilog(accelerator))
     (directory / "harness.v").write_text(verilog.convert(harness, name=HARNESS_NAME))
@@ -234,7 +189,7 @@ def _compile(config, directory, waves):
          directory, log_path, env)
 
 
-def build_design(config: DesignConfig, *, waves: str | None = None) -> Build:
+def build_design(config: AcceleratorConfig, *, waves: str | None = None) -> Build:
     """Return the compiled model of ``config``, building it unless the cache has it.
 
     ``waves`` (``"fst"`` or ``"vcd"``) builds a model that can trace; tracing costs

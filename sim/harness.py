@@ -23,11 +23,11 @@ from amaranth.hdl import Cat, ClockSignal, Instance, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.generate import TOP_NAME
+from hw.netlist.generate import TOP_NAME
 from hw.register_map import Csr, Region, RegisterMap
 
 __all__ = ["ExperimentHarness", "HARNESS_NAME", "CLOCK_PERIOD_NS", "start_offset",
-           "experiment_cycles"]
+           "experiment_cycles", "window_cycles"]
 
 HARNESS_NAME = "softerror_harness"
 #: Clock period of every simulation; the clock is generated in C++ (``harness_main.cpp``),
@@ -37,18 +37,24 @@ CLOCK_PERIOD_NS = 10
 _RANGE_WRITES = (Csr.RANGE_LOWER, Csr.RANGE_UPPER, Csr.RANGE_CONTROL)
 
 
-def start_offset(register_map):
+def start_offset(config):
     """Cycles from the ``run`` toggle to the phase before the START edge: the harness sees
     the toggle, resets the accelerator, writes K (and the range bounds), writes START."""
-    return 3 + (len(_RANGE_WRITES) if register_map.range_check else 0)
+    return 3 + (len(_RANGE_WRITES) if config.range_check else 0)
 
 
-def experiment_cycles(register_map, tile_cycles):
-    """Cycles from the ``run`` toggle until ``finished`` reads 1, for a clean tile."""
+def experiment_cycles(config, k):
+    """Cycles from the ``run`` toggle until ``finished`` reads 1, for a clean tile of depth
+    ``k`` on the accelerator ``config`` (:class:`hw.config.AcceleratorConfig`)."""
     # The start offset, the tile, the cycle that sees irq, then READ: rows + 2 cycles
     # (rows + 1 addresses, one capture behind), and the phase after the edge that sets
     # ``finished``.
-    return start_offset(register_map) + tile_cycles + 1 + (register_map.rows + 2) + 1
+    return start_offset(config) + config.tile_cycles(k) + 1 + (config.rows + 2) + 1
+
+
+def window_cycles(config, k):
+    """Injection window of a tile: from the START edge to the last result read."""
+    return experiment_cycles(config, k) - start_offset(config)
 
 
 class ExperimentHarness(wiring.Component):

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 
-from sim.build import DesignConfig, build_design
+from hw.config import AcceleratorConfig
+from sim.build import build_design
 from sim.simulator import run_testbench
-from sw.accelerator_model import random_operands
-from sw.protection_model import RangeBounds
+from sw.twin.gemm import random_operands
+from sw.twin.protection import RangeBounds
 
 __all__ = ["GemmJob", "verify_gemms", "default_suite", "job_operands"]
 
-TESTBENCH = "sim.gemm_testbench"
+TESTBENCH = "sim.testbenches.gemm"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class GemmJob:
     def from_operands(cls, a, b):
         return cls(m=a.shape[0], k=a.shape[1], n=b.shape[1], operands=(a, b))
 
-    def check(self, config: DesignConfig):
+    def check(self, config: AcceleratorConfig):
         """Raise a ``ValueError`` naming the bad parameter, if the job cannot run."""
         for name in ("m", "k", "n"):
             value = getattr(self, name)
@@ -62,7 +63,7 @@ class GemmJob:
             if not 0 <= bit < 32:
                 raise ValueError(f"upset bit must be from 0 to 31, not {bit}")
 
-    def to_request(self, config: DesignConfig, work_dir: Path, index: int):
+    def to_request(self, config: AcceleratorConfig, work_dir: Path, index: int):
         """The job as the testbench reads it; explicit operands go to a file."""
         bounds = self.range_bounds
         if bounds is None and config.range_check:
@@ -88,7 +89,7 @@ def job_operands(job_request):
                            job_request["seed"], job_request["extreme_fraction"])
 
 
-def default_suite(config: DesignConfig, seed=0):
+def default_suite(config: AcceleratorConfig, seed=0):
     """Shapes that exercise one tile, edge tiles, K = 1, K = k_max and many tiles."""
     r, c, k_max = config.rows, config.cols, config.k_max
     shapes = [
@@ -104,11 +105,11 @@ def default_suite(config: DesignConfig, seed=0):
     return jobs
 
 
-def verify_gemms(config: DesignConfig, jobs, *, waves_file=None, work_dir=None,
+def verify_gemms(config: AcceleratorConfig, jobs, *, waves_file=None, work_dir=None,
                  timeout=None, testbench=TESTBENCH):
     """Run ``jobs`` on the RTL of ``config`` and return one report dict per job.
 
-    ``testbench`` names the cocotb module (a variant of :mod:`sim.gemm_testbench`).
+    ``testbench`` names the cocotb module (a variant of :mod:`sim.testbenches.gemm`).
 
     Each report has ``bit_exact``, ``timing_ok``, ``tiles``, ``cycles`` (accelerator
     busy cycles, from its CYCLES register), ``bus_cycles`` (all simulated cycles of the

@@ -1,6 +1,6 @@
 """The hook point of the quantized networks: every operation runs through a :class:`Datapath`.
 
-A quantized model (:mod:`sw.quantized_vit`, :mod:`sw.quantized_cnn`) never multiplies or
+A quantized model (:mod:`sw.models.quantized_vit`, :mod:`sw.models.quantized_cnn`) never multiplies or
 applies a nonlinearity on its own. Each int8 GEMM calls ``datapath.gemm(site, a, b)`` with
 the int8 operands and gets the int32 accumulators back; each float nonlinear operation
 passes every intermediate value through ``datapath.nonlinear(site, stage, values)``. The
@@ -15,7 +15,7 @@ second-to-last axis, the "rows"; ``Site.row_tokens`` says which token each row b
 
 from dataclasses import dataclass
 
-from sw.accelerator_model import gemm_int8
+from sw.twin.gemm import gemm_int8
 
 __all__ = ["Site", "Datapath", "Recorder", "NONLINEAR_STAGES"]
 

@@ -3,17 +3,17 @@
 import cocotb
 from cocotb.handle import Immediate
 
+from hw.config import AcceleratorConfig
 from hw.register_map import Region
-from sim.build import DesignConfig
 from sim.host_bus import HostBus
 from sim.signal_access import RawSignal
 from sim.simulator import read_request, write_response
-from sw.accelerator_model import iter_tiles, random_operands, tile_product
+from sw.twin.gemm import iter_tiles, random_operands, tile_product
 
 
 @cocotb.test()
 async def flips(dut):
-    config = DesignConfig(**read_request()["design"])
+    config = AcceleratorConfig(**read_request()["design"])
     bus = HostBus(dut, config.register_map)
     await bus.reset()
     a, b = random_operands(config.rows, 16, config.cols, seed=1)

@@ -5,9 +5,10 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.accelerator import GemmAccelerator
+from hw.config import AcceleratorConfig
+from hw.gemm.skew_buffer import SkewBuffer
 from hw.register_map import Csr, Region, Status, pack_lanes, unpack_lanes
-from hw.skew_buffer import SkewBuffer
-from sw.accelerator_model import iter_tiles, random_operands, tile_product
+from sw.twin.gemm import iter_tiles, random_operands, tile_product
 
 
 class PysimHost:
@@ -57,7 +58,7 @@ def simulate(dut, testbench):
 
 @pytest.mark.parametrize("rows, cols, k", [(3, 2, 5), (1, 1, 1), (2, 4, 7)])
 def test_tiles_match_the_twin_and_take_tile_cycles(rows, cols, k):
-    dut = GemmAccelerator(rows=rows, cols=cols, k_max=8)
+    dut = GemmAccelerator(AcceleratorConfig(rows=rows, cols=cols, k_max=8))
     a, b = random_operands(2 * rows - 1, k, cols + 1, seed=rows * 10 + cols)
     tiles = list(iter_tiles(a, b, rows, cols))
 
@@ -73,7 +74,7 @@ def test_tiles_match_the_twin_and_take_tile_cycles(rows, cols, k):
 
 
 def test_tile_cycles_is_k_plus_fill_plus_drain():
-    dut = GemmAccelerator(rows=8, cols=4, k_max=64)
+    dut = GemmAccelerator(AcceleratorConfig(rows=8, cols=4, k_max=64))
     # read latency 1, K steps, wavefront rows + cols - 2, drain rows
     assert dut.tile_cycles(64) == 1 + 64 + 8 + 4 - 2 + 8
     with pytest.raises(TypeError, match=r"^K must be an integer from 1 to 64, not 65$"):
@@ -81,7 +82,7 @@ def test_tile_cycles_is_k_plus_fill_plus_drain():
 
 
 def test_start_with_illegal_k_sets_error_and_stays_idle():
-    dut = GemmAccelerator(rows=2, cols=2, k_max=4)
+    dut = GemmAccelerator(AcceleratorConfig(rows=2, cols=2, k_max=4))
 
     async def testbench(host):
         for bad_k in (0, 5):
@@ -97,7 +98,7 @@ def test_start_with_illegal_k_sets_error_and_stays_idle():
 
 
 def test_config_register_and_unmapped_result_rows():
-    dut = GemmAccelerator(rows=3, cols=5, k_max=100)
+    dut = GemmAccelerator(AcceleratorConfig(rows=3, cols=5, k_max=100))
 
     async def testbench(host):
         assert await host.read(Region.CSR, Csr.CONFIG) == 3 | 5 << 8 | 100 << 16
@@ -140,10 +141,10 @@ def test_skew_buffer_delays_lane_i_by_i_cycles():
 ])
 def test_bad_parameters_name_the_parameter_and_value(kwargs, message):
     with pytest.raises(TypeError, match=f"^{message}$"):
-        GemmAccelerator(**kwargs)
+        AcceleratorConfig(**kwargs)
 
 
 def test_non_square_and_non_power_of_two_arrays_are_legal():
-    dut = GemmAccelerator(rows=5, cols=3, k_max=7)
-    assert (dut.rows, dut.cols, dut.k_max) == (5, 3, 7)
+    dut = GemmAccelerator(AcceleratorConfig(rows=5, cols=3, k_max=7))
+    assert (dut.config.rows, dut.config.cols, dut.config.k_max) == (5, 3, 7)
     assert dut.register_map.data_width == max(5 * 8, 3 * 32)

@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from sw.accelerator_model import (
-    FLOAT32_EXACT_K, gemm_int8, gemm_int8_tiled, iter_tiles, random_operands, tile_origins,
-    tile_product, wrap_int32,
+from sw.twin.gemm import (
+    FLOAT32_EXACT_K,
+    gemm_int8,
+    gemm_int8_tiled,
+    iter_tiles,
+    random_operands,
+    tile_origins,
+    tile_product,
+    wrap_int32,
 )
 
 

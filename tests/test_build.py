@@ -2,12 +2,13 @@
 
 import pytest
 
+from hw.config import AcceleratorConfig
 from sim import build as build_module
-from sim.build import DesignConfig, build_design
+from sim.build import build_design
 
 
 def test_second_build_is_a_cache_hit():
-    config = DesignConfig(rows=1, cols=1, k_max=4)
+    config = AcceleratorConfig(rows=1, cols=1, k_max=4)
     first = build_design(config)
     stamp = (first.directory / "BUILD_OK").stat().st_mtime_ns
     second = build_design(config)
@@ -18,18 +19,18 @@ def test_second_build_is_a_cache_hit():
 
 def test_key_depends_on_parameters_waves_and_sources(monkeypatch):
     key = build_module._build_key
-    base = key(DesignConfig(2, 2, 4), None)
-    assert key(DesignConfig(2, 2, 4), None) == base
-    assert key(DesignConfig(2, 3, 4), None) != base
-    assert key(DesignConfig(2, 2, 5), None) != base
-    assert key(DesignConfig(2, 2, 4), "vcd") != base
+    base = key(AcceleratorConfig(2, 2, 4), None)
+    assert key(AcceleratorConfig(2, 2, 4), None) == base
+    assert key(AcceleratorConfig(2, 3, 4), None) != base
+    assert key(AcceleratorConfig(2, 2, 5), None) != base
+    assert key(AcceleratorConfig(2, 2, 4), "vcd") != base
     monkeypatch.setattr(build_module, "_source_digest", lambda: "edited generator")
-    assert key(DesignConfig(2, 2, 4), None) != base
+    assert key(AcceleratorConfig(2, 2, 4), None) != base
 
 
 @pytest.mark.parametrize("protection", [{}, {"abft": "col", "range_check": True}])
 def test_only_harness_ports_and_fault_sites_are_public(protection):
-    build = build_design(DesignConfig(rows=1, cols=1, k_max=4, **protection))
+    build = build_design(AcceleratorConfig(rows=1, cols=1, k_max=4, **protection))
     control = (build.directory / "public.vlt").read_text().splitlines()
     assert control[0] == "`verilator_config"
     range_ports = ["range_lower", "range_upper", "range_control"] if protection else []
@@ -48,9 +49,9 @@ def test_only_harness_ports_and_fault_sites_are_public(protection):
 def test_bad_waves_format_is_named():
     with pytest.raises(ValueError, match=r"^waves must be one of \['fst', 'vcd'\] or None, "
                                          r"not 'ghw'$"):
-        build_design(DesignConfig(1, 1, 4), waves="ghw")
+        build_design(AcceleratorConfig(1, 1, 4), waves="ghw")
 
 
 def test_bad_design_parameters_are_named():
     with pytest.raises(TypeError, match="^Array rows must be an integer from 1 to 64, not 0$"):
-        DesignConfig(rows=0)
+        AcceleratorConfig(rows=0)

@@ -12,14 +12,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sim.build import DesignConfig, build_design
-from sim.campaign import CampaignOptions, replay, run_campaign
-from sim.campaign_db import CampaignDatabase, decode_tile
+from hw.config import AcceleratorConfig
+from sim.build import build_design
+from sim.campaign.engine import CampaignOptions, replay, run_campaign
+from sim.campaign.store import CampaignDatabase, decode_tile
+from sim.campaign.workload import Workload
 from sim.simulator import run_testbench
-from sim.workload import Workload
-from sw.protection_model import RangeBounds
+from sw.twin.protection import RangeBounds
 
-CONFIG = DesignConfig(rows=8, cols=8, k_max=256)
+CONFIG = AcceleratorConfig(rows=8, cols=8, k_max=256)
 ONE_TILE = CampaignOptions(CONFIG, Workload(8, 64, 8, seed=3), seed=5, injections=600)
 
 
@@ -122,10 +123,10 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     arguments = ["--rows", "8", "--cols", "8", "--k-max", "256", "--m", "8", "--k", "64",
                  "--n", "8", "--seed", "11", "--injections", "6000"]
     reference = tmp_path / "reference.db"
-    subprocess.run([sys.executable, "-m", "sim.cli", "campaign", *arguments, "--db",
+    subprocess.run([sys.executable, "-m", "sim.cli.main", "campaign", *arguments, "--db",
                     str(reference)], check=True, capture_output=True)
     killed = tmp_path / "killed.db"
-    process = subprocess.Popen([sys.executable, "-m", "sim.cli", "campaign", *arguments,
+    process = subprocess.Popen([sys.executable, "-m", "sim.cli.main", "campaign", *arguments,
                                 "--db", str(killed)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     stored = 0
@@ -142,7 +143,7 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 0 < stored < 6000, "the campaign was not killed halfway"
-    resumed = subprocess.run([sys.executable, "-m", "sim.cli", "campaign", *arguments, "--db",
+    resumed = subprocess.run([sys.executable, "-m", "sim.cli.main", "campaign", *arguments, "--db",
                               str(killed), "--json"], check=True, capture_output=True, text=True)
     assert '"injections": 6000' in resumed.stdout
     assert experiments(killed) == experiments(reference)
@@ -223,7 +224,7 @@ def test_database_holds_campaigns_apart(tmp_path):
     database.close()
 
 
-PROTECTED = DesignConfig(rows=8, cols=8, k_max=256, abft="rowcol", range_check=True)
+PROTECTED = AcceleratorConfig(rows=8, cols=8, k_max=256, abft="rowcol", range_check=True)
 
 
 def protected(abft, classes, injections=1500, **changes):

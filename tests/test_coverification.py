@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from sim.build import DesignConfig
+from hw.config import AcceleratorConfig
 from sim.verify import GemmJob, default_suite, verify_gemms
-from sw.protection_model import RangeBounds
+from sw.twin.protection import RangeBounds
 
 
 def clean_jobs(config, count, seed):
@@ -37,7 +37,7 @@ def upset_jobs(config, count, seed):
     return jobs
 
 CONFIGURATIONS = {
-    "8x8": (DesignConfig(rows=8, cols=8, k_max=256), [
+    "8x8": (AcceleratorConfig(rows=8, cols=8, k_max=256), [
         GemmJob(19, 100, 23, seed=11),
         GemmJob(64, 256, 8, seed=12, extreme_fraction=1.0),
         GemmJob.from_operands(torch.full((8, 256), -128, dtype=torch.int8),
@@ -45,21 +45,21 @@ CONFIGURATIONS = {
         GemmJob.from_operands(torch.full((9, 256), 127, dtype=torch.int8),
                               torch.full((256, 9), -128, dtype=torch.int8)),
     ]),
-    "1x1": (DesignConfig(rows=1, cols=1, k_max=4), [
+    "1x1": (AcceleratorConfig(rows=1, cols=1, k_max=4), [
         GemmJob(1, 1, 1, seed=1), GemmJob(3, 4, 2, seed=2), GemmJob(1, 4, 5, seed=3),
     ]),
-    "3x5": (DesignConfig(rows=3, cols=5, k_max=16), [
+    "3x5": (AcceleratorConfig(rows=3, cols=5, k_max=16), [
         GemmJob(3, 16, 5, seed=1), GemmJob(7, 1, 11, seed=2), GemmJob(4, 9, 6, seed=3),
         GemmJob(10, 16, 10, seed=4, extreme_fraction=1.0),
     ]),
-    "6x2": (DesignConfig(rows=6, cols=2, k_max=9), [
+    "6x2": (AcceleratorConfig(rows=6, cols=2, k_max=9), [
         GemmJob(13, 9, 3, seed=5), GemmJob(6, 2, 2, seed=6),
     ]),
 }
 
-_ROWCOL_RANGE = DesignConfig(rows=8, cols=8, k_max=64, abft="rowcol", range_check=True)
-_COL = DesignConfig(rows=3, cols=5, k_max=16, abft="col")
-_ROWCOL = DesignConfig(rows=5, cols=3, k_max=12, abft="rowcol")
+_ROWCOL_RANGE = AcceleratorConfig(rows=8, cols=8, k_max=64, abft="rowcol", range_check=True)
+_COL = AcceleratorConfig(rows=3, cols=5, k_max=16, abft="col")
+_ROWCOL = AcceleratorConfig(rows=5, cols=3, k_max=12, abft="rowcol")
 CONFIGURATIONS.update({
     "8x8-rowcol-range": (_ROWCOL_RANGE, [
         *clean_jobs(_ROWCOL_RANGE, 12, seed=1),

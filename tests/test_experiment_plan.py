@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sim.experiment_plan import exhaustive_plan, random_plan
+from sim.campaign.plan import exhaustive_plan, random_plan
 
 
 def test_an_experiment_depends_only_on_seed_and_index():

@@ -3,15 +3,16 @@
 
 from amaranth.hdl import Module, Signal, signed
 
-from hw import systolic_array
 from hw.accelerator import GemmAccelerator
-from hw.fault_sites import enumerate_fault_sites, sites_per_class
-from hw.processing_element import ProcessingElement
+from hw.config import AcceleratorConfig
+from hw.gemm import systolic_array
+from hw.gemm.processing_element import ProcessingElement
+from hw.netlist.fault_sites import enumerate_fault_sites, sites_per_class
 
 
 def sites_of(rows, cols, k_max=8):
     return {site.path: site for site in enumerate_fault_sites(
-        GemmAccelerator(rows=rows, cols=cols, k_max=k_max))}
+        GemmAccelerator(AcceleratorConfig(rows=rows, cols=cols, k_max=k_max)))}
 
 
 def test_every_register_family_is_found_with_its_class_and_width():
@@ -36,7 +37,7 @@ def test_registers_that_drive_nothing_are_not_sites():
 
 
 def test_counts_scale_with_the_array():
-    bits = sites_per_class(enumerate_fault_sites(GemmAccelerator(rows=8, cols=8, k_max=256)))
+    bits = sites_per_class(enumerate_fault_sites(GemmAccelerator(AcceleratorConfig(rows=8, cols=8, k_max=256))))
     assert bits["accumulator"] == 64 * 32
     # Operands: 8 * 7 A registers and 7 * 8 B registers in the grid, 28 + 28 skew stages.
     assert bits["operand"] == (8 * 7 + 7 * 8 + 28 + 28) * 8

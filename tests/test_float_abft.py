@@ -4,9 +4,9 @@ bound caught and repaired."""
 import pytest
 import torch
 
-from sw.analysis import quantized_model
-from sw.datasets import load_dataset
-from sw.float_abft import FloatABFT, LinearOutputFaults, rounding_gamma
+from sw.analysis.vulnerability import quantized_model
+from sw.models.datasets import load_dataset
+from sw.protect.float_abft import FloatABFT, LinearOutputFaults, rounding_gamma
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sw.neuron_injection import LinearOutputInjector
+from sw.inject.neuron import LinearOutputInjector
 
 
 def linear_outputs(model, images, injector):

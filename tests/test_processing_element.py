@@ -4,7 +4,7 @@
 import pytest
 from amaranth.sim import Simulator
 
-from hw.processing_element import ProcessingElement
+from hw.gemm.processing_element import ProcessingElement
 
 
 def run(pe, testbench):

@@ -4,14 +4,14 @@ on a ViT-Tiny-shaped network."""
 import pytest
 import torch
 
-from sw.block_abft import BlockABFT
+from sw.analysis.protection import evaluate_protection, protection_goal, write_protection_plot
 from sw.datapath import Datapath
-from sw.fault_injection import FaultInjector
-from sw.protection import PROTECTIONS, protect, protection_summary
-from sw.protection_analysis import evaluate_protection, protection_goal, write_protection_plot
-from sw.quantization import quantize
-from sw.range_protection import RangeProtection, profile_bounds
-from sw.vit import vit_tiny_patch16_224
+from sw.inject.operation import FaultInjector
+from sw.models.quantize import quantize
+from sw.models.vit import vit_tiny_patch16_224
+from sw.protect.block_abft import BlockABFT
+from sw.protect.policy import PROTECTIONS, protect, protection_summary
+from sw.protect.range_protection import RangeProtection, profile_bounds
 
 
 def test_protect_builds_the_chain_around_the_injector():

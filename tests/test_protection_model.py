@@ -3,10 +3,14 @@
 import pytest
 import torch
 
-from sw.accelerator_model import random_operands, tile_product
-from sw.protection_model import (
-    INT32_MAX, INT32_MIN, RangeBounds, accumulator_upset, check_tile, column_checksums,
-    compute_cycles, row_checksums,
+from hw.config import INT32_MAX, INT32_MIN, compute_cycles
+from sw.twin.gemm import random_operands, tile_product
+from sw.twin.protection import (
+    RangeBounds,
+    accumulator_upset,
+    check_tile,
+    column_checksums,
+    row_checksums,
 )
 
 

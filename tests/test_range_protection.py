@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from sw.analysis import quantized_model
+from sw.analysis.vulnerability import quantized_model
 from sw.datapath import Datapath, Recorder, Site
-from sw.datasets import load_dataset
-from sw.range_protection import RangeProtection, profile_bounds
+from sw.models.datasets import load_dataset
+from sw.protect.range_protection import RangeProtection, profile_bounds
 
 GELU = Site("g", "gelu", 0, "nonlinear", None)
 

@@ -1,20 +1,21 @@
 import pytest
 
-from hw.register_map import Csr, Region, RegisterMap, pack_lanes, unpack_lanes
+from hw.config import AcceleratorConfig
+from hw.register_map import Csr, Region, pack_lanes, unpack_lanes
 
 
 def test_geometry_follows_the_largest_index_and_row():
-    regs = RegisterMap(rows=8, cols=8, k_max=256)
+    regs = AcceleratorConfig(rows=8, cols=8, k_max=256).register_map
     assert regs.index_width == 8
     assert regs.addr_width == 10
     assert regs.data_width == 256            # a whole row of 8 int32 results
-    assert RegisterMap(rows=64, cols=1, k_max=4).data_width == 512   # 64 int8 A lanes
-    assert RegisterMap(rows=1, cols=1, k_max=1).index_width == 4     # room for 14 CSRs
+    assert AcceleratorConfig(rows=64, cols=1, k_max=4).register_map.data_width == 512   # 64 int8 A lanes
+    assert AcceleratorConfig(rows=1, cols=1, k_max=1).register_map.index_width == 4     # room for 14 CSRs
     assert len(Csr) == 14
 
 
 def test_address_puts_the_region_above_the_index():
-    regs = RegisterMap(rows=3, cols=5, k_max=100)
+    regs = AcceleratorConfig(rows=3, cols=5, k_max=100).register_map
     assert regs.index_width == 7
     assert regs.address(Region.CSR, Csr.K) == 2
     assert regs.address(Region.A, 99) == (1 << 7) | 99
@@ -22,10 +23,10 @@ def test_address_puts_the_region_above_the_index():
 
 
 def test_config_word_packs_the_parameters():
-    assert RegisterMap(rows=3, cols=5, k_max=100).config_word == 3 | 5 << 8 | 100 << 16
-    protected = RegisterMap(rows=3, cols=5, k_max=100, abft="rowcol", range_check=True)
+    assert AcceleratorConfig(rows=3, cols=5, k_max=100).register_map.config_word == 3 | 5 << 8 | 100 << 16
+    protected = AcceleratorConfig(rows=3, cols=5, k_max=100, abft="rowcol", range_check=True).register_map
     assert protected.config_word == 3 | 5 << 8 | 100 << 16 | 2 << 29 | 1 << 31
-    assert RegisterMap(rows=3, cols=5, k_max=100, abft="col").config_word >> 29 == 1
+    assert AcceleratorConfig(rows=3, cols=5, k_max=100, abft="col").register_map.config_word >> 29 == 1
 
 
 @pytest.mark.parametrize("width", [8, 32])

@@ -4,13 +4,13 @@ with the hardware twin tile by tile, and counts its cost by the documented formu
 import pytest
 import torch
 
-from sw.accelerator_model import gemm_int8, iter_tiles, random_operands
-from sw.analysis import quantized_model
-from sw.block_abft import BlockABFT, check_ops, choose_block
+from sw.analysis.vulnerability import quantized_model
 from sw.datapath import Datapath, Site
-from sw.datasets import load_dataset
-from sw.fault_injection import FaultInjector
-from sw.protection_model import check_tile
+from sw.inject.operation import FaultInjector
+from sw.models.datasets import load_dataset
+from sw.protect.block_abft import BlockABFT, check_ops, choose_block
+from sw.twin.gemm import gemm_int8, iter_tiles, random_operands
+from sw.twin.protection import check_tile
 
 SITE = Site("test.gemm", "fc1", 0, "gemm", None)
 

@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from sw.accelerator_model import gemm_int8, wrap_int32
-from sw.analysis import quantized_model
-from sw.bit_flips import flip_bits, sample_flips
+from sw.analysis.vulnerability import quantized_model
 from sw.datapath import Recorder, Site
-from sw.datasets import load_dataset
-from sw.fault_injection import FaultInjector
-from sw.quantization import quantize
-from sw.vit import vit_tiny_patch16_224
+from sw.inject.bit_flips import flip_bits, sample_flips
+from sw.inject.operation import FaultInjector
+from sw.models.datasets import load_dataset
+from sw.models.quantize import quantize
+from sw.models.vit import vit_tiny_patch16_224
+from sw.twin.gemm import gemm_int8, wrap_int32
 
 IMAGES = 360
 

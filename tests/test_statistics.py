@@ -1,6 +1,6 @@
 import pytest
 
-from sim.statistics import leveugle_sample_size, margin_of_error, wilson_interval
+from sim.campaign.statistics import leveugle_sample_size, margin_of_error, wilson_interval
 
 
 def test_wilson_interval_known_values():

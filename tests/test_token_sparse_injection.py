@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from sw.neuron_injection import LinearOutputInjector, NeuronFaults
-from sw.token_sparse_injection import TokenSparseInjector
-from sw.training import load_model
-from sw.vit import VisionTransformer
+from sw.inject.neuron import LinearOutputInjector, NeuronFaults
+from sw.inject.token_sparse import TokenSparseInjector
+from sw.models.training import load_model
+from sw.models.vit import VisionTransformer
 
 BITS = (0, 22, 23, 29, 30, 31)      # mantissa, exponent (low, high, top) and sign
 
@@ -157,7 +157,7 @@ def test_faults_beyond_one_chunk_give_the_same_logits_as_one_by_one():
 def test_bad_arguments_are_refused_by_name():
     model = random_vit()
     images = images_for(model)
-    with pytest.raises(TypeError, match="^model must be a sw.vit.VisionTransformer, not "
+    with pytest.raises(TypeError, match="^model must be a sw.models.vit.VisionTransformer, not "
                                         "Sequential$"):
         TokenSparseInjector(nn.Sequential(nn.Linear(2, 2)), images)
     with pytest.raises(ValueError, match=re.escape("model must be in eval mode "

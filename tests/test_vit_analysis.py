@@ -4,8 +4,14 @@ import re
 
 import pytest
 
-from sw.analysis import (analysis_units, analyze, quantized_model, wilson_interval,
-                         write_plots, write_report)
+from sw.analysis.vulnerability import (
+    analysis_units,
+    analyze,
+    quantized_model,
+    wilson_interval,
+    write_plots,
+    write_report,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from sw.training import checkpoint_path
+from sw.models.training import checkpoint_path
 from tests.test_cli import softerror
 
 TIMING_KEYS = ("seconds", "inferences_per_second")

@@ -5,11 +5,15 @@ import os
 import pytest
 import torch
 
-from sw.cnn import SmallCNN, tiny_digits_cnn
-from sw.datasets import DATASETS, load_dataset
-from sw.training import accuracy, checkpoint_path, load_checkpoint, load_model, train
-from sw.vit import (VisionTransformer, deit_tiny_patch16_224, tiny_digits_vit,
-                    vit_tiny_patch16_224)
+from sw.models.cnn import SmallCNN, tiny_digits_cnn
+from sw.models.datasets import DATASETS, load_dataset
+from sw.models.training import accuracy, checkpoint_path, load_checkpoint, load_model, train
+from sw.models.vit import (
+    VisionTransformer,
+    deit_tiny_patch16_224,
+    tiny_digits_vit,
+    vit_tiny_patch16_224,
+)
 
 
 def timm_vit_shapes(depth, dim, hidden, tokens, patch, chans, classes):

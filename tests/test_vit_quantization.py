@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch.nn import functional
 
-from sw.accelerator_model import gemm_int8
-from sw.analysis import evaluate, quantized_model
+from sw.analysis.vulnerability import evaluate, quantized_model
 from sw.datapath import Datapath, Recorder
-from sw.datasets import load_dataset
-from sw.quantization import (QMAX, calibrate, quantize, quantize_activation,
-                             quantize_weight)
-from sw.vit import vit_tiny_patch16_224
+from sw.models.datasets import load_dataset
+from sw.models.quantization import QMAX, quantize_activation, quantize_weight
+from sw.models.quantize import calibrate, quantize
+from sw.models.vit import vit_tiny_patch16_224
+from sw.twin.gemm import gemm_int8
 
 
 class GemmLog(Datapath):

@@ -2,17 +2,17 @@
 
 import cocotb
 
-from sim.build import DesignConfig
+from hw.config import AcceleratorConfig
 from sim.host_bus import HostBus
 from sim.signal_access import RawSignal, resolve
 from sim.simulator import read_request, write_response
-from sw.accelerator_model import iter_tiles, random_operands
+from sw.twin.gemm import iter_tiles, random_operands
 
 
 @cocotb.test()
 async def upsets_in_whole_gemms(dut):
     request = read_request()
-    config = DesignConfig(**request["design"])
+    config = AcceleratorConfig(**request["design"])
     workload = request["workload"]
     a, b = random_operands(workload["m"], workload["k"], workload["n"], workload["seed"],
                            workload["extreme_fraction"])

@@ -1,7 +1,7 @@
 """The GEMM testbench with a model that is off by one: its checker must complain."""
 
-import sim.gemm_testbench as testbench
-from sw.accelerator_model import tile_product
+import sim.testbenches.gemm as testbench
+from sw.twin.gemm import tile_product
 
 
 def _off_by_one(a_tile, b_tile):

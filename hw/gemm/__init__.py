@@ -1,0 +1,1 @@
+"""The GEMM datapath: processing element, skew buffers, systolic array, result buffer, controller."""

@@ -1,0 +1,1 @@
+"""What is made from the generated design: Verilog and RTLIL, fault sites (Yosys), area."""

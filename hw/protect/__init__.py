@@ -1,0 +1,1 @@
+"""Protection units beside the array: the LB-ABFT checksum unit and the output range checker."""

@@ -1,0 +1,71 @@
+"""The workload of a campaign: one GEMM with seeded operands, as the hardware tiles it."""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from hw.register_map import pack_lanes
+from sw.twin.gemm import iter_tiles, random_operands, tile_product
+from sw.twin.protection import check_tile
+
+__all__ = ["Workload", "TileData"]
+
+
+@dataclass(frozen=True)
+class TileData:
+    """What a testbench needs to run one tile and check it: buffer words and expectation.
+
+    ``key`` names the workload and the tile: a simulator reloads its buffers when it changes.
+    """
+    key: str
+    index: int
+    k: int
+    valid_rows: int
+    valid_cols: int
+    a_words: tuple
+    b_words: tuple
+    expected: tuple
+    """Rows of the int32 tile the host reads on a clean run (zero-padded like the hardware's
+    tile, range-checked when the design checks ranges)."""
+    range: tuple | None
+    """(lower, upper, zero mode) of the range checker, or ``None``."""
+
+    def message(self):
+        return {"key": self.key, "a_words": list(self.a_words),
+                "b_words": list(self.b_words), "expected": [list(row) for row in self.expected],
+                "valid_rows": self.valid_rows, "valid_cols": self.valid_cols,
+                "range": self.range}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """C = A x B for A (m x k) and B (k x n), operands drawn by ``random_operands(seed)``."""
+    m: int
+    k: int
+    n: int
+    seed: int = 0
+    extreme_fraction: float = 0.1
+
+    def operands(self):
+        return random_operands(self.m, self.k, self.n, self.seed, self.extreme_fraction)
+
+    def tile_count(self, rows, cols):
+        return -(-self.m // rows) * -(-self.n // cols)
+
+    @lru_cache(maxsize=8)
+    def tiles(self, rows, cols, bounds=None):
+        """Every tile, with its words and, from the twin, what a host reads on a clean run
+        (``bounds``: the range checker's ``RangeBounds``, if the design has one)."""
+        a, b = self.operands()
+        tiles = []
+        for tile in iter_tiles(a, b, rows, cols):
+            clean = tile_product(tile.a, tile.b)
+            expected = clean if bounds is None else check_tile(tile.a, tile.b, clean,
+                                                               bounds=bounds).output
+            tiles.append(TileData(
+                key=f"{self!r}/{rows}x{cols}/{bounds!r}/tile {tile.index}", index=tile.index,
+                k=self.k, valid_rows=tile.valid_rows, valid_cols=tile.valid_cols,
+                a_words=tuple(pack_lanes(tile.a[:, step].tolist(), 8) for step in range(self.k)),
+                b_words=tuple(pack_lanes(tile.b[step].tolist(), 8) for step in range(self.k)),
+                expected=tuple(tuple(row) for row in expected.tolist()),
+                range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero)))
+        return tuple(tiles)

@@ -1,0 +1,1 @@
+"""The softerror command: argument parsing, tables and JSON output over the simulation library."""

@@ -1,0 +1,372 @@
+"""The ``softerror`` command line.
+
+Library code raises; this module turns a bad option into one line on stderr and exit
+status 2, a failed check into exit status 1, and success into 0. Every subcommand that
+reports numbers accepts ``--json`` and then prints exactly one JSON object on stdout.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sim.cli.usage import UsageError, int_range, print_json
+from sim.cli.vit import add_commands as add_vit_commands
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _add_design_options(parser):
+    from hw.config import ABFT_MODES, MAX_DIMENSION, MAX_K
+    parser.add_argument("--rows", type=int_range(1, MAX_DIMENSION), default=8,
+                        help="array rows (default 8)")
+    parser.add_argument("--cols", type=int_range(1, MAX_DIMENSION), default=8,
+                        help="array columns (default 8)")
+    parser.add_argument("--k-max", type=int_range(1, MAX_K), default=256,
+                        help="operand buffer depth, the longest K of a tile (default 256)")
+    parser.add_argument("--abft", choices=ABFT_MODES, default="none",
+                        help="block checksums: none, col (detect), rowcol (also correct)")
+    parser.add_argument("--range-check", action="store_true",
+                        help="a range checker on the output path")
+
+
+def _add_range_options(parser):
+    parser.add_argument("--range-lower", type=int_range(-(1 << 31), (1 << 31) - 1),
+                        default=-(1 << 31), help="lower bound (with --range-check)")
+    parser.add_argument("--range-upper", type=int_range(-(1 << 31), (1 << 31) - 1),
+                        default=(1 << 31) - 1, help="upper bound (with --range-check)")
+    parser.add_argument("--range-mode", choices=("clamp", "zero"), default="clamp",
+                        help="what replaces an out-of-range value (default clamp)")
+
+
+def _range_bounds(args):
+    from sw.twin.protection import RangeBounds
+    defaults = (args.range_lower, args.range_upper, args.range_mode) == (
+        -(1 << 31), (1 << 31) - 1, "clamp")
+    if not args.range_check:
+        if not defaults:
+            raise UsageError("--range-lower, --range-upper and --range-mode need --range-check")
+        return None
+    if args.range_lower > args.range_upper:
+        raise UsageError(f"--range-lower ({args.range_lower}) must not exceed --range-upper "
+                         f"({args.range_upper})")
+    return RangeBounds(args.range_lower, args.range_upper, args.range_mode == "zero")
+
+
+def _design(args):
+    from hw.config import AcceleratorConfig
+    return AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
+                        abft=getattr(args, "abft", "none"),
+                        range_check=getattr(args, "range_check", False))
+
+
+def _gemm_table(reports):
+    from sim.cli.table import format_table
+    rows = []
+    for r in reports:
+        result = "bit-exact" if r["bit_exact"] else (
+            "HANG" if r["hang"] else f"MISMATCH ({r['mismatches']} elements)")
+        if r["bit_exact"] and not r["timing_ok"]:
+            result = "bit-exact, TIMING MISMATCH"
+        if r["flag_mismatches"]:
+            result += f", FLAGS DIFFER in {len(r['flag_mismatches'])} tiles"
+        operands = ("given" if r["operands_file"] else
+                    f"seed {r['seed']}, {r['extreme_fraction']:.0%} at -128/127")
+        rows.append([f"{r['m']}x{r['k']}x{r['n']}", operands, r["tiles"], r["cycles"],
+                     r["tile_cycles"], r["bus_cycles"], result])
+    return format_table(["shape MxKxN", "operands", "tiles", "cycles", "cycles/tile",
+                         "bus cycles", "result"], rows)
+
+
+def _passed(report):
+    return report["bit_exact"] and report["timing_ok"]
+
+
+# Subcommands.
+
+def _cmd_generate(args):
+    from hw.accelerator import GemmAccelerator
+    from hw.netlist.generate import generate_verilog
+    verilog = generate_verilog(GemmAccelerator(_design(args)))
+    try:
+        Path(args.output).write_text(verilog)
+    except OSError as error:
+        raise UsageError(f"-o {args.output!r}: cannot write: {error.strerror}") from None
+    print(f"wrote {args.output} ({args.rows}x{args.cols} array, k_max {args.k_max})",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_verify_gemm(args):
+    from sim.verify import GemmJob, verify_gemms
+    config = _design(args)
+    if args.k > config.k_max:
+        raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    if args.waves is not None and not args.waves.endswith((".fst", ".vcd")):
+        raise UsageError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
+    job = GemmJob(m=args.m, k=args.k, n=args.n, seed=args.seed,
+                  range_bounds=_range_bounds(args))
+    [report] = verify_gemms(config, [job], waves_file=args.waves)
+    if args.json:
+        print_json(report)
+    else:
+        print(_gemm_table([report]))
+        if args.waves:
+            print(f"waveform: {args.waves}")
+    return 0 if _passed(report) else 1
+
+
+def _cmd_sites(args):
+    from hw.accelerator import GemmAccelerator
+    from hw.netlist.fault_sites import enumerate_fault_sites, sites_per_class
+    from sim.cli.table import format_table
+    sites = enumerate_fault_sites(GemmAccelerator(_design(args)))
+    bits = sites_per_class(sites)
+    if args.json:
+        print_json({"sites": [vars(site) for site in sites], "bits_per_class": bits,
+                     "registers": len(sites), "bits": sum(bits.values())})
+        return 0
+    print(format_table(["site", "width", "class"],
+                       [[site.path, site.width, site.fault_class] for site in sites]))
+    print()
+    print(format_table(["class", "registers", "bits"],
+                       [[c, sum(s.fault_class == c for s in sites), n] for c, n in bits.items()]
+                       + [["all", len(sites), sum(bits.values())]]))
+    return 0
+
+
+def _class_list(text):
+    from hw.netlist.fault_sites import FAULT_CLASSES
+    classes = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not classes:
+        raise argparse.ArgumentTypeError(f"must name at least one class, not {text!r}")
+    for fault_class in classes:
+        if fault_class not in FAULT_CLASSES:
+            raise argparse.ArgumentTypeError(
+                f"unknown class {fault_class!r} (classes: {', '.join(FAULT_CLASSES)})")
+    return classes
+
+
+def _open_database(path):
+    from sim.campaign.store import CampaignDatabase, DatabaseError
+    try:
+        return CampaignDatabase(path)
+    except DatabaseError as error:
+        raise UsageError(f"--db: {error}") from None
+
+
+def _cmd_campaign(args):
+    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.workload import Workload
+    config = _design(args)
+    if args.k > config.k_max:
+        raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    _open_database(args.db).close()
+    options = CampaignOptions(config=config, workload=Workload(args.m, args.k, args.n, args.seed),
+                              seed=args.seed, injections=args.injections, classes=args.sites,
+                              exhaustive_cycle=args.exhaustive_cycle,
+                              range_bounds=_range_bounds(args))
+    try:
+        summary = run_campaign(options, args.db, workers=args.workers, scheduler=args.scheduler,
+                               progress=not args.json and sys.stderr.isatty() or args.progress)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.json:
+        print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def _cmd_report(args):
+    from sim.campaign.engine import format_summary, summarize
+    database = _open_database(args.db)
+    try:
+        ids = database.campaign_ids()
+        if args.campaign is not None:
+            if args.campaign not in ids:
+                raise UsageError(f"--campaign must be one of {ids} in {args.db}, "
+                                 f"not {args.campaign}")
+            ids = [args.campaign]
+        if not ids:
+            raise UsageError(f"--db {args.db!r} holds no campaign")
+        summaries = [summarize(database, campaign_id) for campaign_id in ids]
+        if args.csv:
+            for campaign_id in ids:
+                path = args.csv if len(ids) == 1 else f"{args.csv}.{campaign_id}.csv"
+                count = database.export_csv(campaign_id, path)
+                print(f"wrote {count} experiments to {path}", file=sys.stderr)
+    finally:
+        database.close()
+    if args.json:
+        print_json(summaries[0] if len(summaries) == 1 else {"campaigns": summaries})
+    else:
+        print("\n\n".join(format_summary(summary) for summary in summaries))
+    return 0
+
+
+def _cmd_area(args):
+    from hw.config import AcceleratorConfig
+    from sim.area import area_overhead
+    from sim.cli.table import format_table
+    config = _design(args)
+    report = area_overhead(config)
+    # The checks run during the drain and the correction on the read path, so the tile
+    # controller's timing is the same for every protection; the co-verification tests hold
+    # the RTL of every mode to it (DONE exactly tile_cycles(k) after START).
+    base = AcceleratorConfig(config.rows, config.cols, config.k_max)
+    report["extra_cycles_per_tile"] = (config.tile_cycles(config.k_max)
+                                       - base.tile_cycles(config.k_max))
+    if args.json:
+        print_json(report)
+    else:
+        print(format_table(
+            ["array", "abft", "range", "cells (none)", "cells", "overhead", "flip-flops",
+             "extra cycles/tile"],
+            [[f"{config.rows}x{config.cols}", config.abft, "yes" if config.range_check else "no",
+              f"{report['cells_base']:,}", f"{report['cells']:,}",
+              f"{report['overhead_pct']:.1f}%",
+              f"{report['flip_flops_base']:,} -> {report['flip_flops']:,}",
+              report["extra_cycles_per_tile"]]]))
+        print("Yosys generic synthesis, flattened, to gates without ABC; the operand buffers "
+              "are RAM macros, not counted.")
+    return 0
+
+
+def _cmd_sim(args):
+    """The main job: co-verify the default suite, then a short campaign; results in --out."""
+    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.workload import Workload
+    from sim.verify import default_suite, verify_gemms
+    config = _design(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = verify_gemms(config, default_suite(config, seed=args.seed),
+                           work_dir=out / "verify")
+    (out / "verify.json").write_text(json.dumps(reports, indent=2))
+    passed = all(_passed(r) for r in reports)
+    summary = None
+    if passed and args.injections:
+        workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
+        summary = run_campaign(CampaignOptions(config, workload, seed=args.seed,
+                                               injections=args.injections,
+                                               range_bounds=_range_bounds(args)),
+                               out / "campaign.db")
+        (out / "campaign.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
+    else:
+        print(f"Co-verification, {config.rows}x{config.cols} array, k_max {config.k_max}: "
+              "RTL (Verilator) against the PyTorch twin")
+        print(_gemm_table(reports))
+        print(f"{sum(map(_passed, reports))} of {len(reports)} GEMMs bit-exact; "
+              f"results in {out / 'verify.json'}")
+        if summary is not None:
+            print()
+            print(format_summary(summary))
+            print(f"Database {out / 'campaign.db'}; summary in {out / 'campaign.json'}")
+    return 0 if passed else 1
+
+
+def _parser():
+    parser = _Parser(prog="softerror", description=(
+        "Soft-error reliability of a ViT accelerator: generate the RTL, co-verify it "
+        "against its PyTorch twin, inject faults."))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    generate = commands.add_parser("generate", help="write the accelerator's Verilog")
+    _add_design_options(generate)
+    generate.add_argument("-o", "--output", required=True, help="Verilog file to write")
+    generate.set_defaults(handler=_cmd_generate)
+
+    verify = commands.add_parser("verify", help="co-verify the RTL against the twin")
+    verify_kinds = verify.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    gemm = verify_kinds.add_parser("gemm", help="one GEMM of random int8 operands")
+    _add_design_options(gemm)
+    for name in ("m", "k", "n"):
+        gemm.add_argument(f"--{name}", type=int_range(1, 1 << 20), required=True)
+    gemm.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    _add_range_options(gemm)
+    gemm.add_argument("--waves", metavar="FILE", help="write a waveform (.fst or .vcd)")
+    gemm.add_argument("--json", action="store_true", help="print one JSON object")
+    gemm.set_defaults(handler=_cmd_verify_gemm)
+
+    sites = commands.add_parser("sites", help="list the design's fault sites")
+    _add_design_options(sites)
+    sites.add_argument("--json", action="store_true", help="print one JSON object")
+    sites.set_defaults(handler=_cmd_sites)
+
+    campaign = commands.add_parser("campaign", help="register-level fault injection on the RTL")
+    _add_design_options(campaign)
+    for name in ("m", "k", "n"):
+        campaign.add_argument(f"--{name}", type=int_range(1, 1 << 20), required=True)
+    campaign.add_argument("--injections", type=int_range(1, 10**9), default=1000)
+    _add_range_options(campaign)
+    campaign.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0,
+                          help="seeds the operands and the sampling")
+    campaign.add_argument("--db", required=True, help="SQLite file (created; resumed if it "
+                                                      "holds this campaign)")
+    campaign.add_argument("--sites", type=_class_list, metavar="CLASS,...",
+                          help="site classes to inject into (default: all)")
+    campaign.add_argument("--exhaustive-cycle", type=int_range(0, 10**9), metavar="CYCLE",
+                          help="every selected bit once, at this workload cycle")
+    campaign.add_argument("--workers", type=int_range(1, 1024), default=1)
+    campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
+                                                                 "(tcp://HOST:PORT)")
+    campaign.add_argument("--progress", action="store_true",
+                          help="show the progress bar even when stderr is not a terminal")
+    campaign.add_argument("--json", action="store_true", help="print one JSON object")
+    campaign.set_defaults(handler=_cmd_campaign)
+
+    area = commands.add_parser("area", help="cells and overhead of the protection units")
+    _add_design_options(area)
+    area.add_argument("--json", action="store_true", help="print one JSON object")
+    area.set_defaults(handler=_cmd_area)
+
+    report = commands.add_parser("report", help="summarise a campaign database again")
+    report.add_argument("--db", required=True)
+    report.add_argument("--campaign", type=int_range(1, 2**62), help="campaign id")
+    report.add_argument("--csv", metavar="FILE", help="export the experiments as CSV")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
+    report.set_defaults(handler=_cmd_report)
+
+    sim = commands.add_parser("sim", help="the main job: co-verification and a campaign")
+    _add_design_options(sim)
+    sim.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    sim.add_argument("--injections", type=int_range(0, 10**9), default=500,
+                     help="size of the campaign after co-verification (0: none)")
+    _add_range_options(sim)
+    sim.add_argument("--out", default="runs", help="results directory (default runs/)")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.set_defaults(handler=_cmd_sim)
+
+    add_vit_commands(commands, _Parser)
+    return parser
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="softerror: %(message)s", stream=sys.stderr)
+    from sim.build import BuildError
+    from sim.simulator import SimulationError
+    try:
+        args = _parser().parse_args(argv)
+        return args.handler(args)
+    except UsageError as error:
+        print(f"softerror: error: {error}", file=sys.stderr)
+        return 2
+    except (BuildError, SimulationError) as error:
+        print(f"softerror: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("softerror: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

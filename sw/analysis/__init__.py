@@ -1,0 +1,1 @@
+"""Vulnerability and protection analyses of the models, their confidence intervals, reports and plots."""

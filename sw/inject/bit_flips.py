@@ -1,0 +1,81 @@
+"""Sampling and applying independent single-bit flips, vectorised over images and faults.
+
+Each bit of a region flips independently with probability ``bit_error_rate``, so the number
+of flips in an image's region of ``n`` bits is Binomial(n, bit_error_rate), with mean
+``bit_error_rate * n`` (the paper's "BER x elements x bit width"). Positions are then drawn
+uniformly and independently; two flips landing on the same bit cancel, as two upsets of
+one flip-flop would. Everything draws from one ``torch.Generator``, so a seed fixes it all.
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from sw.twin.gemm import to_signed
+
+__all__ = ["Flips", "sample_flips", "combine_flips", "flip_bits"]
+
+
+class Flips(NamedTuple):
+    """Sampled flips: per-image counts (B,), and per flip its image, coordinates and bit."""
+    counts: torch.Tensor
+    image: torch.Tensor
+    coordinates: tuple
+    bit: torch.Tensor
+
+    @property
+    def total(self):
+        """Number of flips over all images."""
+        return int(self.image.numel())
+
+
+def sample_flips(batch, shape, width, bit_error_rate, generator):
+    """Independent flips in ``batch`` regions of ``shape`` elements of ``width`` bits each.
+
+    ``coordinates`` holds one index tensor per axis of ``shape``.
+    """
+    bits = math.prod(shape) * width
+    if bits == 0 or bit_error_rate == 0:
+        counts = torch.zeros(batch, dtype=torch.int64)
+    else:
+        trials = torch.full((batch,), float(bits), dtype=torch.float64)
+        counts = torch.binomial(trials, torch.full_like(trials, bit_error_rate),
+                                generator=generator).to(torch.int64)
+    total = int(counts.sum())
+    image = torch.repeat_interleave(torch.arange(batch), counts)
+    position = torch.randint(0, max(bits, 1), (total,), generator=generator)
+    bit = position % width
+    position = position // width
+    coordinates = []
+    for size in reversed(shape):
+        coordinates.append(position % size)
+        position = position // size
+    return Flips(counts, image, tuple(reversed(coordinates)), bit)
+
+
+def combine_flips(element, bit, width):
+    """Unique flipped ``element`` indices and their XOR masks (flips of one bit cancel in pairs)."""
+    key, count = torch.unique(element * width + bit, return_counts=True)
+    key = key[count % 2 == 1]
+    unique, inverse = torch.unique(key // width, return_inverse=True)
+    mask = torch.zeros(unique.numel(), dtype=torch.int64)
+    mask.index_add_(0, inverse, torch.ones_like(key) << (key % width))
+    return unique, mask
+
+
+def flip_bits(values, element, bit):
+    """A copy of ``values`` with bit ``bit[i]`` of flat element ``element[i]`` flipped.
+
+    ``values`` may be int8, int32 or float32 (whose IEEE 754 bit pattern is flipped).
+    """
+    if values.dtype == torch.float32:
+        return flip_bits(values.view(torch.int32), element, bit).view(torch.float32)
+    width = torch.iinfo(values.dtype).bits
+    flat = values.reshape(-1).clone()
+    if element.numel() == 0:
+        return flat.view(values.shape)
+    unique, mask = combine_flips(element, bit, width)
+    pattern = flat[unique].to(torch.int64) & ((1 << width) - 1)
+    flat[unique] = to_signed(pattern ^ mask, width).to(values.dtype)
+    return flat.view(values.shape)

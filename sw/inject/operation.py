@@ -1,0 +1,258 @@
+"""Software fault injection: the paper's operation-level bit-flip model as a :class:`Datapath`.
+
+:class:`FaultInjector` runs the quantized network's operations like the fault-free
+accelerator but flips bits first, each bit independently with probability
+``bit_error_rate``, with one independent fault set per image of the batch. Per image and
+per selected site, the targets and their sizes in bits are:
+
+- ``a``: int8 A operand (activations; Q; attention probabilities): G * R * K * 8
+- ``b``: int8 B operand (weights; K^T; V): G * K * N * 8
+- ``product``: int16 products a[m, k] * b[k, n]: G * R * N * K * 16
+- ``partial_sum``: int32 partial sums after each of the K accumulation steps: G * R * N * K * 32
+- ``output``: int32 accumulators leaving the array: G * R * N * 32
+- ``nonlinear``: float32 intermediates of softmax, GELU, LayerNorm, ReLU and pooling (the
+  stages of :data:`sw.datapath.NONLINEAR_STAGES`): elements * 32, per stage
+
+with G the heads (1 for a Linear), R the rows (tokens) of the site (only the chosen token's
+rows at the patch granularity), K the reduction and N the output width. Flip counts are
+drawn Binomial(bits, bit_error_rate), their mean being exactly BER x elements x bit width.
+
+How each flip acts, exactly in the int32 wrap-around arithmetic: ``a`` and ``output``
+flips XOR the value; a ``b`` flip changes the weight as read by the rows it feeds (all
+rows, or only the chosen token's rows at the patch granularity), adding ``a[:, k] * delta``
+to column n; a ``product`` flip adds the change of that 16-bit product to its output; a
+``partial_sum`` flip of bit b at step k adds +-2**b (the sign given by bit b of the
+partial sum at step k) to its output, since every later step only adds to it. Flips of
+distinct elements combine exactly; two ``product``/``partial_sum`` flips of one output at
+different steps are applied independently (negligible at the rates of interest).
+"""
+
+import math
+import re
+
+import torch
+
+from sw.datapath import Datapath
+from sw.inject.bit_flips import combine_flips, flip_bits, sample_flips
+from sw.parameter_checks import check_integer, check_probability
+from sw.twin.gemm import gemm_int8, to_signed, wrap_int32
+
+__all__ = ["FaultInjector", "GEMM_TARGETS", "TARGETS", "KINDS"]
+
+#: Representations of a GEMM that can be hit.
+GEMM_TARGETS = ("a", "b", "product", "partial_sum", "output")
+#: Everything :class:`FaultInjector` can hit.
+TARGETS = GEMM_TARGETS + ("nonlinear",)
+#: Module kinds of the ViT and the CNN (whose convolutions are ``conv1``, ``conv2``, ...).
+KINDS = ("patch_embed", "qkv", "attn_scores", "softmax", "attn_context", "proj", "fc1",
+         "gelu", "fc2", "layernorm", "head", "conv1", "conv2", "relu", "pool", "fc")
+_WIDTH = {"a": 8, "b": 8, "product": 16, "partial_sum": 32, "output": 32, "nonlinear": 32}
+
+
+def _check_index(name, value):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or value < 0):
+        raise TypeError(f"{name} must be a non-negative integer or None, not {value!r}")
+
+
+class FaultInjector(Datapath):
+    """Flip bits at the selected sites of a quantized ViT or CNN while it runs.
+
+    Parameters
+    ----------
+    bit_error_rate : float
+        Probability that any one bit flips, in [0, 1].
+    seed : int, optional
+        Seeds a fresh generator; ignored when ``generator`` is given.
+    generator : torch.Generator, optional
+        Source of all randomness (same state, same faults).
+    layer : int, optional
+        Only sites of this encoder block (ViT) or stage (CNN).
+    kind : str, optional
+        Only sites of this module kind (one of :data:`KINDS`).
+    token : int, optional
+        Only the computations of this token (0 = class token, 1.. = patches): its rows of
+        every site, its row of the attention scores, softmax and context.
+    targets : iterable of str, optional
+        Representations to hit (subset of :data:`TARGETS`); all by default.
+
+    Members
+    -------
+    flips : list of (Site, str, torch.Tensor)
+        Per site and target (``nonlinear`` targets are named by their stage), the number of
+        flips of each image, in the order they were drawn.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an option of the wrong type or range, or an unknown kind or target.
+    """
+
+    def __init__(self, bit_error_rate, *, seed=None, generator=None, layer=None, kind=None,
+                 token=None, targets=None):
+        check_probability("bit_error_rate", bit_error_rate)
+        _check_index("layer", layer)
+        _check_index("token", token)
+        if kind is not None and kind not in KINDS \
+                and not re.fullmatch(r"conv[1-9][0-9]*", str(kind)):
+            raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))} or None, "
+                             f"not {kind!r}")
+        targets = TARGETS if targets is None else \
+            (targets,) if isinstance(targets, str) else tuple(targets)
+        for target in targets:
+            if target not in TARGETS:
+                raise ValueError(f"targets must be among {', '.join(map(repr, TARGETS))}, "
+                                 f"not {target!r}")
+        if generator is None:
+            if seed is not None:
+                check_integer("seed", seed)
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        self.bit_error_rate = float(bit_error_rate)
+        self.generator = generator
+        self.layer, self.kind, self.token = layer, kind, token
+        self.targets = frozenset(targets)
+        self.flips = []
+        self._rows = {}
+
+    def flips_per_image(self):
+        """Flips each image received, summed over all sites (all calls on equal batches)."""
+        if not self.flips:
+            return torch.zeros(0, dtype=torch.int64)
+        sizes = {counts.numel() for _, _, counts in self.flips}
+        if len(sizes) > 1:
+            raise ValueError(f"flips_per_image needs equal batch sizes, not {sorted(sizes)}")
+        return torch.stack([counts for _, _, counts in self.flips]).sum(0)
+
+    def total_flips(self):
+        """Flips injected so far, over all images and sites."""
+        return sum(int(counts.sum()) for _, _, counts in self.flips)
+
+    def _selected_rows(self, site):
+        """Row indices to hit at ``site`` (all rows: None), or () if the site is not selected."""
+        if (self.layer is not None and site.layer != self.layer) or \
+                (self.kind is not None and site.kind != self.kind):
+            return ()
+        if self.token is None:
+            return None
+        if site.name not in self._rows:
+            self._rows[site.name] = site.rows_of(self.token)
+        return self._rows[site.name]
+
+    def _sample(self, site, target, batch, shape, width):
+        flips = sample_flips(batch, shape, width, self.bit_error_rate, self.generator)
+        self.flips.append((site, target, flips.counts))
+        return flips
+
+    def _flip_rows(self, site, target, values, rows):
+        """Flip bits of ``values`` (B, G, M, F) in the given rows (None: all)."""
+        batch, groups, height, width_f = values.shape
+        count = height if rows is None else len(rows)
+        width = _WIDTH["nonlinear" if values.dtype == torch.float32 else target]
+        flips = self._sample(site, target, batch, (groups, count, width_f), width)
+        if flips.total == 0:
+            return values
+        group, row, column = flips.coordinates
+        if rows is not None:
+            row = torch.tensor(rows, dtype=torch.int64)[row]
+        element = ((flips.image * groups + group) * height + row) * width_f + column
+        return flip_bits(values.contiguous(), element, flips.bit)
+
+    def nonlinear(self, site, stage, values):
+        rows = self._selected_rows(site)
+        if rows == () or "nonlinear" not in self.targets:
+            return values
+        shape = values.shape
+        grouped = values.reshape(shape[0], -1, shape[-2], shape[-1])
+        return self._flip_rows(site, stage, grouped, rows).reshape(shape)
+
+    def gemm(self, site, a, b):
+        rows = self._selected_rows(site)
+        if rows == () or not self.targets & set(GEMM_TARGETS):
+            return gemm_int8(a, b)
+        batch, height, depth = a.shape[0], a.shape[-2], a.shape[-1]
+        width = b.shape[-1]
+        output_shape = (*a.shape[:-1], width)
+        groups = math.prod(a.shape[1:-2])
+        a = a.reshape(batch, groups, height, depth)
+        b = b if b.dim() == 2 else b.reshape(batch, groups, depth, width)
+        if "a" in self.targets:
+            a = self._flip_rows(site, "a", a, rows)
+        result = gemm_int8(a, b)
+        row_index = torch.arange(height) if rows is None else torch.tensor(rows)
+        changes = []
+        if "b" in self.targets:
+            changes.append(self._operand_changes(site, a, b, row_index))
+        for target in ("product", "partial_sum"):
+            if target in self.targets:
+                changes.append(self._step_changes(site, target, a, b, row_index))
+        result = _add_changes(result, changes)
+        if "output" in self.targets:
+            result = self._flip_rows(site, "output", result, rows)
+        return result.reshape(output_shape)
+
+    def _operand_changes(self, site, a, b, row_index):
+        """B-operand flips: column n of the rows that read b[k, n] gains a[:, k] * delta."""
+        batch, groups, height, depth = a.shape
+        width = b.shape[-1]
+        flips = self._sample(site, "b", batch, (groups, depth, width), _WIDTH["b"])
+        if flips.total == 0:
+            return None
+        group, k, n = flips.coordinates
+        element = ((flips.image * groups + group) * depth + k) * width + n
+        unique, mask = combine_flips(element, flips.bit, 8)
+        n, rest = unique % width, unique // width
+        k, rest = rest % depth, rest // depth
+        group, image = rest % groups, rest // groups
+        old = _b_values(b, image, group, k, n).to(torch.int64)
+        delta = to_signed((old & 0xFF) ^ mask, 8) - old
+        rows = row_index[None, :]
+        change = a[image[:, None], group[:, None], rows, k[:, None]].to(torch.int64) \
+            * delta[:, None]
+        output = ((image[:, None] * groups + group[:, None]) * height + rows) * width + n[:, None]
+        return output.reshape(-1), change.reshape(-1)
+
+    def _step_changes(self, site, target, a, b, row_index):
+        """Product or partial-sum flips at step k of output (m, n): the change they make."""
+        batch, groups, height, depth = a.shape
+        width = b.shape[-1]
+        bits = _WIDTH[target]
+        flips = self._sample(site, target, batch, (groups, len(row_index), width, depth), bits)
+        if flips.total == 0:
+            return None
+        group, row, n, k = flips.coordinates
+        row = row_index[row]
+        element = (((flips.image * groups + group) * height + row) * width + n) * depth + k
+        unique, mask = combine_flips(element, flips.bit, bits)
+        k, output = unique % depth, unique // depth
+        n, rest = output % width, output // width
+        row, rest = rest % height, rest // height
+        group, image = rest % groups, rest // groups
+        if target == "product":
+            old = a[image, group, row, k].to(torch.int64) * \
+                _b_values(b, image, group, k, n).to(torch.int64)
+        else:
+            b_columns = (b[:, n].t() if b.dim() == 2 else
+                         b[image, group].gather(2, n[:, None, None].expand(-1, depth, 1))[..., 0])
+            products = a[image, group, row].to(torch.int64) * b_columns.to(torch.int64)
+            steps = torch.arange(depth)
+            old = wrap_int32((products * (steps[None, :] <= k[:, None])).sum(1)).to(torch.int64)
+        delta = to_signed((old & ((1 << bits) - 1)) ^ mask, bits) - old
+        return output, delta
+
+
+def _b_values(b, image, group, k, n):
+    return b[k, n] if b.dim() == 2 else b[image, group, k, n]
+
+
+def _add_changes(result, changes):
+    """``result`` (int32) with integer changes added to flat elements, wrapping modulo 2**32."""
+    changes = [change for change in changes if change is not None]
+    if not changes:
+        return result
+    element = torch.cat([element for element, _ in changes])
+    delta = torch.cat([delta for _, delta in changes])
+    unique, inverse = torch.unique(element, return_inverse=True)
+    total = torch.zeros(unique.numel(), dtype=torch.int64).index_add_(0, inverse, delta)
+    flat = result.reshape(-1).clone()
+    flat[unique] = wrap_int32(flat[unique].to(torch.int64) + total)
+    return flat.view(result.shape)

@@ -1,0 +1,1 @@
+"""The bit-exact PyTorch model of the accelerator: tiling, GEMM and the protection units."""
