@@ -11,6 +11,7 @@ that are each legal but do not fit together.
 
 from dataclasses import dataclass
 
+from hw.register_map import RegisterMap
 from hw.validation import check_int
 
 __all__ = ["AcceleratorConfig", "ABFT_MODES", "MAX_DIMENSION", "MAX_K", "INT32_MIN",
@@ -78,8 +79,12 @@ class AcceleratorConfig:
     @property
     def register_map(self):
         """The host-port geometry of this configuration (:class:`hw.register_map.RegisterMap`)."""
-        from hw.register_map import RegisterMap
         return RegisterMap(self)
+
+    @property
+    def abft_code(self):
+        """The ABFT mode's code in the CONFIG register: its index in :data:`ABFT_MODES`."""
+        return ABFT_MODES.index(self.abft)
 
     def tile_cycles(self, k):
         """Clock cycles one tile of depth ``k`` is busy, from START sampled to DONE set."""

@@ -41,8 +41,6 @@ Lanes are two's complement. Registers of units a configuration lacks read as zer
 from dataclasses import dataclass
 from enum import IntEnum
 
-from hw.config import ABFT_MODES, AcceleratorConfig
-
 __all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes"]
 
 
@@ -91,7 +89,8 @@ def _bits_for(count):
 @dataclass(frozen=True)
 class RegisterMap:
     """Address and word geometry of one accelerator configuration."""
-    config: AcceleratorConfig
+    config: "AcceleratorConfig"
+    """The configuration (:class:`hw.config.AcceleratorConfig`) this map belongs to."""
 
     @property
     def rows(self):
@@ -133,7 +132,7 @@ class RegisterMap:
     def config_word(self):
         """The value the CONFIG register reads."""
         return (self.rows | self.cols << 8 | self.k_max << 16
-                | ABFT_MODES.index(self.abft) << 29 | int(self.range_check) << 31)
+                | self.config.abft_code << 29 | int(self.range_check) << 31)
 
 
 def pack_lanes(values, lane_width):
