@@ -1,0 +1,308 @@
+"""Model-level campaigns: upsets in the accelerator running the real ViT or CNN.
+
+An experiment is a pure function of the seed and its index: an image of the chosen test
+images, a tile pass of that image's inference with probability proportional to its cycles,
+a flip-flop bit with probability proportional to nothing but being one (uniform over the
+bits of the chosen site classes) and a cycle of the pass's window. The struck pass runs on
+the RTL (``engine="rtl"``) or is predicted by the RTL-derived fault model
+(:mod:`sw.twin.upset`, ``engine="twin"``); the host policy decides what the alarms cost;
+the tile the host keeps is spliced into the inference (:mod:`sim.cosim.splice`), and the
+twin runs the rest of it, batched over the experiments that share an image.
+
+Host policy: ABFT_ERROR without ABFT_CORRECTED, a RANGE_FLAG or a hang make the host
+recompute the pass (its result is then the clean one); a corrected tile is kept.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hw.accelerator import GemmAccelerator
+from hw.config import AcceleratorConfig
+from hw.netlist.fault_sites import FAULT_CLASSES, enumerate_fault_sites
+from sim.cosim.splice import SpliceDatapath, TileSplice
+from sim.cosim.workload import record_gemms, tile_passes
+from sw.twin.gemm import tile_product, to_signed, wrap_int32
+from sw.twin.upset import MODELED_CLASSES, predict_upset
+
+__all__ = ["MODEL_OUTCOMES", "ModelCampaignOptions", "StruckTile", "ModelRecord",
+           "ModelCampaign", "classify_model"]
+
+#: Outcomes at the model level, in reporting order.
+MODEL_OUTCOMES = ("masked", "tolerated", "sdc", "corrected", "recomputed", "false_alarm",
+                  "hang")
+ENGINES = ("rtl", "twin")
+
+
+@dataclass(frozen=True)
+class ModelCampaignOptions:
+    """Everything that decides a model-level campaign's experiments."""
+    config: AcceleratorConfig
+    model: str = "vit"
+    dataset: str = "digits"
+    images: int | None = 32
+    """How many test images (a seeded choice), or ``None`` for all of them."""
+    seed: int = 0
+    modules: tuple | None = None
+    """Module kinds to strike (``qkv``, ``fc2``, ...); ``None``: every GEMM."""
+    classes: tuple | None = None
+    """Fault-site classes to strike; ``None``: every class (the twin: the modeled ones)."""
+    engine: str = "rtl"
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise TypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
+                            f"not {self.engine!r}")
+
+
+@dataclass(frozen=True)
+class Upset:
+    """One drawn experiment."""
+    experiment: int
+    image: int
+    """Index into the data set's test images."""
+    pass_index: int
+    site: str
+    fault_class: str
+    bit: int
+    cycle: int
+
+
+@dataclass(frozen=True)
+class StruckTile:
+    """What the host read from the struck pass (valid rows x cols) and the STATUS it saw."""
+    output: torch.Tensor | None
+    """``None`` after a hang."""
+    abft_error: bool = False
+    abft_corrected: bool = False
+    range_flag: bool = False
+    hang: bool = False
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One experiment, judged at the model."""
+    experiment: int
+    image: int
+    module: str
+    gemm_site: str
+    pass_index: int
+    site: str
+    fault_class: str
+    bit: int
+    cycle: int
+    tile_equal: bool
+    action: str
+    """What the host did: ``keep``, ``recompute``."""
+    outcome: str
+    label: int
+    clean_top1: int
+    top1: int
+    margin_change: float
+    """Change of the correct class's logit margin (its logit minus the best other one)."""
+    predicted: str
+    """The RTL-derived model against the struck tile: ``equal``, ``mismatch`` or
+    ``not_modeled`` (the twin engine records ``equal``: it is its own prediction)."""
+    operation_level_sdc: bool
+    """Whether the paper's operation-level model (one bit of one int32 output element of
+    the same GEMM, unprotected) changed the top-1 class."""
+
+
+def classify_model(struck, clean, top1_changed):
+    """(action, outcome) of an experiment from the struck tile, the clean tile and whether
+    the kept tile changed the top-1 class (ignored when the tile is recomputed or equal)."""
+    if struck.hang:
+        return "recompute", "hang"
+    equal = torch.equal(struck.output, clean)
+    if struck.range_flag or (struck.abft_error and not struck.abft_corrected):
+        return "recompute", "false_alarm" if equal else "recomputed"
+    if struck.abft_error and equal:
+        return "keep", "corrected"
+    if equal:
+        return "keep", "masked"
+    return "keep", "sdc" if top1_changed else "tolerated"
+
+
+def _margin(logits, label):
+    others = logits.clone()
+    others[..., label] = float("-inf")
+    return logits[..., label] - others.max(-1).values
+
+
+@dataclass
+class ModelCampaign:
+    """A prepared model-level campaign: the model, its images, passes and fault sites."""
+    options: ModelCampaignOptions
+    quantized: object
+    images: torch.Tensor
+    labels: torch.Tensor
+    chosen: np.ndarray
+    passes: list
+    sites: list
+    _gemms: dict = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, options):
+        """Load the model and data, enumerate sites and passes; raise on bad options."""
+        from sw.analysis.vulnerability import quantized_model
+        from sw.models.datasets import load_dataset
+        _, quantized = quantized_model(options.model, options.dataset)
+        split = load_dataset(options.dataset)
+        count = len(split.test_images)
+        if options.images is not None and not 1 <= options.images <= count:
+            raise TypeError(f"images must be from 1 to {count} (the test set), "
+                            f"not {options.images!r}")
+        chosen = (np.arange(count) if options.images is None else np.sort(
+            np.random.default_rng(options.seed).choice(count, options.images, replace=False)))
+        all_sites = enumerate_fault_sites(GemmAccelerator(options.config))
+        default = MODELED_CLASSES if options.engine == "twin" else FAULT_CLASSES
+        classes = options.classes or default
+        for fault_class in classes:
+            if fault_class not in FAULT_CLASSES:
+                raise TypeError(f"sites must be among {', '.join(FAULT_CLASSES)}, "
+                                f"not {fault_class!r}")
+            if options.engine == "twin" and fault_class not in MODELED_CLASSES:
+                raise ValueError(f"the twin engine models {', '.join(MODELED_CLASSES)}, "
+                                 f"not {fault_class!r}: use --engine rtl")
+        sites = [site for site in all_sites if site.fault_class in classes]
+        if not sites:
+            raise ValueError(f"the design has no {'/'.join(classes)} site")
+        campaign = cls(options, quantized, split.test_images, split.test_labels, chosen,
+                       [], sites)
+        gemms = campaign.gemms(int(chosen[0]))
+        modules = sorted({gemm.module for gemm in gemms})
+        for module in options.modules or ():
+            if module not in modules:
+                raise TypeError(f"modules must be among {', '.join(modules)}, not {module!r}")
+        campaign.passes = [p for p in tile_passes(gemms, options.config)
+                           if options.modules is None or gemms[p.gemm].module in options.modules]
+        campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes])
+        campaign._cumulative_bits = np.cumsum([site.width for site in sites])
+        return campaign
+
+    def gemms(self, image):
+        if image not in self._gemms:
+            if len(self._gemms) > 64:
+                self._gemms.clear()
+            self._gemms[image] = record_gemms(self.quantized, self.images[image])
+        return self._gemms[image]
+
+    def draw(self, experiment):
+        """The :class:`Upset` of experiment number ``experiment``."""
+        rng = np.random.default_rng([self.options.seed, experiment])
+        image = int(self.chosen[rng.integers(len(self.chosen))])
+        pass_index = int(np.searchsorted(self._cumulative_cycles,
+                                         rng.integers(self._cumulative_cycles[-1]),
+                                         side="right"))
+        bit_number = int(rng.integers(self._cumulative_bits[-1]))
+        site_index = int(np.searchsorted(self._cumulative_bits, bit_number, side="right"))
+        site = self.sites[site_index]
+        bit = bit_number - int(self._cumulative_bits[site_index] - site.width)
+        cycle = int(rng.integers(self.passes[pass_index].cycles))
+        return Upset(experiment, image, pass_index, site.path, site.fault_class, bit, cycle)
+
+    def pass_operands(self, upset):
+        """(gemm, pass, a, b): the struck pass's operands, padded to the array."""
+        tile_pass = self.passes[upset.pass_index]
+        gemm = self.gemms(upset.image)[tile_pass.gemm]
+        a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
+        return gemm, tile_pass, a, b
+
+    def predict(self, upset):
+        """The RTL-derived model's :class:`StruckTile` for ``upset``, or ``None``."""
+        _, tile_pass, a, b = self.pass_operands(upset)
+        view = predict_upset(self.options.config, a, b, upset.site, upset.bit, upset.cycle)
+        if view is None:
+            return None
+        return StruckTile(view.output[:tile_pass.valid_rows, :tile_pass.valid_cols],
+                          view.abft_error, view.abft_corrected, view.range_flag)
+
+    def judge(self, upsets, struck_tiles, predictions):
+        """:class:`ModelRecord` s of experiments that share one image, from the tiles the
+        host read; the rest of the inference runs batched in the twin."""
+        image = upsets[0].image
+        splices, operation_splices, clean_tiles = [], [], []
+        for upset, struck in zip(upsets, struck_tiles):
+            gemm, tile_pass, a, b = self.pass_operands(upset)
+            clean = tile_product(a, b)[:tile_pass.valid_rows, :tile_pass.valid_cols]
+            clean_tiles.append(clean)
+            kept = None
+            recompute = struck.hang or struck.range_flag or (struck.abft_error
+                                                             and not struck.abft_corrected)
+            if not recompute and not torch.equal(struck.output, clean):
+                kept = TileSplice(gemm.site, gemm.index, tile_pass.row0, tile_pass.col0,
+                                  struck.output.to(torch.int64) - clean.to(torch.int64))
+            splices.append(kept)
+            operation_splices.append(self._operation_level_splice(upset, gemm))
+        all_splices = splices + operation_splices
+        batch = self.images[image][None].expand(len(all_splices), *self.images.shape[1:])
+        logits = self.quantized(batch, SpliceDatapath(all_splices))
+        clean_logits = self.quantized(self.images[image][None])[0]
+        label = int(self.labels[image])
+        clean_top1 = int(clean_logits.argmax())
+        clean_margin = float(_margin(clean_logits, label))
+        records = []
+        for number, (upset, struck, prediction) in enumerate(zip(upsets, struck_tiles,
+                                                                 predictions)):
+            tile_pass = self.passes[upset.pass_index]
+            gemm = self.gemms(image)[tile_pass.gemm]
+            top1 = int(logits[number].argmax())
+            action, outcome = classify_model(struck, clean_tiles[number], top1 != clean_top1)
+            kept_clean = action == "recompute" or splices[number] is None
+            records.append(ModelRecord(
+                experiment=upset.experiment, image=image, module=gemm.module,
+                gemm_site=gemm.site + "".join(f"[{i}]" for i in gemm.index),
+                pass_index=upset.pass_index, site=upset.site, fault_class=upset.fault_class,
+                bit=upset.bit, cycle=upset.cycle,
+                tile_equal=struck.output is not None
+                and torch.equal(struck.output, clean_tiles[number]),
+                action=action, outcome=outcome, label=label, clean_top1=clean_top1,
+                top1=clean_top1 if kept_clean else top1,
+                margin_change=0.0 if kept_clean else float(
+                    _margin(logits[number], label)) - clean_margin,
+                predicted=prediction,
+                operation_level_sdc=int(logits[len(upsets) + number].argmax()) != clean_top1))
+        return records
+
+    def _operation_level_splice(self, upset, gemm):
+        """One bit of one int32 output element of the struck GEMM, drawn from the seed."""
+        rng = np.random.default_rng([self.options.seed, upset.experiment, 1])
+        m, n = gemm.a.shape[0], gemm.b.shape[1]
+        row, col, bit = int(rng.integers(m)), int(rng.integers(n)), int(rng.integers(32))
+        value = int(wrap_int32(gemm.a[row].to(torch.int64) @ gemm.b[:, col].to(torch.int64)))
+        flipped = to_signed((value & 0xFFFFFFFF) ^ (1 << bit), 32)
+        return TileSplice(gemm.site, gemm.index, row, col,
+                          torch.tensor([[flipped - value]], dtype=torch.int64))
+
+    def run_twin(self, experiments):
+        """Records of ``experiments`` (indices) with the twin engine."""
+        return self._run(experiments, lambda upsets: [self.predict(u) for u in upsets],
+                         twin=True)
+
+    def _run(self, experiments, strike, twin=False):
+        by_image = defaultdict(list)
+        for upset in map(self.draw, experiments):
+            by_image[upset.image].append(upset)
+        records = []
+        for image in sorted(by_image):
+            upsets = by_image[image]
+            struck = strike(upsets)
+            if twin:
+                predictions = ["equal"] * len(upsets)
+            else:
+                predictions = []
+                for upset, tile in zip(upsets, struck):
+                    predicted = self.predict(upset)
+                    predictions.append(
+                        "not_modeled" if predicted is None else
+                        "equal" if _same(predicted, tile) else "mismatch")
+            records += self.judge(upsets, struck, predictions)
+        return sorted(records, key=lambda record: record.experiment)
+
+
+def _same(predicted, struck):
+    return (not struck.hang and torch.equal(predicted.output, struck.output)
+            and (predicted.abft_error, predicted.abft_corrected, predicted.range_flag)
+            == (struck.abft_error, struck.abft_corrected, struck.range_flag))

@@ -1,0 +1,46 @@
+"""The splice: a ``Datapath`` that replaces tiles of chosen GEMMs, one choice per batch element.
+
+The twin carries a faulty tile through the rest of the inference: every batch element is
+the same image under a different experiment, and the element's GEMM output gets the
+difference between the tile the host read and the clean tile added where that tile sits.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from sw.datapath import Datapath
+from sw.twin.gemm import gemm_int8, wrap_int32
+
+__all__ = ["TileSplice", "SpliceDatapath"]
+
+
+@dataclass(frozen=True)
+class TileSplice:
+    """Add ``delta`` (int64, valid rows x valid cols) to GEMM ``site``/``index`` at (row0, col0)."""
+    site: str
+    index: tuple
+    row0: int
+    col0: int
+    delta: torch.Tensor
+
+
+class SpliceDatapath(Datapath):
+    """Exact GEMMs, with ``splices[e]`` (a :class:`TileSplice` or ``None``) applied to batch
+    element ``e``."""
+
+    def __init__(self, splices):
+        self.splices = list(splices)
+
+    def gemm(self, site, a, b):
+        result = gemm_int8(a, b)
+        if a.shape[0] != len(self.splices):
+            raise ValueError(f"batch of {a.shape[0]} for {len(self.splices)} splices")
+        for element, splice in enumerate(self.splices):
+            if splice is None or splice.site != site.name:
+                continue
+            rows, cols = splice.delta.shape
+            region = result[(element, *splice.index)][splice.row0:splice.row0 + rows,
+                                                       splice.col0:splice.col0 + cols]
+            region.copy_(wrap_int32(region.to(torch.int64) + splice.delta))
+        return result
