@@ -14,7 +14,7 @@ from hw.config import AcceleratorConfig
 from sim.campaign import store
 from sim.campaign.engine import CampaignOptions, prepare_campaign, run_campaign
 from sim.campaign.store import (APPLICATION_ID, CampaignDatabase, CampaignRunning,
-                                DatabaseError, NotACampaignDatabase)
+                                NotACampaignDatabase)
 from sim.campaign.workload import Workload
 from sim.cli.main import main
 

@@ -84,6 +84,7 @@ _SCHEMA = (
 )""",
 )
 _TABLES = {"campaigns", "sites", "experiments", "runs"}
+_SQLITE_MAGIC = b"SQLite format 3\0"
 
 
 class DatabaseError(Exception):
@@ -202,7 +203,18 @@ def check_database(path, *, must_exist=False):
             raise NotACampaignDatabase(f"cannot create {str(path)!r}: directory "
                                        f"{str(path.parent)!r} is not writable")
         return
-    # immutable: no locks, no -wal or -shm files, no checkpoint: the file stays as it is.
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError as error:
+        raise NotACampaignDatabase(f"cannot use database {str(path)!r}: "
+                                   f"{error.strerror}") from None
+    if header[:16] == _SQLITE_MAGIC and header[68:72] == APPLICATION_ID.to_bytes(4, "big"):
+        # Ours (the connection checks the schema version); read as bytes, not through
+        # SQLite, as a running campaign's checkpoints may be rewriting its pages.
+        return
+    # Anything else: read its schema. immutable: no locks, no -wal or -shm files, no
+    # checkpoint: the file stays as it is.
     uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
     try:
         db = sqlite3.connect(uri, uri=True)
