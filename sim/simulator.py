@@ -50,11 +50,7 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
                                        results_file=work_dir / "results.xml")
     env[REQUEST_ENV] = str(request_path)
     env[RESPONSE_ENV] = str(response_path)
-    command = [str(build.binary)]
-    if waves_file is not None:
-        if not build.waves:
-            raise ValueError("A waveform needs a build made with waves=True")
-        command.append(f"+trace-file={Path(waves_file).resolve()}")
+    command = [str(build.binary), *_trace_arguments(build, waves_file)]
     with open(log_path, "w") as log:
         try:
             subprocess.run(command, cwd=work_dir, env=env, stdout=log,
@@ -67,6 +63,15 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
     return json.loads(response_path.read_text())
 
 
+def _trace_arguments(build, waves_file):
+    """The model's arguments that write a waveform to ``waves_file`` (none without one)."""
+    if waves_file is None:
+        return []
+    if not build.waves:
+        raise ValueError("A waveform needs a build made with waves=True")
+    return [f"+trace-file={Path(waves_file).resolve()}"]
+
+
 def _log_tail(path, lines=40):
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -77,8 +82,10 @@ def _log_tail(path, lines=40):
 class SimulatorSession:
     """A running model serving a cocotb testbench that reads a :class:`SessionChannel`."""
 
-    def __init__(self, build, test_module, work_dir, *, command_prefix=()):
-        """``command_prefix`` runs the model under another program (gdb, perf, valgrind)."""
+    def __init__(self, build, test_module, work_dir, *, command_prefix=(), waves_file=None):
+        """``command_prefix`` runs the model under another program (gdb, perf, valgrind);
+        ``waves_file`` needs a build made with ``waves``."""
+        command = [*command_prefix, str(build.binary), *_trace_arguments(build, waves_file)]
         work_dir = Path(work_dir).resolve()
         work_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = work_dir / "sim.log"
@@ -89,7 +96,7 @@ class SimulatorSession:
         env[CHANNEL_ENV] = f"{to_sim_read},{from_sim_write}"
         with open(self.log_path, "w") as log:
             self._process = subprocess.Popen(
-                [*command_prefix, str(build.binary)], cwd=work_dir, env=env, stdout=log,
+                command, cwd=work_dir, env=env, stdout=log,
                 stderr=subprocess.STDOUT, pass_fds=(to_sim_read, from_sim_write))
         os.close(to_sim_read)
         os.close(from_sim_write)

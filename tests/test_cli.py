@@ -113,12 +113,11 @@ def test_bad_abft_mode_is_named():
 def test_unwritable_database_is_a_clear_error(tmp_path):
     result = softerror(*CAMPAIGN, "--db", "/nonexistent-dir/c.db")
     assert result.returncode == 2
-    assert result.stderr == ("softerror: error: --db: cannot use database "
-                             "'/nonexistent-dir/c.db': unable to open database file\n")
+    assert result.stderr == ("softerror: error: --db: cannot create '/nonexistent-dir/c.db': "
+                             "no directory '/nonexistent-dir'\n")
     result = softerror(*CAMPAIGN, "--db", str(tmp_path))
     assert (result.returncode, result.stderr) == (
-        2, f"softerror: error: --db: cannot use database '{tmp_path}': unable to open database "
-           "file\n")
+        2, f"softerror: error: --db: '{tmp_path}' is a directory, not a database file\n")
     not_a_database = tmp_path / "notes.txt"
     not_a_database.write_text("these are notes, not a campaign database\n" * 100)
     result = softerror(*CAMPAIGN, "--db", str(not_a_database))

@@ -32,8 +32,8 @@ from sim.build import build_design
 from sim.campaign.outcomes import OUTCOMES
 from sim.campaign.plan import exhaustive_plan, random_plan
 from sim.campaign.statistics import leveugle_sample_size, margin_of_error, wilson_interval
-from sim.campaign.store import CampaignDatabase
-from sim.campaign.worker import BatchTask, run_batch
+from sim.campaign.store import CampaignDatabase, ExperimentRecord, RunRecord
+from sim.campaign.worker import BatchTask, run_batch, start_session
 from sim.campaign.workload import Workload
 from sim.cli.table import format_table
 from sim.harness import window_cycles
@@ -172,7 +172,8 @@ def _batches(prepared, plan, workers):
 
 
 def _records(prepared, task, results):
-    """Database rows for a finished batch: output errors measured against the twin."""
+    """The :class:`ExperimentRecord` of a finished batch: output errors measured against
+    the twin."""
     config = prepared.options.config
     tile = prepared.options.workload.tiles(config.rows, config.cols, task.bounds)[task.tile]
     expected = np.array(tile.expected, dtype=np.int64)[:tile.valid_rows, :tile.valid_cols]
@@ -189,32 +190,38 @@ def _records(prepared, task, results):
             wrong, max_error = int(np.count_nonzero(error)), int(error.max())
         elif outcome != "hang":
             wrong, max_error = 0, 0
-        rows.append((experiment, site, bit, task.tile, cycle, outcome, wrong, max_error,
-                     done_cycles, int(latent), faulty))
+        rows.append(ExperimentRecord(experiment, site, bit, task.tile, cycle, outcome, wrong,
+                                     max_error, done_cycles, bool(latent), faulty))
     return rows
 
 
-def replay(options: CampaignOptions, upsets):
+def replay(options: CampaignOptions, upsets, *, waves_file=None):
     """Run chosen upsets ``(site path, bit, tile, cycle)`` of a campaign's workload.
 
-    No database; returns one dict per upset with the fields a campaign stores
-    (``outcome``, ``wrong_elements``, ``max_abs_error``, ``done_cycles``, ``latent`` and
-    ``faulty_tile``, the observed output tile when it was wrong).
+    No database; returns one :class:`ExperimentRecord` per upset, numbered from 0, its
+    ``site`` indexing all the design's sites. ``waves_file`` (``.vcd`` or ``.fst``) receives
+    the waveform of the whole simulation: reset, then per tile a golden run and the upsets.
     """
     prepared = prepare_campaign(dataclasses.replace(options, classes=None))
     index = {site.path: number for number, site in enumerate(prepared.sites)}
+    site_paths = tuple(site.path for site in prepared.sites)
+    control_paths = tuple(site.path for site in prepared.control_sites)
+    session = None
+    if waves_file is not None:
+        session = start_session(options.config, site_paths, control_paths, waves_file=waves_file)
     records = {}
-    for tile in sorted({upset[2] for upset in upsets}):
-        experiments = tuple((number, index[path], bit, cycle)
-                            for number, (path, bit, upset_tile, cycle) in enumerate(upsets)
-                            if upset_tile == tile)
-        task = BatchTask(options.config, options.workload, options.bounds,
-                         tuple(site.path for site in prepared.sites),
-                         tuple(site.path for site in prepared.control_sites), tile, experiments)
-        for row in _records(prepared, task, run_batch(task)):
-            records[row[0]] = dict(zip(("experiment", "site", "bit", "tile", "cycle", "outcome",
-                                        "wrong_elements", "max_abs_error", "done_cycles",
-                                        "latent", "faulty_tile"), row))
+    try:
+        for tile in sorted({upset[2] for upset in upsets}):
+            experiments = tuple((number, index[path], bit, cycle)
+                                for number, (path, bit, upset_tile, cycle) in enumerate(upsets)
+                                if upset_tile == tile)
+            task = BatchTask(options.config, options.workload, options.bounds, site_paths,
+                             control_paths, tile, experiments)
+            for record in _records(prepared, task, run_batch(task, session)):
+                records[record.experiment] = record
+    finally:
+        if session is not None:
+            session.close()
     return [records[number] for number in range(len(upsets))]
 
 
@@ -239,9 +246,9 @@ def run_campaign(options: CampaignOptions, db_path, *, workers=1, scheduler=None
     """Run (or resume, or extend) a campaign into ``db_path``; return its summary."""
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, not {workers}")
+    prepared = prepare_campaign(options)
     database = CampaignDatabase(db_path)
     try:
-        prepared = prepare_campaign(options)
         campaign_id = database.campaign(prepared.identity, prepared.description,
                                         prepared.sites, prepared.injections)
         done = database.done_experiments(campaign_id)
@@ -261,7 +268,7 @@ def run_campaign(options: CampaignOptions, db_path, *, workers=1, scheduler=None
                 if bar is not None:
                     bar.close()
             seconds = time.perf_counter() - clock
-            database.record_run(campaign_id, started, seconds, ran, label)
+            database.record_run(campaign_id, RunRecord(started, seconds, ran, label))
         return summarize(database, campaign_id)
     finally:
         database.close()
@@ -300,7 +307,8 @@ def _progress_bar(enabled, total, initial):
 
 def summarize(database, campaign_id):
     """The campaign's results as one JSON-ready dict (see ``softerror campaign --json``)."""
-    description = database.description(campaign_id)
+    stored = database.stored_campaign(campaign_id)
+    description = {**stored.description, "injections": stored.injections}
     per_class = database.counts(campaign_id)
     bits = database.bits_per_class(campaign_id)
     outcomes = {outcome: sum(per_class[c][outcome] for c in per_class) for outcome in OUTCOMES}
@@ -342,9 +350,9 @@ def summarize(database, campaign_id):
             "achieved_margin": margin_of_error(injections, population),
         },
         "latent": database.latent_count(campaign_id),
-        "injections_per_second": (run["experiments"] / run["seconds"]
-                                  if run and run["seconds"] > 0 else None),
-        "last_run": run,
+        "injections_per_second": (run.experiments / run.seconds
+                                  if run and run.seconds > 0 else None),
+        "last_run": None if run is None else asdict(run),
     }
 
 

@@ -10,13 +10,14 @@ import atexit
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from hw.config import AcceleratorConfig
 from sim.build import build_design
 from sim.campaign.workload import Workload
 from sim.simulator import SimulatorSession
 
-__all__ = ["BatchTask", "run_batch", "close_sessions"]
+__all__ = ["BatchTask", "run_batch", "start_session", "close_sessions"]
 
 TESTBENCH = "sim.testbenches.campaign"
 
@@ -49,23 +50,31 @@ def _session(config, site_paths, control_paths):
         sessions = _local.sessions = {}
     key = (config, site_paths, control_paths)
     if key not in sessions:
-        build = build_design(config)
-        work_dir = tempfile.mkdtemp(prefix="softerror-campaign-")
-        session = SimulatorSession(build, TESTBENCH, work_dir)
-        session.request({"design": vars(config), "sites": list(site_paths),
-                         "control_sites": list(control_paths)})
+        session = start_session(config, site_paths, control_paths)
         sessions[key] = session
         with _all_sessions_lock:
             _all_sessions.append(session)
     return sessions[key]
 
 
-def run_batch(task: BatchTask):
-    """Run the task's experiments.
+def start_session(config, site_paths, control_paths, *, waves_file=None):
+    """A simulator ready to run experiments on these sites (the caller closes it);
+    ``waves_file`` (``.vcd`` or ``.fst``): on a tracing build, writing its waveform there."""
+    waves = None if waves_file is None else Path(waves_file).suffix[1:]
+    build = build_design(config, waves=waves)
+    work_dir = tempfile.mkdtemp(prefix="softerror-campaign-")
+    session = SimulatorSession(build, TESTBENCH, work_dir, waves_file=waves_file)
+    session.request({"design": vars(config), "sites": list(site_paths),
+                     "control_sites": list(control_paths)})
+    return session
+
+
+def run_batch(task: BatchTask, session=None):
+    """Run the task's experiments, on ``session`` if given (else on this thread's own).
 
     Returns ``[experiment, outcome, done_cycles, observed tile (hex) or None, latent]``.
     """
-    session = _session(task.config, task.site_paths, task.control_paths)
+    session = session or _session(task.config, task.site_paths, task.control_paths)
     tile = task.workload.tiles(task.config.rows, task.config.cols, task.bounds)[task.tile]
     response = session.request({"tile": tile.message(), "experiments": list(task.experiments)})
     return response["results"]

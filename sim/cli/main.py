@@ -8,6 +8,7 @@ reports numbers accepts ``--json`` and then prints exactly one JSON object on st
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,11 @@ def _gemm_table(reports):
                          "bus cycles", "result"], rows)
 
 
+def _check_waves_name(path):
+    if path is not None and not path.endswith((".fst", ".vcd")):
+        raise UsageError(f"--waves must name a .fst or .vcd file, not {path!r}")
+
+
 def _passed(report):
     return report["bit_exact"] and report["timing_ok"]
 
@@ -108,8 +114,7 @@ def _cmd_verify_gemm(args):
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
-    if args.waves is not None and not args.waves.endswith((".fst", ".vcd")):
-        raise UsageError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
+    _check_waves_name(args.waves)
     job = GemmJob(m=args.m, k=args.k, n=args.n, seed=args.seed,
                   range_bounds=_range_bounds(args))
     [report] = verify_gemms(config, [job], waves_file=args.waves)
@@ -153,12 +158,27 @@ def _class_list(text):
     return classes
 
 
-def _open_database(path):
-    from sim.campaign.store import CampaignDatabase, DatabaseError
+def _open_database(path, *, create):
+    """The campaign database ``path`` (created if ``create``); a usage error if it is not one."""
+    from sim.campaign.store import CampaignDatabase, NotACampaignDatabase
     try:
-        return CampaignDatabase(path)
-    except DatabaseError as error:
+        return CampaignDatabase(path, create=create)
+    except NotACampaignDatabase as error:
         raise UsageError(f"--db: {error}") from None
+
+
+def _chosen_campaigns(database, args, *, one):
+    """The ids of the campaigns ``--campaign`` selects (all, or the only one if ``one``)."""
+    ids = database.campaign_ids()
+    if args.campaign is not None:
+        if args.campaign not in ids:
+            raise UsageError(f"--campaign must be one of {ids} in {args.db}, not {args.campaign}")
+        return [args.campaign]
+    if not ids:
+        raise UsageError(f"--db: {args.db!r} holds no campaign")
+    if one and len(ids) > 1:
+        raise UsageError(f"--db: {args.db!r} holds campaigns {ids}: choose one with --campaign")
+    return ids
 
 
 def _cmd_campaign(args):
@@ -167,7 +187,11 @@ def _cmd_campaign(args):
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
-    _open_database(args.db).close()
+    from sim.campaign.store import NotACampaignDatabase, check_database
+    try:
+        check_database(args.db)
+    except NotACampaignDatabase as error:
+        raise UsageError(f"--db: {error}") from None
     options = CampaignOptions(config=config, workload=Workload(args.m, args.k, args.n, args.seed),
                               seed=args.seed, injections=args.injections, classes=args.sites,
                               exhaustive_cycle=args.exhaustive_cycle,
@@ -186,21 +210,17 @@ def _cmd_campaign(args):
 
 def _cmd_report(args):
     from sim.campaign.engine import format_summary, summarize
-    database = _open_database(args.db)
+    database = _open_database(args.db, create=False)
     try:
-        ids = database.campaign_ids()
-        if args.campaign is not None:
-            if args.campaign not in ids:
-                raise UsageError(f"--campaign must be one of {ids} in {args.db}, "
-                                 f"not {args.campaign}")
-            ids = [args.campaign]
-        if not ids:
-            raise UsageError(f"--db {args.db!r} holds no campaign")
+        ids = _chosen_campaigns(database, args, one=False)
         summaries = [summarize(database, campaign_id) for campaign_id in ids]
         if args.csv:
             for campaign_id in ids:
                 path = args.csv if len(ids) == 1 else f"{args.csv}.{campaign_id}.csv"
-                count = database.export_csv(campaign_id, path)
+                try:
+                    count = database.export_csv(campaign_id, path)
+                except OSError as error:
+                    raise UsageError(f"--csv {path!r}: cannot write: {error.strerror}") from None
                 print(f"wrote {count} experiments to {path}", file=sys.stderr)
     finally:
         database.close()
@@ -209,6 +229,65 @@ def _cmd_report(args):
     else:
         print("\n\n".join(format_summary(summary) for summary in summaries))
     return 0
+
+
+def _record_json(record):
+    """What an experiment did, for ``replay --json``."""
+    return {"outcome": record.outcome, "wrong_elements": record.wrong_elements,
+            "max_abs_error": record.max_abs_error, "done_cycles": record.done_cycles,
+            "latent": record.latent,
+            "faulty_tile": None if record.faulty_tile is None else record.faulty_tile.tolist()}
+
+
+def _cmd_replay(args):
+    from sim.campaign.replay import replay_experiment
+    from sim.cli.table import format_table
+    from sim.simulator import SimulationError
+    _check_waves_name(args.waves)
+    if args.waves is not None:
+        directory = Path(args.waves).parent
+        if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"--waves {args.waves!r}: cannot write: no writable directory "
+                             f"{str(directory)!r}")
+    database = _open_database(args.db, create=False)
+    try:
+        [campaign_id] = _chosen_campaigns(database, args, one=True)
+        try:
+            result = replay_experiment(database, campaign_id, args.experiment,
+                                       waves_file=args.waves)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    finally:
+        database.close()
+    if args.waves is not None and not Path(args.waves).is_file():
+        raise SimulationError(f"--waves {args.waves!r}: the simulator wrote no waveform")
+    stored, replayed = result.stored, result.replayed
+    if args.json:
+        print_json({"campaign_id": campaign_id, "experiment": args.experiment,
+                    "site": result.site.path, "class": result.site.fault_class,
+                    "bit": stored.bit, "tile": stored.tile, "cycle": stored.cycle,
+                    "stored": _record_json(stored), "replayed": _record_json(replayed),
+                    "agrees": result.agrees, "design_changed": result.design_changed,
+                    "waves": args.waves})
+        return 0 if result.agrees else 1
+    print(f"Campaign {campaign_id}, experiment {args.experiment}: bit {stored.bit} of "
+          f"{result.site.path} ({result.site.fault_class}) flipped in tile {stored.tile}, "
+          f"cycle {stored.cycle} after START")
+    print(format_table(
+        ["", "outcome", "wrong elements", "max error", "DONE cycles", "latent"],
+        [[name, record.outcome, "-" if record.wrong_elements is None else record.wrong_elements,
+          "-" if record.max_abs_error is None else record.max_abs_error,
+          "-" if record.done_cycles is None else record.done_cycles,
+          "yes" if record.latent else "no"]
+         for name, record in (("stored", stored), ("replayed", replayed))]))
+    if result.design_changed:
+        print("The design's Verilog has changed since the campaign ran.")
+    print("The RTL did what the campaign stored." if result.agrees else
+          "The RTL did not do what the campaign stored.")
+    if args.waves is not None:
+        print(f"waveform: {args.waves} (reset, the tile's golden run, then the experiment: "
+              "the last toggle of run)")
+    return 0 if result.agrees else 1
 
 
 def _cmd_area(args):
@@ -336,6 +415,16 @@ def _parser():
     report.add_argument("--json", action="store_true", help="print one JSON object")
     report.set_defaults(handler=_cmd_report)
 
+    replay = commands.add_parser("replay", help="run a stored experiment again on the RTL")
+    replay.add_argument("--db", required=True)
+    replay.add_argument("--campaign", type=int_range(1, 2**62),
+                        help="campaign id (needed when the database holds several)")
+    replay.add_argument("--experiment", type=int_range(0, 10**9), required=True,
+                        help="experiment number, as in report --csv")
+    replay.add_argument("--waves", metavar="FILE", help="write a waveform (.vcd or .fst)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.set_defaults(handler=_cmd_replay)
+
     sim = commands.add_parser("sim", help="the main job: co-verification and a campaign")
     _add_design_options(sim)
     sim.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
@@ -353,6 +442,7 @@ def _parser():
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="softerror: %(message)s", stream=sys.stderr)
     from sim.build import BuildError
+    from sim.campaign.store import DatabaseError
     from sim.simulator import SimulationError
     try:
         args = _parser().parse_args(argv)
@@ -360,7 +450,7 @@ def main(argv=None):
     except UsageError as error:
         print(f"softerror: error: {error}", file=sys.stderr)
         return 2
-    except (BuildError, SimulationError) as error:
+    except (BuildError, SimulationError, DatabaseError) as error:
         print(f"softerror: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
