@@ -57,11 +57,11 @@ def test_the_model_predicts_every_sampled_upset_of_the_rtl(config, bounds):
         expected = torch.tensor(clean[tile_index].expected)[:rows, :cols]
         outcome = classify(hang=False, output_wrong=not torch.equal(output, expected),
                            alarm=view.alarm, corrected=view.abft_corrected)
-        outcomes.add(record["outcome"])
-        tile_agrees = (record["faulty_tile"] is None
-                       or np.array_equal(record["faulty_tile"], output.numpy()))
-        if outcome != record["outcome"] or not tile_agrees:
-            mismatches.append((number, path, bit, tile_index, cycle, record["outcome"], outcome))
+        outcomes.add(record.outcome)
+        tile_agrees = (record.faulty_tile is None
+                       or np.array_equal(record.faulty_tile, output.numpy()))
+        if outcome != record.outcome or not tile_agrees:
+            mismatches.append((number, path, bit, tile_index, cycle, record.outcome, outcome))
     assert mismatches == []
     # The sample exercised more than the trivial outcome, and every modeled class.
     assert len(outcomes) >= 3

@@ -17,6 +17,7 @@ database can run meanwhile.
 """
 
 import csv
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -32,6 +33,7 @@ import numpy as np
 
 from hw.netlist.fault_sites import FAULT_CLASSES
 from sim.campaign.outcomes import OUTCOMES
+from sim.cosim.record import ModelRecord
 
 __all__ = ["CampaignDatabase", "DatabaseError", "NotACampaignDatabase", "CampaignRunning",
            "StoredCampaign", "StoredSite", "ExperimentRecord", "RunRecord", "check_database",
@@ -75,6 +77,28 @@ _SCHEMA = (
     faulty_tile BLOB,
     PRIMARY KEY (campaign_id, experiment)
 )""",
+    """CREATE TABLE IF NOT EXISTS model_experiments (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    experiment INTEGER NOT NULL,
+    image INTEGER NOT NULL,
+    module TEXT NOT NULL,
+    gemm_site TEXT NOT NULL,
+    pass_index INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    fault_class TEXT NOT NULL,
+    bit INTEGER NOT NULL,
+    cycle INTEGER NOT NULL,
+    tile_equal INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    clean_top1 INTEGER NOT NULL,
+    top1 INTEGER NOT NULL,
+    margin_change REAL NOT NULL,
+    predicted TEXT NOT NULL,
+    operation_level_sdc INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, experiment)
+)""",
     """CREATE TABLE IF NOT EXISTS runs (
     campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
     started REAL NOT NULL,
@@ -83,7 +107,8 @@ _SCHEMA = (
     workers TEXT NOT NULL
 )""",
 )
-_TABLES = {"campaigns", "sites", "experiments", "runs"}
+#: The tables of a database written before the header said what it is.
+_LEGACY_TABLES = {"campaigns", "sites", "experiments", "runs"}
 _SQLITE_MAGIC = b"SQLite format 3\0"
 
 
@@ -171,7 +196,7 @@ def _is_new(path, application_id, user_version, tables):
                 f"{str(path)!r} was written by a newer softerror (schema {user_version}; this "
                 f"one reads schema {SCHEMA_VERSION} and older)")
         return False
-    if application_id == 0 and user_version == 0 and tables in (set(), _TABLES):
+    if application_id == 0 and user_version == 0 and tables in (set(), _LEGACY_TABLES):
         return not tables    # empty, or written before the header said what it is
     listed = ", ".join(sorted(tables)) or "none"
     raise NotACampaignDatabase(
@@ -372,6 +397,31 @@ class CampaignDatabase:
         rows = self._db.execute("SELECT experiment FROM experiments WHERE campaign_id = ?",
                                 (campaign_id,))
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    @_guarded
+    def done_model_experiments(self, campaign_id):
+        rows = self._db.execute("SELECT experiment FROM model_experiments WHERE campaign_id = ?",
+                                (campaign_id,))
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    @_guarded
+    def insert_model_results(self, campaign_id, records):
+        """Store one batch of :class:`sim.cosim.record.ModelRecord`."""
+        names = [f.name for f in dataclasses.fields(ModelRecord)]
+        rows = [(campaign_id, *(getattr(r, name) for name in names)) for r in records]
+        with self._db:
+            self._db.executemany(f"INSERT INTO model_experiments VALUES "
+                                 f"({', '.join('?' * (len(names) + 1))})", rows)
+
+    @_guarded
+    def model_records(self, campaign_id):
+        """Every stored :class:`ModelRecord` of the campaign, by experiment number."""
+        fields = dataclasses.fields(ModelRecord)
+        rows = self._db.execute(
+            f"SELECT {', '.join(f.name for f in fields)} FROM model_experiments "
+            "WHERE campaign_id = ? ORDER BY experiment", (campaign_id,))
+        return [ModelRecord(*(bool(value) if f.type in (bool, "bool") else value
+                              for f, value in zip(fields, row))) for row in rows]
 
     @_guarded
     def experiment(self, campaign_id, number, tile_shapes):

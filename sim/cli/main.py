@@ -435,7 +435,7 @@ def _parser():
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)
 
-    add_vit_commands(commands, _Parser)
+    add_vit_commands(commands, _Parser, _add_design_options)
     return parser
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sim.cli.model_campaign import add_campaign_command
 from sim.cli.usage import UsageError, int_range, print_json
 
 __all__ = ["add_commands"]
@@ -212,8 +213,9 @@ def _cmd_protect(args):
     return 0
 
 
-def add_commands(commands, parser_class):
-    """Add ``train`` and ``vit`` to the ``softerror`` subcommands."""
+def add_commands(commands, parser_class, design_options):
+    """Add ``train`` and ``vit`` to the ``softerror`` subcommands (``design_options`` adds
+    the accelerator's options to a parser, for ``vit campaign``)."""
     from sw.inject.operation import TARGETS
     from sw.models.datasets import DATASETS
     from sw.models.training import MODELS
@@ -270,3 +272,5 @@ def add_commands(commands, parser_class):
     protect.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     protect.add_argument("--out", metavar="DIR", help="write the plot and protection.json")
     protect.set_defaults(handler=_cmd_protect)
+
+    add_campaign_command(actions, design_options, _choice_list)

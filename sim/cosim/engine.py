@@ -22,17 +22,14 @@ import torch
 from hw.accelerator import GemmAccelerator
 from hw.config import AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES, enumerate_fault_sites
+from sim.cosim.record import ModelRecord, StruckTile, Upset
 from sim.cosim.splice import SpliceDatapath, TileSplice
 from sim.cosim.workload import record_gemms, tile_passes
 from sw.twin.gemm import tile_product, to_signed, wrap_int32
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
-__all__ = ["MODEL_OUTCOMES", "ModelCampaignOptions", "StruckTile", "ModelRecord",
-           "ModelCampaign", "classify_model"]
+__all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model"]
 
-#: Outcomes at the model level, in reporting order.
-MODEL_OUTCOMES = ("masked", "tolerated", "sdc", "corrected", "recomputed", "false_alarm",
-                  "hang")
 ENGINES = ("rtl", "twin")
 
 
@@ -55,59 +52,6 @@ class ModelCampaignOptions:
         if self.engine not in ENGINES:
             raise TypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
                             f"not {self.engine!r}")
-
-
-@dataclass(frozen=True)
-class Upset:
-    """One drawn experiment."""
-    experiment: int
-    image: int
-    """Index into the data set's test images."""
-    pass_index: int
-    site: str
-    fault_class: str
-    bit: int
-    cycle: int
-
-
-@dataclass(frozen=True)
-class StruckTile:
-    """What the host read from the struck pass (valid rows x cols) and the STATUS it saw."""
-    output: torch.Tensor | None
-    """``None`` after a hang."""
-    abft_error: bool = False
-    abft_corrected: bool = False
-    range_flag: bool = False
-    hang: bool = False
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """One experiment, judged at the model."""
-    experiment: int
-    image: int
-    module: str
-    gemm_site: str
-    pass_index: int
-    site: str
-    fault_class: str
-    bit: int
-    cycle: int
-    tile_equal: bool
-    action: str
-    """What the host did: ``keep``, ``recompute``."""
-    outcome: str
-    label: int
-    clean_top1: int
-    top1: int
-    margin_change: float
-    """Change of the correct class's logit margin (its logit minus the best other one)."""
-    predicted: str
-    """The RTL-derived model against the struck tile: ``equal``, ``mismatch`` or
-    ``not_modeled`` (the twin engine records ``equal``: it is its own prediction)."""
-    operation_level_sdc: bool
-    """Whether the paper's operation-level model (one bit of one int32 output element of
-    the same GEMM, unprotected) changed the top-1 class."""
 
 
 def classify_model(struck, clean, top1_changed):
@@ -178,9 +122,26 @@ class ModelCampaign:
                 raise TypeError(f"modules must be among {', '.join(modules)}, not {module!r}")
         campaign.passes = [p for p in tile_passes(gemms, options.config)
                            if options.modules is None or gemms[p.gemm].module in options.modules]
+        if not campaign.passes:
+            raise ValueError("no GEMM of the model is among the chosen modules")
         campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes])
         campaign._cumulative_bits = np.cumsum([site.width for site in sites])
         return campaign
+
+    @property
+    def total_cycles(self):
+        """Cycles the accelerator spends on the chosen passes of one inference."""
+        return int(self._cumulative_cycles[-1])
+
+    @property
+    def total_bits(self):
+        return int(self._cumulative_bits[-1])
+
+    def run(self, experiments):
+        """:class:`ModelRecord` s of ``experiments`` (indices) with the campaign's engine."""
+        if self.options.engine == "twin":
+            return self.run_twin(experiments)
+        return self.run_rtl(experiments)
 
     def gemms(self, image):
         if image not in self._gemms:

@@ -1,0 +1,174 @@
+"""``softerror vit campaign``: upsets in the accelerator running the real ViT or CNN.
+
+Options are checked before any work: the model, data set, modules and site classes by the
+campaign's preparation (a bad value is one line naming the option, exit status 2), the
+database before it is opened for writing.
+"""
+
+import json
+from pathlib import Path
+
+from sim.cli.table import format_table
+from sim.cli.usage import UsageError, int_range, print_json
+from sim.cosim.record import MODEL_OUTCOMES
+
+__all__ = ["add_campaign_command", "format_model_summary"]
+
+
+def _images(text):
+    if text == "all":
+        return None
+    return int_range(1, 10**6)(text)
+
+
+def add_campaign_command(actions, design_options, choice_list):
+    """Add ``vit campaign`` to the ``vit`` subcommands."""
+    from hw.netlist.fault_sites import FAULT_CLASSES
+    from sw.models.datasets import DATASETS
+    from sw.models.training import MODELS
+    campaign = actions.add_parser(
+        "campaign", help="upsets in the RTL (or its twin) running the model's tiles")
+    campaign.add_argument("--model", required=True, choices=MODELS)
+    campaign.add_argument("--dataset", choices=DATASETS, default="digits")
+    design_options(campaign)
+    campaign.add_argument("--engine", choices=("rtl", "twin"), default="rtl",
+                          help="rtl: Verilator; twin: the RTL-derived fault model (faster)")
+    campaign.add_argument("--injections", type=int_range(1, 10**8), default=1000)
+    campaign.add_argument("--images", type=_images, default=32,
+                          help="test images (a seeded choice), or all (default 32)")
+    campaign.add_argument("--modules", type=lambda text: [m.strip() for m in text.split(",")
+                                                          if m.strip()],
+                          help="GEMM modules to strike, e.g. qkv,fc2 (default: all)")
+    campaign.add_argument("--sites", type=choice_list("site class", FAULT_CLASSES),
+                          help="site classes (default: all; twin: operand,accumulator,output)")
+    campaign.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    campaign.add_argument("--db", required=True, help="SQLite database (resumable)")
+    progress = campaign.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true", default=None,
+                          help="progress bar (default: when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    campaign.add_argument("--json", action="store_true", help="print one JSON object")
+    campaign.add_argument("--out", metavar="DIR", help="write report.md, the PE heatmap PNG "
+                                                       "and campaign.json")
+    campaign.set_defaults(handler=_cmd_campaign)
+
+
+def _cmd_campaign(args):
+    import sys
+
+    from hw.config import AcceleratorConfig
+    from sim.campaign.store import DatabaseError, check_database
+    from sim.cosim.campaign import run_model_campaign
+    from sim.cosim.engine import ModelCampaignOptions
+    if args.range_check:
+        raise UsageError("--range-check: model campaigns run without the range checker "
+                         "(per-module bounds are not profiled yet)")
+    out = _check_out(args.out)
+    try:
+        check_database(args.db)
+    except DatabaseError as error:
+        raise UsageError(f"--db: {error}") from None
+    config = AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
+                               abft=args.abft)
+    options = ModelCampaignOptions(
+        config, model=args.model, dataset=args.dataset, images=args.images, seed=args.seed,
+        modules=tuple(args.modules) if args.modules else None,
+        classes=tuple(args.sites) if args.sites else None, engine=args.engine)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        summary = run_model_campaign(options, args.injections, args.db, progress=progress)
+    except (TypeError, ValueError) as error:
+        raise UsageError(_option_message(error)) from None
+    if out is not None:
+        write_report(summary, out)
+    if args.json:
+        print_json(summary)
+    else:
+        print(format_model_summary(summary))
+    return 0
+
+
+def _option_message(error):
+    text = str(error)
+    for name, option in (("images", "--images"), ("modules", "--modules"),
+                         ("sites", "--sites"), ("the twin engine", "--sites")):
+        if text.startswith(name):
+            return f"{option}: {text}"
+    return text
+
+
+def _check_out(path):
+    if path is None:
+        return None
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".softerror-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--out {path!r}: cannot write: {error.strerror}") from None
+    return out
+
+
+def _interval(rate):
+    return f"{100 * rate['rate']:.2f}% [{100 * rate['low']:.2f}, {100 * rate['high']:.2f}]"
+
+
+def format_model_summary(summary):
+    """The module x outcome table, the cross-check against the operation-level model."""
+    description = summary["description"]
+    design = description["config"]
+    lines = [f"{description['model']} on {description['dataset']}, "
+             f"{design['rows']}x{design['cols']} array, abft {design['abft']}, engine "
+             f"{description['engine']}: {summary['injections']} upsets over "
+             f"{description['passes']} tile passes ({description['inference_cycles']} cycles "
+             f"per inference, {description['bits']} bits)"]
+    header = ["module", *MODEL_OUTCOMES, "model SDC rate [95%]"]
+    rows = []
+    for module, counts in summary["per_module"].items():
+        check = summary["operation_level_cross_check"][module]
+        rows.append([module, *(counts[o] for o in MODEL_OUTCOMES),
+                     _interval(check["model_sdc"])])
+    rows.append(["all", *(summary["outcomes"][o] for o in MODEL_OUTCOMES),
+                 _interval(summary["model_sdc_rate"])])
+    lines += ["", format_table(header, rows), ""]
+    header = ["module", "hardware SDC [95%]", "operation-level SDC [95%]", "agree"]
+    lines.append(format_table(header, [
+        [module, _interval(check["model_sdc"]), _interval(check["operation_level_sdc"]),
+         "yes" if check["agree"] else "no"]
+        for module, check in summary["operation_level_cross_check"].items()]))
+    prediction = summary["prediction"]
+    lines += ["", f"RTL-derived model: {prediction['equal']} equal, {prediction['mismatch']} "
+                  f"mismatches, {prediction['not_modeled']} not modeled; "
+                  f"{summary['recomputations']} recomputations; clean accuracy "
+                  f"{100 * summary['clean_accuracy']:.1f}%"]
+    if summary["injections_per_second"]:
+        lines.append(f"last run: {summary['injections_per_second']:.0f} upsets/s")
+    return "\n".join(lines)
+
+
+def write_report(summary, out):
+    """``campaign.json``, ``pe_sdc.png`` (model SDC rate per PE) and ``report.md``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    (out / "campaign.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    design = summary["description"]["config"]
+    rate = np.full((design["rows"], design["cols"]), np.nan)
+    for position, counts in summary["per_pe"].items():
+        i, j = map(int, position.split(","))
+        total = sum(counts.values())
+        rate[i, j] = (counts["sdc"] + counts["tolerated"]) / total if total else np.nan
+    figure, axes = plt.subplots(figsize=(5, 4))
+    image = axes.imshow(rate, cmap="viridis")
+    axes.set_xlabel("PE column")
+    axes.set_ylabel("PE row")
+    axes.set_title("wrong tile kept (tolerated + SDC), per PE")
+    figure.colorbar(image)
+    figure.savefig(out / "pe_sdc.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    (out / "report.md").write_text(
+        "# Model-level campaign\n\n```\n" + format_model_summary(summary) + "\n```\n\n"
+        "![tolerated + SDC per PE](pe_sdc.png)\n")

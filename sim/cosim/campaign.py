@@ -1,0 +1,132 @@
+"""Running a model-level campaign into the campaign database, resumably, and summarising it.
+
+The campaign's identity is everything that decides its experiments (the design, model,
+data set, images, seed, modules, site classes and engine), not the number of injections:
+re-running resumes it, a larger ``injections`` extends it. Results are committed one chunk
+per transaction; a killed run loses at most the chunk in flight.
+"""
+
+import dataclasses
+import time
+from collections import Counter, defaultdict
+
+import torch
+
+from sim.campaign.statistics import wilson_interval
+from sim.campaign.store import CampaignDatabase, RunRecord
+from sim.cosim.engine import ModelCampaign
+from sim.cosim.record import MODEL_OUTCOMES
+
+__all__ = ["run_model_campaign", "summarize_model_campaign", "CHUNK"]
+
+#: Experiments per chunk: drawn, struck, carried through the model and committed together.
+CHUNK = 512
+
+
+def identity_of(options):
+    """What decides a model campaign's experiments."""
+    fields = dataclasses.asdict(options)
+    fields["config"] = dataclasses.asdict(options.config)
+    return {"kind": "model", **fields}
+
+
+def run_model_campaign(options, injections, db_path, *, progress=False, threads=1):
+    """Run experiments ``0 .. injections - 1`` not yet stored; return the summary."""
+    campaign = ModelCampaign.prepare(options)     # every option checked before the database
+    identity = identity_of(options)
+    description = {**identity, "passes": len(campaign.passes),
+                   "inference_cycles": int(campaign.total_cycles),
+                   "bits": int(campaign.total_bits), "images_used": campaign.chosen.tolist()}
+    database = CampaignDatabase(db_path)
+    try:
+        campaign_id = database.campaign(identity, description, campaign.sites, injections)
+        done = set(database.done_model_experiments(campaign_id).tolist())
+        todo = [number for number in range(injections) if number not in done]
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), unit="upset", desc="model campaign")
+        started, begin = time.time(), time.perf_counter()
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                database.insert_model_results(campaign_id, campaign.run(chunk))
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            torch.set_num_threads(previous_threads)
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - begin
+            database.record_run(campaign_id, RunRecord(started, seconds, len(todo),
+                                                       options.engine))
+        return summarize_model_campaign(database, campaign_id)
+    finally:
+        database.close()
+
+
+def _rate(count, total):
+    low, high = wilson_interval(count, total)
+    return {"count": count, "rate": count / total if total else 0.0, "low": low, "high": high}
+
+
+def summarize_model_campaign(database, campaign_id):
+    """The campaign's numbers, as ``softerror vit campaign --json`` prints them."""
+    stored = database.stored_campaign(campaign_id)
+    records = database.model_records(campaign_id)
+    run = database.last_run(campaign_id)
+    total = len(records)
+    outcomes = Counter(record.outcome for record in records)
+    per_module, per_class, per_pe = (defaultdict(Counter) for _ in range(3))
+    operation_sdc = Counter()
+    for record in records:
+        per_module[record.module][record.outcome] += 1
+        per_class[record.fault_class][record.outcome] += 1
+        operation_sdc[record.module] += record.operation_level_sdc
+        position = pe_position(record.site)
+        if position is not None:
+            per_pe[position][record.outcome] += 1
+    clean = {record.image: record.clean_top1 == record.label for record in records}
+    cross_check = {}
+    for module, counts in sorted(per_module.items()):
+        trials = sum(counts.values())
+        rtl = _rate(counts["sdc"], trials)
+        operation = _rate(operation_sdc[module], trials)
+        cross_check[module] = {"experiments": trials, "model_sdc": rtl,
+                               "operation_level_sdc": operation,
+                               "agree": rtl["low"] <= operation["high"]
+                               and operation["low"] <= rtl["high"]}
+    predicted = Counter(record.predicted for record in records)
+    return {
+        "campaign": campaign_id,
+        "description": stored.description,
+        "injections": total,
+        "outcomes": {outcome: outcomes[outcome] for outcome in MODEL_OUTCOMES},
+        "per_module": {module: {o: counts[o] for o in MODEL_OUTCOMES}
+                       for module, counts in sorted(per_module.items())},
+        "per_class": {c: {o: counts[o] for o in MODEL_OUTCOMES}
+                      for c, counts in sorted(per_class.items())},
+        "per_pe": {f"{i},{j}": {o: counts[o] for o in MODEL_OUTCOMES}
+                   for (i, j), counts in sorted(per_pe.items())},
+        "clean_accuracy": sum(clean.values()) / len(clean) if clean else None,
+        "model_sdc_rate": _rate(outcomes["sdc"], total),
+        "recomputations": sum(record.action == "recompute" for record in records),
+        "operation_level_cross_check": cross_check,
+        "prediction": {"equal": predicted["equal"], "not_modeled": predicted["not_modeled"],
+                       "mismatch": predicted["mismatch"]},
+        "prediction_mismatches": [record.experiment for record in records
+                                  if record.predicted == "mismatch"],
+        "injections_per_second": (run.experiments / run.seconds
+                                  if run and run.seconds > 0 else None),
+    }
+
+
+def pe_position(site):
+    """(row, col) of a PE's register (``array.pe_3_5.accumulator``), else ``None``."""
+    parts = site.split(".")
+    if len(parts) == 3 and parts[0] == "array" and parts[1].startswith("pe_"):
+        row, col = parts[1][3:].split("_")
+        return int(row), int(col)
+    return None
