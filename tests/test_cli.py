@@ -1,15 +1,18 @@
 """The ``softerror`` command line: happy paths, JSON output, and one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 
-def softerror(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sim.cli.main", *args], capture_output=True,
-                          text=True, cwd=cwd)
+def softerror(*args, cwd=None, env=None, prefix=()):
+    """Run the CLI (after the command ``prefix``, with ``env`` added to the environment)."""
+    return subprocess.run([*prefix, sys.executable, "-m", "sim.cli.main", *args],
+                          capture_output=True, text=True, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.mark.parametrize("args, message", [
