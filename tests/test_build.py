@@ -1,5 +1,6 @@
 """The build cache: one build per configuration, reused, keyed by parameters."""
 
+import json
 import shutil
 
 import pytest
@@ -145,6 +146,18 @@ def test_a_read_only_cache_serves_its_whole_builds(tmp_path):
                "set SOFTERROR_BUILD_DIR to a writable directory")
         assert "Traceback" not in result.stderr
     assert sorted(path.name for path in cache.iterdir()) == [build.directory.name]
+
+
+def test_area_answers_from_a_read_only_cache_without_keeping_the_report(tmp_path):
+    cache = tmp_path / "builds"
+    cache.mkdir()
+    with read_only(cache) as (prefix, reason):
+        result = softerror("area", "--rows", "1", "--cols", "1", "--k-max", "4", "--json",
+                           env={"SOFTERROR_BUILD_DIR": str(cache)}, prefix=prefix)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["cells"] > 0
+    assert f"area report not cached: {cache / 'area'}: {reason}" in result.stderr
+    assert list(cache.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [
