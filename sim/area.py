@@ -8,6 +8,8 @@ the generator's output does).
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 
 from hw.accelerator import GemmAccelerator
 from hw.config import AcceleratorConfig
@@ -16,6 +18,8 @@ from hw.netlist.generate import generate_rtlil
 from sim.build import cache_root
 
 __all__ = ["area_report", "area_overhead"]
+
+logger = logging.getLogger("softerror.area")
 
 
 def area_report(config: AcceleratorConfig):
@@ -26,8 +30,13 @@ def area_report(config: AcceleratorConfig):
     if path.exists():
         return json.loads(path.read_text())
     report = dataclasses.asdict(synthesize(rtlil))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report))
+    try:   # a read-only cache still answers, it just does not keep the report
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".partial-{os.getpid()}")
+        staging.write_text(json.dumps(report))
+        staging.replace(path)
+    except OSError as error:
+        logger.info("area report not cached: %s: %s", path.parent, error.strerror)
     return report
 
 

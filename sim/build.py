@@ -5,7 +5,10 @@ build step's source, the tool versions and the flags, so a test suite builds eac
 configuration once, a second ``make sim`` does not rebuild, and a changed generator never
 reuses a stale model. Concurrent builders of the same key (campaign workers, pytest
 processes) wait on a file lock; a build is assembled in a temporary directory and renamed
-into place only when it is complete.
+into place only when it is complete, its ready marker (``BUILD_OK``, listing the size of
+every file of the build) written last. A build is used only if every file it lists is
+there at its size, and built again otherwise; a whole build is used without the lock, so a
+read-only cache serves the builds it holds.
 
 What a build contains:
 
@@ -41,7 +44,7 @@ from sim import toolchain
 from sim.harness import CLOCK_PERIOD_NS, HARNESS_NAME, ExperimentHarness
 
 __all__ = ["Build", "BuildError", "build_design", "cache_root",
-           "TRACE_FLAGS"]
+           "BUILD_FILES", "TRACE_FLAGS"]
 
 logger = logging.getLogger("softerror.build")
 
@@ -57,6 +60,8 @@ MAKE_OPTIMIZATION = "-O2"
 TRACE_FLAGS = {"fst": ["--trace-fst", "--trace-structs"], "vcd": ["--trace", "--trace-structs"]}
 _HARNESS_MAIN = Path(__file__).with_name("harness_main.cpp")
 _READY = "BUILD_OK"
+#: Files a finished build holds besides its ready marker: the sources and the model.
+BUILD_FILES = ("design.v", "harness.v", "sites.json", "public.vlt", HARNESS_NAME)
 #: The folder that holds the ``hw`` and ``sim`` packages.
 _PACKAGES_ROOT = Path(hw.__file__).parent.parent
 
@@ -89,10 +94,19 @@ class Build:
 
 
 def cache_root() -> Path:
-    """``$SOFTERROR_BUILD_DIR``, or ``~/.cache/softerror/builds``."""
+    """``$SOFTERROR_BUILD_DIR``, or ``~/.cache/softerror/builds``.
+
+    Raises
+    ------
+    BuildError
+        If ``$SOFTERROR_BUILD_DIR`` names something that is not a directory.
+    """
     configured = os.environ.get("SOFTERROR_BUILD_DIR")
     if configured:
-        return Path(configured).expanduser().resolve()
+        root = Path(configured).expanduser().resolve()
+        if root.exists() and not root.is_dir():
+            raise BuildError(f"SOFTERROR_BUILD_DIR {configured!r} is not a directory")
+        return root
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "softerror" / "builds"
 
@@ -189,34 +203,80 @@ def _compile(config, directory, waves):
          directory, log_path, env)
 
 
+def _file_sizes(directory):
+    """Size of each of :data:`BUILD_FILES` in ``directory`` (``OSError`` if one is missing)."""
+    return {name: (directory / name).stat().st_size for name in BUILD_FILES}
+
+
+def _whole_build(config, directory, waves):
+    """The build in ``directory`` if its ready marker is there and every file it lists has
+    the size it lists; ``None`` otherwise (never built, half deleted, or emptied)."""
+    try:
+        marker = json.loads((directory / _READY).read_text())
+        if marker["files"] != _file_sizes(directory):
+            return None
+        return Build(config=config, directory=directory, waves=waves,
+                     seconds=marker["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _assemble(config, root, name, waves):
+    """Build ``name`` in a staging directory, write its ready marker last, move it in place."""
+    for stale in root.glob(f"{name}.staging-*"):  # a failed or killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f"{name}.staging-{os.getpid()}"
+    staging.mkdir()
+    started = time.perf_counter()
+    _compile(config, staging, waves)
+    seconds = time.perf_counter() - started
+    try:
+        files = _file_sizes(staging)
+    except FileNotFoundError as error:
+        raise BuildError(f"the build of {config.label} made no {Path(error.filename).name}; "
+                         f"see {staging / 'build.log'}") from None
+    (staging / _READY).write_text(json.dumps({"seconds": seconds, "files": files}))
+    directory = root / name
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    logger.info("built %s in %.1f s", config.label, seconds)
+    return Build(config=config, directory=directory, waves=waves, seconds=seconds)
+
+
 def build_design(config: AcceleratorConfig, *, waves: str | None = None) -> Build:
-    """Return the compiled model of ``config``, building it unless the cache has it.
+    """Return the compiled model of ``config``, building it unless the cache has it whole.
 
     ``waves`` (``"fst"`` or ``"vcd"``) builds a model that can trace; tracing costs
     speed, so the default model cannot.
+
+    Raises
+    ------
+    BuildError
+        If Verilator or the compiler fails, or the cache lacks the build and cannot be
+        written.
     """
     if waves is not None and waves not in TRACE_FLAGS:
         raise ValueError(f"waves must be one of {sorted(TRACE_FLAGS)} or None, not {waves!r}")
+    name = f"{HARNESS_NAME}-{config.label}{'-' + waves if waves else ''}-{_build_key(config, waves)}"
+    build = _whole_build(config, cache_root() / name, waves)
+    if build is not None:   # a build appears whole (renamed into place): no lock needed
+        return build
     if waves == "fst":
         _check_fst_support()
     root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"{HARNESS_NAME}-{config.label}{'-' + waves if waves else ''}-{_build_key(config, waves)}"
-    directory = root / name
-    with open(root / f"{name}.lock", "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{name}.lock", "w")
+    except OSError as error:
+        raise BuildError(f"cannot build {config.label} in the build cache {root}: "
+                         f"{error.strerror}; set SOFTERROR_BUILD_DIR to a writable "
+                         "directory") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / _READY).exists():
+        build = _whole_build(config, root / name, waves)
+        if build is None:
+            if (root / name).exists():
+                logger.info("the cached build %s is incomplete; building it again", name)
             logger.info("building %s with Verilator (once per configuration)", config.label)
-            for stale in root.glob(f"{name}.staging-*"):  # a failed or killed build
-                shutil.rmtree(stale, ignore_errors=True)
-            staging = root / f"{name}.staging-{os.getpid()}"
-            staging.mkdir()
-            started = time.perf_counter()
-            _compile(config, staging, waves)
-            seconds = time.perf_counter() - started
-            (staging / _READY).write_text(json.dumps({"seconds": seconds}))
-            shutil.rmtree(directory, ignore_errors=True)
-            staging.rename(directory)
-            logger.info("built %s in %.1f s", config.label, seconds)
-    seconds = json.loads((directory / _READY).read_text())["seconds"]
-    return Build(config=config, directory=directory, waves=waves, seconds=seconds)
+            build = _assemble(config, root, name, waves)
+    return build

@@ -36,7 +36,8 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
     """Run ``test_module`` (a cocotb module name) on ``build`` and return its response.
 
     ``work_dir`` receives ``request.json``, ``response.json``, ``sim.log`` and cocotb's
-    ``results.xml``. ``waves_file`` needs a build made with ``waves=True``.
+    ``results.xml``; an error's message ends with the log's tail, so that it survives a
+    temporary ``work_dir``. ``waves_file`` needs a build made with ``waves=True``.
     """
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,8 @@ def run_testbench(build, test_module, request, work_dir, *, waves_file=None, tim
             subprocess.run(command, cwd=work_dir, env=env, stdout=log,
                            stderr=subprocess.STDOUT, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise SimulationError(f"Simulation exceeded {timeout} s; log {log_path}") from None
+            raise SimulationError(f"Simulation exceeded {timeout} s; log {log_path}:\n"
+                                  f"{_log_tail(log_path)}") from None
     if not response_path.exists():
         raise SimulationError(f"Simulation wrote no response; log {log_path}:\n"
                               f"{_log_tail(log_path)}")

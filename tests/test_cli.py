@@ -1,15 +1,20 @@
 """The ``softerror`` command line: happy paths, JSON output, and one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.read_only import read_only
 
-def softerror(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sim.cli.main", *args], capture_output=True,
-                          text=True, cwd=cwd)
+
+def softerror(*args, cwd=None, env=None, prefix=()):
+    """Run the CLI (after the command ``prefix``, with ``env`` added to the environment)."""
+    return subprocess.run([*prefix, sys.executable, "-m", "sim.cli.main", *args],
+                          capture_output=True, text=True, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -168,3 +173,67 @@ def test_area_reports_the_overhead_of_a_protection():
         100 * (report["cells"] - report["cells_base"]) / report["cells_base"])
     assert report["flip_flops"] > report["flip_flops_base"]
     assert report["extra_cycles_per_tile"] == 0
+
+
+TINY = ["--rows", "1", "--cols", "1", "--k-max", "4"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["verify", "gemm", *TINY, "--m", "1", "--k", "1", "--n", "1", "--waves",
+      "/nonexistent-dir/w.vcd"],
+     "--waves '/nonexistent-dir/w.vcd': cannot write: No such file or directory"),
+    (["verify", "gemm", *TINY, "--m", "1048576", "--k", "1", "--n", "1048576"],
+     "--m 1048576 --k 1 --n 1048576: a 1048576x1x1048576 GEMM needs about 32.0 TiB of memory "
+     "for its operands and results, more than the 8.0 GiB a GEMM may take"),
+])
+def test_outputs_and_sizes_are_checked_before_any_work(args, message):
+    result = softerror(*args)
+    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+
+
+def test_output_paths_that_are_folders_or_files_are_named(tmp_path):
+    folder = tmp_path / "w.vcd"
+    folder.mkdir()
+    result = softerror("verify", "gemm", *TINY, "--m", "1", "--k", "1", "--n", "1",
+                       "--waves", str(folder))
+    assert (result.returncode, result.stderr) == (
+        2, f"softerror: error: --waves '{folder}': cannot write: Is a directory\n")
+    result = softerror("generate", *TINY, "-o", str(tmp_path))
+    assert (result.returncode, result.stderr) == (
+        2, f"softerror: error: -o '{tmp_path}': cannot write: Is a directory\n")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("notes\n")
+    for out in (a_file, a_file / "runs"):
+        result = softerror("sim", *TINY, "--out", str(out))
+        assert (result.returncode, result.stderr) == (
+            2, f"softerror: error: --out '{out}': cannot write: Not a directory\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "w.vcd"]
+
+
+def test_read_only_outputs_are_refused_before_any_work(tmp_path):
+    with read_only(tmp_path) as (prefix, reason):
+        waves = tmp_path / "w.vcd"
+        result = softerror("verify", "gemm", *TINY, "--m", "1", "--k", "1", "--n", "1",
+                           "--waves", str(waves), prefix=prefix)
+        assert (result.returncode, result.stderr) == (
+            2, f"softerror: error: --waves '{waves}': cannot write: {reason}\n")
+        for out in (tmp_path, tmp_path / "runs"):
+            result = softerror("sim", *TINY, "--out", str(out), prefix=prefix)
+            assert (result.returncode, result.stderr) == (
+                2, f"softerror: error: --out '{out}': cannot write: {reason}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--range-lower", "3"], "--range-lower, --range-upper and --range-mode need --range-check"),
+    (["--range-check", "--range-lower", "3", "--range-upper", "2"],
+     "--range-lower (3) must not exceed --range-upper (2)"),
+])
+def test_sim_checks_every_option_before_it_builds_or_writes(tmp_path, args, message):
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / "verify.json").write_text("an earlier run\n")
+    result = softerror("sim", *TINY, "--out", str(out), *args)
+    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+    assert [path.name for path in out.iterdir()] == ["verify.json"]
+    assert (out / "verify.json").read_text() == "an earlier run\n"

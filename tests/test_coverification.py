@@ -5,12 +5,16 @@ run in one simulator process, and each GEMM's report is checked by its own test.
 """
 
 import random
+import re
+import tempfile
 
 import pytest
 import torch
 
 from hw.config import AcceleratorConfig
-from sim.verify import GemmJob, default_suite, verify_gemms
+from sim.simulator import SimulationError
+from sim.verify import (MAX_GEMM_MEMORY, GemmJob, check_gemm_memory, default_suite,
+                        gemm_memory, verify_gemms)
 from sw.twin.protection import RangeBounds
 
 
@@ -139,3 +143,49 @@ def test_a_wrong_twin_would_be_caught(tmp_path):
                             testbench="wrong_model_testbench")
     assert not report["bit_exact"]
     assert report["first_mismatch"] == {"tile": 0, "row": 0, "col": 0, "rtl": -9, "model": -8}
+
+
+@pytest.fixture
+def temporary_root(tmp_path, monkeypatch):
+    """Temporary directories go to ``tmp_path``, where a test can see what is left."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_the_temporary_directory_is_removed_after_a_run_and_an_error(temporary_root):
+    config = CONFIGURATIONS["1x1"][0]
+    [report] = verify_gemms(config, [GemmJob(1, 2, 1, seed=1)])
+    assert report["bit_exact"]
+    assert list(temporary_root.iterdir()) == []
+    with pytest.raises(SimulationError, match="^Simulation wrote no response; log "):
+        verify_gemms(config, [GemmJob(1, 2, 1, seed=1)], testbench="no_such_testbench")
+    assert list(temporary_root.iterdir()) == []
+
+
+def test_a_waveform_the_simulation_could_not_write_is_an_error(tmp_path):
+    config = CONFIGURATIONS["1x1"][0]
+    waves = tmp_path / "missing-folder" / "run.vcd"
+    with pytest.raises(SimulationError, match=f"^the simulation wrote no waveform to {waves}$"):
+        verify_gemms(config, [GemmJob(1, 2, 1, seed=1)], waves_file=waves,
+                     work_dir=tmp_path / "work")
+
+
+@pytest.mark.parametrize("job, error, message", [
+    (GemmJob(0, 1, 1), TypeError, "m must be a positive integer, not 0"),
+    (GemmJob(1, 5, 1), ValueError, "k must be at most the accelerator's k_max 4, not 5 "
+                                   "(tiles do not split K)"),
+    (GemmJob(1 << 20, 4, 1 << 20), ValueError,
+     "a 1048576x4x1048576 GEMM needs about 32.0 TiB of memory for its operands and results, "
+     "more than the 8.0 GiB a GEMM may take"),
+])
+def test_jobs_that_cannot_run_are_refused_before_any_work(job, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        verify_gemms(CONFIGURATIONS["1x1"][0], [job], work_dir="/nonexistent-dir/work")
+
+
+def test_the_memory_bound_is_the_stated_estimate():
+    assert gemm_memory(3, 5, 7) == 32 * (3 * 5 + 5 * 7 + 3 * 7)
+    assert MAX_GEMM_MEMORY == 8 << 30
+    check_gemm_memory(8192, 4096, 8192)          # 4 GiB: fits
+    with pytest.raises(ValueError, match="^a 16384x4096x16384 GEMM needs about 12.0 GiB "):
+        check_gemm_memory(16384, 4096, 16384)

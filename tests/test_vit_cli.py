@@ -1,11 +1,13 @@
 """The model-level commands, end to end: softerror train and softerror vit eval|analyze."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from sw.models.training import checkpoint_path
+from tests.read_only import read_only
 from tests.test_cli import softerror
 
 TIMING_KEYS = ("seconds", "inferences_per_second")
@@ -108,3 +110,50 @@ def test_bad_protection_is_named():
     assert (result.returncode, result.stderr) == (
         2, "softerror: error: argument --protect: 'tmr' is not a protection (choose from none, "
            "abft, range, abft+range, all)\n")
+
+
+def _garbage(path):
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _other_pickle(path):
+    torch.save({"weights": torch.zeros(3)}, path)
+
+
+def _a_vit(path):
+    shutil.copy(checkpoint_path("vit", "digits"), path)
+
+
+@pytest.mark.parametrize("write, problem", [
+    (_garbage, "is not one `softerror train` wrote"),
+    (_empty, "is not one `softerror train` wrote"),
+    (_other_pickle, "is not one `softerror train` wrote"),
+    (_a_vit, "holds model 'vit' on dataset 'digits', not 'cnn' on 'digits'"),
+])
+def test_corrupt_or_wrong_model_checkpoints_are_one_line(tmp_path, write, problem):
+    path = tmp_path / "cnn_digits.pt"
+    write(path)
+    for command in (["vit", "eval"], ["vit", "analyze", "--trials", "1", "--ber", "1e-6"]):
+        result = softerror(*command, "--model", "cnn", "--checkpoint-dir", str(tmp_path))
+        assert (result.returncode, result.stderr) == (
+            2, f"softerror: error: checkpoint {path} {problem}\n")
+
+
+def test_read_only_outputs_are_refused_before_any_work(tmp_path):
+    with read_only(tmp_path) as (prefix, reason):
+        result = softerror("train", "--model", "cnn", "--checkpoint-dir", str(tmp_path),
+                           prefix=prefix)
+        assert (result.returncode, result.stderr) == (
+            2, f"softerror: error: --checkpoint-dir '{tmp_path}': cannot write: {reason}\n")
+        # --out is refused before the (missing) checkpoint is even looked for.
+        out = tmp_path / "results"
+        for command in (["analyze"], ["protect"]):
+            result = softerror("vit", *command, "--model", "vit", "--checkpoint-dir",
+                               "/nonexistent", "--out", str(out), prefix=prefix)
+            assert (result.returncode, result.stderr) == (
+                2, f"softerror: error: --out '{out}': cannot write: {reason}\n")
+    assert list(tmp_path.iterdir()) == []

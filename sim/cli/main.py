@@ -8,11 +8,16 @@ reports numbers accepts ``--json`` and then prints exactly one JSON object on st
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-from sim.cli.usage import UsageError, int_range, print_json
+from sim.cli.usage import (
+    UsageError,
+    check_output_directory,
+    check_output_file,
+    int_range,
+    print_json,
+)
 from sim.cli.vit import add_commands as add_vit_commands
 
 __all__ = ["main"]
@@ -99,14 +104,19 @@ def _passed(report):
 def _cmd_generate(args):
     from hw.accelerator import GemmAccelerator
     from hw.netlist.generate import generate_verilog
-    verilog = generate_verilog(GemmAccelerator(_design(args)))
-    try:
-        Path(args.output).write_text(verilog)
-    except OSError as error:
-        raise UsageError(f"-o {args.output!r}: cannot write: {error.strerror}") from None
+    output = check_output_file("-o", args.output)
+    output.write_text(generate_verilog(GemmAccelerator(_design(args))))
     print(f"wrote {args.output} ({args.rows}x{args.cols} array, k_max {args.k_max})",
           file=sys.stderr)
     return 0
+
+
+def _check_gemm_memory(args):
+    from sim.verify import check_gemm_memory
+    try:
+        check_gemm_memory(args.m, args.k, args.n)
+    except ValueError as error:
+        raise UsageError(f"--m {args.m} --k {args.k} --n {args.n}: {error}") from None
 
 
 def _cmd_verify_gemm(args):
@@ -114,7 +124,10 @@ def _cmd_verify_gemm(args):
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    _check_gemm_memory(args)
     _check_waves_name(args.waves)
+    if args.waves is not None:
+        check_output_file("--waves", args.waves)
     job = GemmJob(m=args.m, k=args.k, n=args.n, seed=args.seed,
                   range_bounds=_range_bounds(args))
     [report] = verify_gemms(config, [job], waves_file=args.waves)
@@ -245,10 +258,7 @@ def _cmd_replay(args):
     from sim.simulator import SimulationError
     _check_waves_name(args.waves)
     if args.waves is not None:
-        directory = Path(args.waves).parent
-        if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-            raise UsageError(f"--waves {args.waves!r}: cannot write: no writable directory "
-                             f"{str(directory)!r}")
+        check_output_file("--waves", args.waves)
     database = _open_database(args.db, create=False)
     try:
         [campaign_id] = _chosen_campaigns(database, args, one=True)
@@ -324,7 +334,10 @@ def _cmd_sim(args):
     from sim.campaign.workload import Workload
     from sim.verify import default_suite, verify_gemms
     config = _design(args)
-    out = Path(args.out)
+    workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
+    campaign = CampaignOptions(config, workload, seed=args.seed, injections=args.injections,
+                               range_bounds=_range_bounds(args))
+    out = check_output_directory("--out", args.out)
     out.mkdir(parents=True, exist_ok=True)
     reports = verify_gemms(config, default_suite(config, seed=args.seed),
                            work_dir=out / "verify")
@@ -332,11 +345,7 @@ def _cmd_sim(args):
     passed = all(_passed(r) for r in reports)
     summary = None
     if passed and args.injections:
-        workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
-        summary = run_campaign(CampaignOptions(config, workload, seed=args.seed,
-                                               injections=args.injections,
-                                               range_bounds=_range_bounds(args)),
-                               out / "campaign.db")
+        summary = run_campaign(campaign, out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})

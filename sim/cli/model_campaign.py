@@ -6,10 +6,9 @@ database before it is opened for writing.
 """
 
 import json
-from pathlib import Path
 
 from sim.cli.table import format_table
-from sim.cli.usage import UsageError, int_range, print_json
+from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
 from sim.cosim.record import MODEL_OUTCOMES
 
 __all__ = ["add_campaign_command", "format_model_summary"]
@@ -63,7 +62,7 @@ def _cmd_campaign(args):
     if args.range_check:
         raise UsageError("--range-check: model campaigns run without the range checker "
                          "(per-module bounds are not profiled yet)")
-    out = _check_out(args.out)
+    out = None if args.out is None else check_output_directory("--out", args.out)
     try:
         check_database(args.db)
     except DatabaseError as error:
@@ -80,6 +79,7 @@ def _cmd_campaign(args):
     except (TypeError, ValueError) as error:
         raise UsageError(_option_message(error)) from None
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
         write_report(summary, out)
     if args.json:
         print_json(summary)
@@ -95,20 +95,6 @@ def _option_message(error):
         if text.startswith(name):
             return f"{option}: {text}"
     return text
-
-
-def _check_out(path):
-    if path is None:
-        return None
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".softerror-write-check"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"--out {path!r}: cannot write: {error.strerror}") from None
-    return out
 
 
 def _interval(rate):

@@ -1,9 +1,15 @@
-"""What every ``softerror`` subcommand shares: its usage error, integer options, JSON output."""
+"""What every ``softerror`` subcommand shares: its usage error, integer options, output
+paths checked before any work, JSON output."""
 
 import argparse
+import errno
 import json
+import os
+import tempfile
+from pathlib import Path
 
-__all__ = ["UsageError", "int_range", "print_json"]
+__all__ = ["UsageError", "int_range", "check_output_file", "check_output_directory",
+           "print_json"]
 
 
 class UsageError(Exception):
@@ -22,6 +28,45 @@ def int_range(low, high):
                                              f"not {value}")
         return value
     return parse
+
+
+def _cannot_write(option, path, reason):
+    return UsageError(f"{option} {str(path)!r}: cannot write: {reason}")
+
+
+def _check_takes_files(option, path, folder):
+    """Raise a ``UsageError`` naming ``option`` and ``path`` unless a file can be created in
+    ``folder`` (it exists, is a folder, and is writable: a nameless file is made there and
+    dropped)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise _cannot_write(option, path, error.strerror) from None
+
+
+def check_output_file(option, path):
+    """``path`` as a ``Path`` if the file ``option`` names can be written (its folder exists
+    and takes files); else a ``UsageError``."""
+    path = Path(path)
+    if path.is_dir():
+        raise _cannot_write(option, path, os.strerror(errno.EISDIR))
+    _check_takes_files(option, path, path.absolute().parent)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise _cannot_write(option, path, os.strerror(errno.EACCES))
+    return path
+
+
+def check_output_directory(option, path):
+    """``path`` as a ``Path`` if the folder ``option`` names takes files or can be created
+    (its nearest existing ancestor is a writable folder); else a ``UsageError``. Nothing is
+    created: the command makes the folder once every option is checked."""
+    path = Path(path)
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    _check_takes_files(option, path, existing)
+    return path
 
 
 def print_json(value):

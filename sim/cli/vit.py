@@ -7,10 +7,9 @@ accelerator twin, with software fault injection. Option parsing and errors follo
 
 import argparse
 import json
-from pathlib import Path
 
 from sim.cli.model_campaign import add_campaign_command
-from sim.cli.usage import UsageError, int_range, print_json
+from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
 
 __all__ = ["add_commands"]
 
@@ -51,22 +50,25 @@ def _percent(value):
 
 
 def _out_dir(args):
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--out {args.out!r}: cannot create: {error.strerror}") from None
-    return out
+    """``--out`` as a ``Path``, checked before any work (``None`` without ``--out``)."""
+    return check_output_directory("--out", args.out) if args.out else None
 
 
-def _missing_checkpoint(error):
+def _checkpoint_errors():
+    """What loading a checkpoint raises for a bad ``--checkpoint-dir`` (a usage error)."""
+    from sw.models.training import CheckpointError
+    return FileNotFoundError, CheckpointError
+
+
+def _bad_checkpoint(error):
     return UsageError(error.args[0])
 
 
 # softerror train
 
 def _cmd_train(args):
-    from sw.models.training import train
+    from sw.models.training import CHECKPOINT_DIR, train
+    check_output_directory("--checkpoint-dir", args.checkpoint_dir or CHECKPOINT_DIR)
     result = train(args.model, args.dataset, args.seed, checkpoint_dir=args.checkpoint_dir)
     report = {"model": args.model, "dataset": args.dataset, "seed": args.seed,
               "test_accuracy": result.test_accuracy, "seconds": result.seconds,
@@ -85,8 +87,8 @@ def _cmd_eval(args):
     from sw.analysis.vulnerability import evaluate
     try:
         report = evaluate(args.model, args.dataset, args.checkpoint_dir)
-    except FileNotFoundError as error:
-        raise _missing_checkpoint(error) from None
+    except _checkpoint_errors() as error:
+        raise _bad_checkpoint(error) from None
     if args.json:
         print_json(report)
     else:
@@ -111,6 +113,7 @@ def _analysis_table(result):
 
 def _cmd_analyze(args):
     from sw.analysis.vulnerability import analyze, write_report
+    out = _out_dir(args)
     analyses = []
     try:
         for model in args.model:
@@ -118,10 +121,10 @@ def _cmd_analyze(args):
                 analyses.append(analyze(model, args.dataset, granularity, args.ber,
                                         args.trials, args.seed, targets=args.targets,
                                         checkpoint_dir=args.checkpoint_dir))
-    except FileNotFoundError as error:
-        raise _missing_checkpoint(error) from None
-    if args.out:
-        out = _out_dir(args)
+    except _checkpoint_errors() as error:
+        raise _bad_checkpoint(error) from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "analysis.json").write_text(json.dumps(analyses, indent=2))
         from sw.models.training import MODELS
         by_model = {model: [a for a in analyses if a["model"] == model] for model in MODELS}
@@ -182,6 +185,7 @@ def _protection_tables(result, goal):
 
 def _cmd_protect(args):
     from sw.analysis.protection import evaluate_protection, protection_goal, write_protection_plot
+    out = _out_dir(args)
     evaluations, goals = [], []
     try:
         for model in args.model:
@@ -191,12 +195,12 @@ def _cmd_protect(args):
             evaluations.append(result)
             both = {"none", "abft+range"} <= set(args.protect)
             goals.append(protection_goal(result) if both else None)
-    except FileNotFoundError as error:
-        raise _missing_checkpoint(error) from None
+    except _checkpoint_errors() as error:
+        raise _bad_checkpoint(error) from None
     for result, goal in zip(evaluations, goals):
         result["goal"] = goal
-    if args.out:
-        out = _out_dir(args)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "protection.json").write_text(json.dumps(evaluations, indent=2))
         write_protection_plot(evaluations, out / "protection_accuracy_vs_ber.png")
     if args.json:

@@ -9,6 +9,7 @@ accuracy measured at the end of training.
 
 import contextlib
 import os
+import pickle
 import time
 from typing import NamedTuple
 
@@ -20,9 +21,9 @@ from sw.models.datasets import check_dataset_name, load_dataset
 from sw.models.vit import VisionTransformer, tiny_digits_vit, tiny_mnist_vit
 from sw.parameter_checks import check_integer
 
-__all__ = ["MODELS", "RECIPES", "CHECKPOINT_DIR", "TrainingResult", "train", "build_model",
-           "checkpoint_path", "load_checkpoint", "load_model", "accuracy", "check_model_name",
-           "torch_threads"]
+__all__ = ["MODELS", "RECIPES", "CHECKPOINT_DIR", "TrainingResult", "CheckpointError", "train",
+           "build_model", "checkpoint_path", "load_checkpoint", "load_model", "accuracy",
+           "check_model_name", "torch_threads"]
 
 #: Names accepted for ``model``.
 MODELS = ("vit", "cnn")
@@ -45,6 +46,16 @@ RECIPES = {
                              label_smoothing=0.1),
 }
 _REGULARISERS = ("drop_rate", "drop_path_rate")
+#: What :func:`train` writes into a checkpoint and loading needs.
+_CHECKPOINT_KEYS = {"model", "dataset", "config", "state_dict"}
+#: What ``torch.load`` raises for a file that is not a checkpoint (garbage, truncated, a
+#: folder, a pickle of other objects).
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is not one :func:`train` wrote for the model and data set
+    asked for (corrupt, another program's, or another model's)."""
 
 
 class TrainingResult(NamedTuple):
@@ -171,19 +182,42 @@ def load_checkpoint(model, dataset, checkpoint_dir=None):
     ------
     FileNotFoundError
         If it has not been trained, with the command that trains it.
+    CheckpointError
+        If the file is not a checkpoint of ``model`` on ``dataset``.
     """
     path = checkpoint_path(model, dataset, checkpoint_dir)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint for model {model!r} on dataset {dataset!r} at "
                                 f"{path}; run `softerror train --model {model} --dataset "
                                 f"{dataset}` to create it")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    not_ours = CheckpointError(f"checkpoint {path} is not one `softerror train` wrote")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as error:
+        raise not_ours from error
+    if not isinstance(checkpoint, dict) or not _CHECKPOINT_KEYS <= checkpoint.keys():
+        raise not_ours
+    if (checkpoint["model"], checkpoint["dataset"]) != (model, dataset):
+        raise CheckpointError(f"checkpoint {path} holds model {checkpoint['model']!r} on dataset "
+                              f"{checkpoint['dataset']!r}, not {model!r} on {dataset!r}")
+    return checkpoint
 
 
 def load_model(model, dataset, checkpoint_dir=None):
-    """The trained float ``model`` for ``dataset``, in eval mode, from its checkpoint."""
+    """The trained float ``model`` for ``dataset``, in eval mode, from its checkpoint.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`load_checkpoint`, and ``CheckpointError`` if the checkpoint's weights do
+        not fit its architecture.
+    """
     checkpoint = load_checkpoint(model, dataset, checkpoint_dir)
     cls = VisionTransformer if model == "vit" else SmallCNN
-    network = cls(**checkpoint["config"])
-    network.load_state_dict(checkpoint["state_dict"])
+    try:
+        network = cls(**checkpoint["config"])
+        network.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint_path(model, dataset, checkpoint_dir)}: "
+                              f"its weights do not fit its {model} architecture") from error
     return network.eval()
