@@ -158,7 +158,8 @@ class GemmAccelerator(wiring.Component):
             m.d.comb += [
                 write.addr.eq(index),
                 write.data.eq(self.wdata),
-                write.en.eq(self.we & (region == buffer_region)),
+                # Entries past k_max do not exist: no write, rather than an alias.
+                write.en.eq(self.we & (region == buffer_region) & (index < k_max)),
             ]
             read = buffer.read_port()
             m.d.comb += read.addr.eq(controller.read_addr)

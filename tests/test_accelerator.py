@@ -367,3 +367,21 @@ def test_one_reset_edge_restores_every_register_and_keeps_the_buffers():
         assert await host.read_result() == tile_product(tile.a, tile.b).tolist()
 
     simulate(dut, testbench)
+
+
+def test_operand_writes_past_k_max_are_ignored():
+    """An index past the buffers' depth writes nothing (it used to alias entry index mod 4)."""
+    dut = GemmAccelerator(AcceleratorConfig(rows=2, cols=2, k_max=4))
+    tile = two_tiles(2, 2, 4)[0]
+    assert dut.register_map.index_width == 4
+
+    async def testbench(host):
+        await host.load(tile.a, tile.b)
+        for region in (Region.A, Region.B):
+            for index in (4, 8, 15):
+                await host.write(region, index, pack_lanes([99, -99], 8))
+        await host.write(Region.CSR, Csr.CTRL, 1)
+        await host.wait_done()
+        assert await host.read_result() == tile_product(tile.a, tile.b).tolist()
+
+    simulate(dut, testbench)
