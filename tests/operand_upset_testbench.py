@@ -4,7 +4,8 @@ Each case loads a tile, writes START, flips one bit of one register at a cycle o
 (counted as in ``sim.testbenches.gemm``: cycle ``c`` is the bus phase just before the
 ``c``-th rising edge after the edge that samples START), waits for DONE and reads the
 rows, STATUS and the syndromes. After the first case it also probes how the flags live on:
-a refused START (K = 0), then an accepted one, read while busy and after DONE.
+a refused START (K = 0), then an accepted one, read while busy and after DONE. Last, it
+writes the words ``wide_k`` to K and START after each (they must be refused).
 """
 
 import cocotb
@@ -68,4 +69,13 @@ async def operand_upsets(dut):
         if number == 0:
             report.update(await _after_the_tile(bus, k, cycles))
         reports.append(report)
-    write_response({"cases": reports})
+    write_response({"cases": reports, "wide_k": [await _refused_k(bus, word)
+                                                 for word in request["wide_k"]]})
+
+
+async def _refused_k(bus, word):
+    """K as it reads back after writing ``word``, and STATUS after a START."""
+    await bus.write(bus.regs.address(Region.CSR, Csr.K), word)
+    k = await bus.read_csr(Csr.K)
+    await bus.start()
+    return [k, await bus.read_csr(Csr.STATUS)]

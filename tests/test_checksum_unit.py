@@ -89,10 +89,17 @@ def simulate(config, tmp_path):
     runs = cases(config)
     request = {"design": vars(config),
                "cases": [{"a": a.tolist(), "b": b.tolist(), "upset": upset}
-                         for _, _, a, b, upset, _ in runs]}
+                         for _, _, a, b, upset, _ in runs],
+               "wide_k": wide_k_words(config)}
     response = run_testbench(build_design(config), "operand_upset_testbench", request,
                              tmp_path)
-    return runs, response["cases"]
+    return runs, response["cases"], response["wide_k"]
+
+
+def wide_k_words(config):
+    """Words above k_max whose low bits hold a legal K (defect 13 truncated them to it)."""
+    width = config.register_map.data_width
+    return [1 << 7 | 1, 1 << 16 | 3, 1 << (width - 1) | 2, (1 << width) - 1]
 
 
 def flags(report):
@@ -117,7 +124,7 @@ def col_runs(tmp_path_factory):
 
 def test_rowcol_locates_and_corrects_an_upset_whose_checksum_cancels_in_every_lane(
         rowcol_runs):
-    runs, reports = rowcol_runs
+    runs, reports, _ = rowcol_runs
     assert [(direction, lane) for direction, lane, *_ in runs] == (
         [("col", j) for j in range(ROWCOL.cols)] + [("row", i) for i in range(ROWCOL.rows)])
     missed = []
@@ -132,7 +139,7 @@ def test_rowcol_locates_and_corrects_an_upset_whose_checksum_cancels_in_every_la
 
 
 def test_col_flags_a_spoiled_b_operand_whose_checksum_cancels_in_every_lane(col_runs):
-    runs, reports = col_runs
+    runs, reports, _ = col_runs
     assert [lane for _, lane, *_ in runs] == list(range(COL.cols))
     missed = []
     for (_, lane, a, b, _, check), report in zip(runs, reports):
@@ -148,8 +155,8 @@ def test_col_flags_a_spoiled_b_operand_whose_checksum_cancels_in_every_lane(col_
 def test_flags_and_syndromes_last_until_an_accepted_start(rowcol_runs):
     """A refused START keeps the tile's flags, syndromes and corrected rows; an accepted
     one clears them (the syndromes read 0 while busy) and a clean rerun leaves them 0."""
-    (_, _, a, b, _, check), = rowcol_runs[0][:1]
-    first = rowcol_runs[1][0]
+    runs, reports, _ = rowcol_runs
+    (_, _, a, b, _, check), first = runs[0], reports[0]
     refused = first["refused"]
     assert refused["status"] == 1 << Status.ERROR | 1 << Status.ABFT_ERROR | \
         1 << Status.ABFT_CORRECTED
@@ -158,3 +165,9 @@ def test_flags_and_syndromes_last_until_an_accepted_start(rowcol_runs):
     assert refused["result"] == tile_product(a, b).tolist()
     assert first["busy"] == {"status": 1 << Status.BUSY, "row_syndrome": 0, "col_syndrome": 0}
     assert first["rerun"] == {"status": 1 << Status.DONE, "row_syndrome": 0, "col_syndrome": 0}
+
+
+def test_the_rtl_refuses_a_k_wider_than_its_register(col_runs):
+    """Co-verification of the K register on Verilator: read back k_max + 1, ERROR on START."""
+    refused = [COL.k_max + 1, 1 << Status.ERROR | 1 << Status.ABFT_ERROR]
+    assert col_runs[2] == [refused] * len(wide_k_words(COL))
