@@ -126,10 +126,16 @@ class GemmAccelerator(wiring.Component):
         return m
 
     def _csr_k(self, m, controller, index, csr_write):
-        """The K register and the START strobe into the controller; returns K."""
-        k = Signal(range(self._config.k_max + 1), name="k", init=self._config.k_max)
+        """The K register and the START strobe into the controller; returns K.
+
+        The whole written word is checked: a value above k_max (however wide) is stored
+        as k_max + 1, which START refuses with ERROR, instead of being truncated to a
+        legal K.
+        """
+        k_max = self._config.k_max
+        k = Signal(range(k_max + 2), name="k", init=k_max)
         with m.If(csr_write & (index == Csr.K)):
-            m.d.sync += k.eq(self.wdata)
+            m.d.sync += k.eq(Mux(self.wdata > k_max, k_max + 1, self.wdata))
         m.d.comb += [
             controller.start.eq(csr_write & (index == Csr.CTRL) & self.wdata[0]),
             controller.k.eq(k),
@@ -152,7 +158,8 @@ class GemmAccelerator(wiring.Component):
             m.d.comb += [
                 write.addr.eq(index),
                 write.data.eq(self.wdata),
-                write.en.eq(self.we & (region == buffer_region)),
+                # Entries past k_max do not exist: no write, rather than an alias.
+                write.en.eq(self.we & (region == buffer_region) & (index < k_max)),
             ]
             read = buffer.read_port()
             m.d.comb += read.addr.eq(controller.read_addr)
@@ -194,8 +201,9 @@ class GemmAccelerator(wiring.Component):
             checksums.a_edge.eq(array.a_edge), checksums.b_edge.eq(array.b_edge),
             checksums.read_row.eq(index), checksums.read_in.eq(result_row),
         ]
-        csr_values.update({Csr.ROW_SYNDROME: checksums.row_syndrome,
-                           Csr.COL_SYNDROME: checksums.col_syndrome,
+        # While a tile runs the checksums hold partial sums: the syndromes read 0.
+        csr_values.update({Csr.ROW_SYNDROME: Mux(controller.busy, 0, checksums.row_syndrome),
+                           Csr.COL_SYNDROME: Mux(controller.busy, 0, checksums.col_syndrome),
                            Csr.DETECTED: checksums.detected_tiles,
                            Csr.CORRECTED: checksums.corrected_tiles})
         return checksums.read_out, checksums.tile_error, checksums.tile_corrected

@@ -7,22 +7,23 @@ word is ``data_width`` bits wide, wide enough for a whole row of results.
 ===========  =====  ====  =============================================================
 region       index  R/W   contents
 ===========  =====  ====  =============================================================
-``CSR``      0      W     CTRL: bit 0 START (strobe; ignored while busy)
-``CSR``      1      R     STATUS: bit 0 BUSY, bit 1 DONE (sticky until the next START),
-                          bit 2 ERROR (last START had K = 0 or K > k_max), bit 3
-                          ABFT_ERROR and bit 4 ABFT_CORRECTED (of the last tile), bit 5
-                          RANGE_FLAG (a value read was out of range; sticky)
-``CSR``      2      R/W   K: depth of the next tile, 1 .. k_max (reset value k_max)
+``CSR``      0      W     CTRL: bit 0 START (strobe; refused while busy or with an illegal K)
+``CSR``      1      R     STATUS: bit 0 BUSY, bit 1 DONE (until the next START that is
+                          accepted or refused while idle), bit 2 ERROR (the last START was
+                          refused), bit 3 ABFT_ERROR and bit 4 ABFT_CORRECTED (of the last
+                          tile), bit 5 RANGE_FLAG (a value read was out of range; sticky)
+``CSR``      2      R/W   K: depth of the next tile, 1 .. k_max (reset value k_max); a
+                          written word above k_max reads back as k_max + 1 (refused)
 ``CSR``      3      R     CYCLES: clock cycles the last tile was busy
 ``CSR``      4      R     TILES: tiles completed since reset
 ``CSR``      5      R     CONFIG: rows | cols << 8 | k_max << 16 | ABFT mode << 29
                           (0 none, 1 col, 2 rowcol) | range checker << 31
-``CSR``      6      R     ROW_SYNDROME: bit i, row i disagreed with its checksum
-``CSR``      7      R     COL_SYNDROME: bit j, column j disagreed with its checksum
+``CSR``      6      R     ROW_SYNDROME: bit i, row i disagreed with its checksum (0 while busy)
+``CSR``      7      R     COL_SYNDROME: bit j, column j disagreed with its checksum (0 while busy)
 ``CSR``      8      R     DETECTED: tiles with an ABFT error since reset
 ``CSR``      9      R     CORRECTED: tiles corrected since reset
-``CSR``      10     R/W   RANGE_LOWER: signed lower bound (reset -2**31)
-``CSR``      11     R/W   RANGE_UPPER: signed upper bound (reset 2**31 - 1)
+``CSR``      10     R/W   RANGE_LOWER: signed lower bound, inclusive (reset -2**31)
+``CSR``      11     R/W   RANGE_UPPER: signed upper bound, inclusive (reset 2**31 - 1)
 ``CSR``      12     R/W   RANGE_CONTROL: bit 0 zero mode (else clamp); write bit 1: clear
                           RANGE_COUNT and RANGE_FLAG
 ``CSR``      13     R     RANGE_COUNT: out-of-range values read since the last clear
@@ -35,7 +36,10 @@ region       index  R/W   contents
 Writes take effect at the clock edge that samples ``we``. Reads are registered: ``rdata``
 shows the word addressed in the previous cycle. ``re`` marks a read the host consumes:
 reads have no side effect except that a RESULT read with ``re`` counts out-of-range values.
-Lanes are two's complement. Registers of units a configuration lacks read as zero.
+CSRs read zero-extended (RANGE_LOWER and RANGE_UPPER as 32-bit patterns). The full
+contract (refused STARTs, flag lifetimes, buffers while busy, reset) is
+``docs/register-map.md``. Lanes are two's complement. Registers of units a configuration
+lacks read as zero.
 """
 
 from dataclasses import dataclass

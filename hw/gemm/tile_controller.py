@@ -20,7 +20,11 @@ class TileController(wiring.Component):
     whose buffer data is real, zeros are fed otherwise) and waits for the wavefront to
     cross the array. DRAIN then shifts the array down for ``rows`` cycles, writing result
     row ``rows - 1 - d`` in drain cycle ``d``. ``done`` is sticky until the next start.
-    A ``start`` with ``k`` of 0 or above ``k_max`` sets ``error`` and does nothing else.
+
+    A ``start`` that is refused sets ``error`` (cleared by the next accepted start): with
+    ``k`` of 0 or above ``k_max`` it also clears ``done``, so that nobody waiting for
+    ``done`` takes the previous tile's results for the refused one; while busy it leaves
+    the running tile alone, which sets ``done`` when it ends.
 
     Parameters
     ----------
@@ -30,7 +34,8 @@ class TileController(wiring.Component):
     Members
     -------
     start : In(1)
-    k : In(range(k_max + 1))
+    k : In(range(k_max + 2))
+        The K register: a value above ``k_max`` is illegal.
     busy, done, error : Out(1)
     read_addr : Out(range(k_max))
     feed_valid : Out(1)
@@ -53,7 +58,7 @@ class TileController(wiring.Component):
         self._k_max = check_int("k_max", k_max, 1, 1 << 16)
         super().__init__({
             "start": In(1),
-            "k": In(range(k_max + 1)),
+            "k": In(range(k_max + 2)),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
@@ -98,7 +103,7 @@ class TileController(wiring.Component):
                         m.d.sync += [step.eq(0), done.eq(0), error.eq(0), cycles.eq(0)]
                         m.next = "COMPUTE"
                     with m.Else():
-                        m.d.sync += error.eq(1)
+                        m.d.sync += [error.eq(1), done.eq(0)]
             with m.State("COMPUTE"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
@@ -121,4 +126,6 @@ class TileController(wiring.Component):
                     m.d.comb += self.drain_last.eq(1)
                     m.d.sync += [done.eq(1), tiles.eq(tiles + 1)]
                     m.next = "IDLE"
+        with m.If(self.start & self.busy):
+            m.d.sync += error.eq(1)
         return m

@@ -23,6 +23,11 @@ def _one_hot(value):
     return (value != 0) & ((value & (value - 1)) == 0)
 
 
+def _located(check_bad, integrity_bad):
+    """The rows (columns) an error is in: the checksums', else the integrity counters' one."""
+    return Mux(check_bad != 0, check_bad, Mux(_one_hot(integrity_bad), integrity_bad, 0))
+
+
 class ChecksumUnit(wiring.Component):
     """Lightweight block-wise ABFT: checksums of one output tile, checked as the tile drains.
 
@@ -149,56 +154,73 @@ class ChecksumUnit(wiring.Component):
         col_alarm = Signal(cols)
         if not checks_rows:
             m.d.comb += col_alarm.eq(col_integrity_bad)
-        # Column checksums: s[k] against B[k][j]; subtract each element as it drains.
-        a_sum = Signal(signed(_sum_width(8, rows)))
-        m.d.comb += a_sum.eq(sum(self.a_lanes[i] for i in range(rows)))
-        col_next = []
-        for j in range(cols):
+        col_checks, col_bad_next = self._column_checksums(m, col_alarm)
+        row_checks, row_bad_next = [], Signal(rows)
+        if checks_rows:
+            row_checks, row_bad_next = self._row_checksums(m)
+        self._tile_flags(m, _located(col_bad_next, col_integrity_bad),
+                         _located(row_bad_next, row_integrity_bad),
+                         (col_bad_next != 0) | (row_bad_next != 0))
+        if checks_rows:
+            self._correction(m, col_checks, row_checks, col_integrity_bad, row_integrity_bad)
+        else:
+            m.d.comb += self.read_out.eq(self.read_in)
+        return m
+
+    def _column_checksums(self, m, col_alarm):
+        """Column checksum PEs: s[k] against B[k][j], each element subtracted as it drains.
+
+        Returns the PEs and the columns in error after this cycle's subtraction.
+        """
+        a_sum = Signal(signed(_sum_width(8, self._rows)))
+        m.d.comb += a_sum.eq(sum(self.a_lanes[i] for i in range(self._rows)))
+        checks = []
+        for j in range(self._cols):
             pe = ProcessingElement(a_width=len(a_sum), b_width=8, fault_class="checksum")
             m.submodules[f"col_check_{j}"] = pe
             m.d.comb += [pe.a_in.eq(a_sum), pe.b_in.eq(self.b_lanes[j]), pe.clear.eq(self.clear),
                          pe.shift.eq(self.drain),
                          pe.acc_in.eq(pe.accumulator - self.drain_out[j]),
                          self.col_syndrome[j].eq((pe.accumulator != 0) | col_alarm[j])]
-            col_next.append(pe.acc_in)
-        col_bad_next = Signal(cols)
-        m.d.comb += col_bad_next.eq(
-            sum((value != 0) << j for j, value in enumerate(col_next)) | col_alarm)
+            checks.append(pe)
+        bad_next = Signal(self._cols)
+        m.d.comb += bad_next.eq(
+            sum((pe.acc_in != 0) << j for j, pe in enumerate(checks)) | col_alarm)
+        return checks, bad_next
 
-        row_bad_next = Signal(rows)
-        row_checks = []
-        if checks_rows:
-            b_sum = Signal(signed(_sum_width(8, cols)))
-            m.d.comb += b_sum.eq(sum(self.b_lanes[j] for j in range(cols)))
-            leaving = Signal(signed(32))
-            m.d.comb += leaving.eq(sum(self.drain_out[j] for j in range(cols)))
-            for i in range(rows):
-                pe = ProcessingElement(a_width=8, b_width=len(b_sum), fault_class="checksum")
-                m.submodules[f"row_check_{i}"] = pe
-                leaves_now = self.drain & (self.drain_row == i)
-                m.d.comb += [pe.a_in.eq(self.a_lanes[i]), pe.b_in.eq(b_sum),
-                             pe.clear.eq(self.clear), pe.shift.eq(leaves_now),
-                             pe.acc_in.eq(pe.accumulator - leaving),
-                             self.row_syndrome[i].eq(pe.accumulator != 0),
-                             row_bad_next[i].eq(Mux(leaves_now, pe.acc_in, pe.accumulator) != 0)]
-                row_checks.append(pe)
+    def _row_checksums(self, m):
+        """Row checksum PEs: A[i][k] against r[k]; row i's sum subtracted as it drains.
 
-        def located(check_bad, integrity_bad):
-            """The rows (columns) an error is in: the checksums', else the integrity's."""
-            return Mux(check_bad != 0, check_bad, Mux(_one_hot(integrity_bad), integrity_bad, 0))
+        Returns the PEs and the rows in error after this cycle's subtraction.
+        """
+        b_sum = Signal(signed(_sum_width(8, self._cols)))
+        m.d.comb += b_sum.eq(sum(self.b_lanes[j] for j in range(self._cols)))
+        leaving = Signal(signed(32))
+        m.d.comb += leaving.eq(sum(self.drain_out[j] for j in range(self._cols)))
+        checks = []
+        bad_next = Signal(self._rows)
+        for i in range(self._rows):
+            pe = ProcessingElement(a_width=8, b_width=len(b_sum), fault_class="checksum")
+            m.submodules[f"row_check_{i}"] = pe
+            leaves_now = self.drain & (self.drain_row == i)
+            m.d.comb += [pe.a_in.eq(self.a_lanes[i]), pe.b_in.eq(b_sum),
+                         pe.clear.eq(self.clear), pe.shift.eq(leaves_now),
+                         pe.acc_in.eq(pe.accumulator - leaving),
+                         self.row_syndrome[i].eq(pe.accumulator != 0),
+                         bad_next[i].eq(Mux(leaves_now, pe.acc_in, pe.accumulator) != 0)]
+            checks.append(pe)
+        return checks, bad_next
 
-        # Flags of the tile, registered at the end of the drain.
+    def _tile_flags(self, m, col_at_next, row_at_next, error_next):
+        """The tile's flags and the tile counters, registered at the end of the drain."""
         tile_error = Signal(name="tile_error", attrs={"fault_class": "checksum"})
         tile_corrected = Signal(name="tile_corrected", attrs={"fault_class": "checksum"})
         detected = Signal(32, name="detected_tiles", attrs={"fault_class": "checksum"})
         corrected = Signal(32, name="corrected_tiles", attrs={"fault_class": "checksum"})
-        error_next = (col_bad_next != 0) | (row_bad_next != 0)
-        col_at_next = Signal(cols)
-        row_at_next = Signal(rows)
-        m.d.comb += [col_at_next.eq(located(col_bad_next, col_integrity_bad)),
-                     row_at_next.eq(located(row_bad_next, row_integrity_bad))]
-        correctable_next = error_next & ((_one_hot(col_at_next) & (row_at_next != 0))
-                                         | (_one_hot(row_at_next) & (col_at_next != 0)))
+        col_at, row_at = Signal(self._cols), Signal(self._rows)
+        m.d.comb += [col_at.eq(col_at_next), row_at.eq(row_at_next)]
+        correctable_next = error_next & ((_one_hot(col_at) & (row_at != 0))
+                                         | (_one_hot(row_at) & (col_at != 0)))
         with m.If(self.clear):
             m.d.sync += [tile_error.eq(0), tile_corrected.eq(0)]
         with m.Elif(self.drain_last):
@@ -208,13 +230,11 @@ class ChecksumUnit(wiring.Component):
         m.d.comb += [self.tile_error.eq(tile_error), self.tile_corrected.eq(tile_corrected),
                      self.detected_tiles.eq(detected), self.corrected_tiles.eq(corrected)]
 
-        # Correction on the read path.
-        if not checks_rows:
-            m.d.comb += self.read_out.eq(self.read_in)
-            return m
-        col_bad, row_bad = Signal(cols), Signal(rows)
-        m.d.comb += [col_bad.eq(located(self.col_syndrome, col_integrity_bad)),
-                     row_bad.eq(located(self.row_syndrome, row_integrity_bad))]
+    def _correction(self, m, col_checks, row_checks, col_integrity_bad, row_integrity_bad):
+        """``rowcol``: add the differences to the row the host reads (single row or column)."""
+        col_bad, row_bad = Signal(self._cols), Signal(self._rows)
+        m.d.comb += [col_bad.eq(_located(self.col_syndrome, col_integrity_bad)),
+                     row_bad.eq(_located(self.row_syndrome, row_integrity_bad))]
         error = (self.col_syndrome != 0) | (self.row_syndrome != 0)
         column_mode = error & _one_hot(col_bad) & (row_bad != 0)
         row_mode = error & _one_hot(row_bad) & (col_bad != 0) & ~column_mode
@@ -224,13 +244,11 @@ class ChecksumUnit(wiring.Component):
                 with m.Case(i):
                     m.d.comb += row_difference.eq(pe.accumulator)
         read_row_bad = row_bad.bit_select(self.read_row, 1)
-        for j in range(cols):
-            column_difference = getattr(m.submodules, f"col_check_{j}").accumulator
+        for j, pe in enumerate(col_checks):
             m.d.comb += self.read_out[j].eq(
                 self.read_in[j]
                 + Mux(column_mode & col_bad[j], row_difference, 0)
-                + Mux(row_mode & read_row_bad, column_difference, 0))
-        return m
+                + Mux(row_mode & read_row_bad, pe.accumulator, 0))
 
     def _feed_delay_line(self, m, depth):
         """``feed_valid`` delayed by 0 .. ``depth`` cycles (index = delay)."""

@@ -19,8 +19,8 @@ import torch
 from hw.config import ABFT_MODES, BUFFER_READ_LATENCY, INT32_MAX, INT32_MIN, compute_cycles
 from sw.twin.gemm import tile_product, to_signed, wrap_int32
 
-__all__ = ["RangeBounds", "TileCheck", "check_tile", "column_checksums", "row_checksums",
-           "accumulator_upset"]
+__all__ = ["RangeBounds", "TileCheck", "check_tile", "range_check", "column_checksums",
+           "row_checksums", "accumulator_upset"]
 
 
 @dataclass(frozen=True)
@@ -120,17 +120,27 @@ def check_tile(a_tile, b_tile, raw, abft="none", bounds=None, row_integrity=None
     output = wrap_int32(output)
     out_of_range = 0
     if bounds is not None:
-        below, above = output < bounds.lower, output > bounds.upper
-        out_of_range = int((below | above).sum())
-        if bounds.zero:
-            output = torch.where(below | above, torch.zeros_like(output), output)
-        else:
-            output = torch.where(below, torch.full_like(output, bounds.lower), output)
-            output = torch.where(above, torch.full_like(output, bounds.upper), output)
+        output, out_of_range = range_check(output, bounds.lower, bounds.upper, bounds.zero)
     return TileCheck(raw=raw, output=output, error=error, corrected=corrected,
                      row_syndrome=_bits(row_check_bad), col_syndrome=_bits(col_check_bad),
                      row_differences=row_diff, col_differences=col_diff,
                      out_of_range=out_of_range)
+
+
+def range_check(values, lower, upper, zero=False):
+    """What the range checker lets the host read of ``values``, and how many were outside.
+
+    Any int32 bounds, as the RANGE_LOWER and RANGE_UPPER registers take them: a value
+    below ``lower`` or above ``upper`` is out of range and reads as ``lower`` if it is
+    below ``lower``, else as ``upper`` (0 in ``zero`` mode). With ``lower > upper`` every
+    value is out of range. :class:`RangeBounds` is the checked choice of a user.
+    """
+    below, above = values < lower, values > upper
+    outside = below | above
+    replacement = (torch.zeros_like(values) if zero else
+                   torch.where(below, torch.full_like(values, lower),
+                               torch.full_like(values, upper)))
+    return torch.where(outside, replacement, values), int(outside.sum())
 
 
 def _flip_int32(value, bit):
