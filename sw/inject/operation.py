@@ -295,12 +295,29 @@ def _b_values(b, image, group, k, n):
 
 def _add_changes(result, changes):
     """``result`` (int32) plus the (flat element, change) pairs of ``changes``, wrapping
-    modulo 2**32; the changes are summed in one int64 per element of ``result``."""
-    total = None
+    modulo 2**32. Up to :data:`CHUNK_ELEMENTS` changes are summed per touched element;
+    beyond, in one int64 per element of ``result``, so that memory stays bounded."""
+    flat = result.reshape(-1)
+    pending, dense = [], None
     for element, change in changes:
-        if total is None:
-            total = torch.zeros(result.numel(), dtype=torch.int64)
-        total.index_add_(0, element, change)
-    if total is None:
+        if dense is None:
+            pending.append((element, change))
+            if sum(element.numel() for element, _ in pending) <= CHUNK_ELEMENTS:
+                continue
+            dense = torch.zeros(flat.numel(), dtype=torch.int64)
+            element = torch.cat([element for element, _ in pending])
+            change = torch.cat([change for _, change in pending])
+        dense.index_add_(0, element, change)
+    if dense is not None:
+        touched = dense.nonzero()[:, 0]
+        total = dense[touched]
+    elif pending:
+        touched, inverse = torch.unique(torch.cat([element for element, _ in pending]),
+                                        return_inverse=True)
+        total = torch.zeros(touched.numel(), dtype=torch.int64).index_add_(
+            0, inverse, torch.cat([change for _, change in pending]))
+    else:
         return result
-    return wrap_int32(result.reshape(-1).to(torch.int64) + total).view(result.shape)
+    flat = flat.clone()
+    flat[touched] = wrap_int32(flat[touched].to(torch.int64) + total)
+    return flat.view(result.shape)
