@@ -92,8 +92,8 @@ def test_analyze_writes_plots_and_report(tmp_path):
 def test_train_reproduces_the_shipped_checkpoint_up_to_float_rounding(tmp_path):
     """Float training rounds differently with the CPU's kernels (AVX2, AVX-512, thread
     counts): the weights drift apart a little over the epochs, what is learnt does not.
-    Measured on AVX-512, AVX2 and SSE kernels: the same accuracy, every prediction the
-    same, weights within 4.2% (relative norm of the difference per tensor)."""
+    Measured with AVX-512, AVX2 and SSE kernels: the same accuracy, every prediction the
+    same, weights within 4.1% (relative norm of the difference per tensor)."""
     report = run_json("train", "--model", "cnn", "--checkpoint-dir", str(tmp_path))
     shipped = torch.load(checkpoint_path("cnn", "digits"), weights_only=False)
     trained = torch.load(report["checkpoint"], weights_only=False)
