@@ -108,7 +108,7 @@ def test_random_operands_are_seeded_and_include_extremes():
      "Operand b must be a torch.int8 tensor, not list"),
     (torch.zeros(2, 3, dtype=torch.int8), torch.zeros(2, 2, dtype=torch.int8), ValueError,
      r"Inner dimensions differ: a is \(2, 3\), b is \(2, 2\)"),
-    (torch.zeros(3, dtype=torch.int8), torch.zeros(3, 2, dtype=torch.int8), ValueError,
+    (torch.zeros(3, dtype=torch.int8), torch.zeros(3, 2, dtype=torch.int8), TypeError,
      r"Operand a must have at least 2 dimensions, not shape \(3,\)"),
 ])
 def test_bad_operands_are_named(a, b, error, message):

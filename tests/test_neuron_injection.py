@@ -56,5 +56,5 @@ def test_the_seed_fixes_the_faults():
 
 
 def test_a_model_without_linear_layers_is_refused():
-    with pytest.raises(ValueError, match="^model has no nn.Linear layer to inject into$"):
+    with pytest.raises(TypeError, match="^model has no nn.Linear layer to inject into$"):
         LinearOutputInjector(nn.Sequential(nn.ReLU()), torch.zeros(1, 3))

@@ -26,13 +26,13 @@ def test_protect_builds_the_chain_around_the_injector():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: protect("ecc"), ValueError,
+    (lambda: protect("ecc"), TypeError,
      "protection must be one of 'none', 'abft', 'range', 'abft+range', not 'ecc'"),
     (lambda: protect(3), TypeError, "protection must be a string, not 3"),
     (lambda: protect("range"), ValueError, "protection 'range' needs bounds from profile_bounds"),
     (lambda: protect("abft", abft_options=[1]), TypeError,
      "abft_options must be a dict of keyword options, not [1]"),
-    (lambda: evaluate_protection("vit", protections=["abft", "tmr"]), ValueError,
+    (lambda: evaluate_protection("vit", protections=["abft", "tmr"]), TypeError,
      "protection must be one of 'none', 'abft', 'range', 'abft+range', not 'tmr'"),
     (lambda: evaluate_protection("vit", protections="abft"), TypeError,
      "protections must be a non-empty sequence of protection names, not 'abft'"),

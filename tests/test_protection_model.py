@@ -105,13 +105,14 @@ def test_range_checker_clamps_or_zeroes_and_counts(zero, expected):
     assert check.out_of_range == 2 and not check.error
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"lower": 5, "upper": 4}, "range lower bound 5 is above the upper bound 4"),
-    ({"lower": INT32_MIN - 1}, "range lower bound must be a signed 32-bit integer, not -2147483649"),
-    ({"upper": 1.5}, "range upper bound must be a signed 32-bit integer, not 1.5"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"lower": 5, "upper": 4}, ValueError, "range lower bound 5 is above the upper bound 4"),
+    ({"lower": INT32_MIN - 1}, TypeError,
+     "range lower bound must be a signed 32-bit integer, not -2147483649"),
+    ({"upper": 1.5}, TypeError, "range upper bound must be a signed 32-bit integer, not 1.5"),
 ])
-def test_bad_range_bounds_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=f"^{message}$"):
+def test_bad_range_bounds_are_named(kwargs, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
         RangeBounds(**kwargs)
 
 

@@ -128,14 +128,14 @@ def test_softmax_invariant_cost_is_counted_per_row():
 
 
 @pytest.mark.parametrize("options, error, message", [
-    ({"policy": "wrap"}, ValueError, "policy must be one of 'clamp', 'zero', not 'wrap'"),
-    ({"softmax": "drop"}, ValueError,
+    ({"policy": "wrap"}, TypeError, "policy must be one of 'clamp', 'zero', not 'wrap'"),
+    ({"softmax": "drop"}, TypeError,
      "softmax must be one of 'recompute', 'clamp', not 'drop'"),
     ({"margin": -0.5}, TypeError, "margin must be a non-negative number, not -0.5"),
     ({"tolerance": "1e-3"}, TypeError, "tolerance must be a non-negative number, not '1e-3'"),
-    ({"stages": "most"}, ValueError,
+    ({"stages": "most"}, TypeError,
      "stages must be one of 'full', 'lean' or (kind, stage) pairs, not 'most'"),
-    ({"stages": [("gelu", "exp")]}, ValueError,
+    ({"stages": [("gelu", "exp")]}, TypeError,
      "stages must hold (kind, stage) pairs of NONLINEAR_STAGES, not ('gelu', 'exp')"),
     ({"bounds": [(0, 1)]}, TypeError, "bounds must be a dict from profile_bounds, not [(0, 1)]"),
 ])

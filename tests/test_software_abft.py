@@ -121,12 +121,12 @@ def test_auto_blocks_meet_the_target_where_they_can():
 
 
 @pytest.mark.parametrize("options, error, message", [
-    ({"block": "big"}, ValueError, "block must be 'auto', 'tile' or (rows, cols), not 'big'"),
+    ({"block": "big"}, TypeError, "block must be 'auto', 'tile' or (rows, cols), not 'big'"),
     ({"block": (0, 8)}, TypeError,
      "block must be a pair of positive integers (rows, cols), not (0, 8)"),
     ({"block": 8}, TypeError, "block must be a pair of positive integers (rows, cols), not 8"),
     ({"tile": (8,)}, TypeError, "tile must be a pair of positive integers (rows, cols), not (8,)"),
-    ({"checks": "diag"}, ValueError,
+    ({"checks": "diag"}, TypeError,
      "checks must be one of 'auto', 'col', 'row', 'rowcol', not 'diag'"),
     ({"overhead_target": 1.5}, TypeError,
      "overhead_target must be a number in (0, 1), not 1.5"),

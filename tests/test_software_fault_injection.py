@@ -2,13 +2,17 @@
 confine them, and a seed fixes them."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from sw.analysis.vulnerability import quantized_model
 from sw.datapath import Recorder, Site
-from sw.inject.bit_flips import flip_bits, sample_flips
+from sw.inject import bit_flips, operation
+from sw.inject.bit_flips import TooManyFlips, check_flip_budget, flip_bits, sample_flips
 from sw.inject.operation import FaultInjector
 from sw.models.datasets import load_dataset
 from sw.models.quantize import quantize
@@ -151,6 +155,64 @@ def test_partial_sum_flip_changes_one_output_by_a_power_of_two(operands):
     assert any((((value & 0xFFFFFFFF) >> bit) & 1) == (0 if sign else 1) for value in partial)
 
 
+def test_a_draw_beyond_the_budget_is_refused_with_the_memory_it_needs(monkeypatch):
+    # The largest region of the digits ViT (qkv partial sums) over its 360 test images.
+    with pytest.raises(TooManyFlips) as raised:
+        check_flip_budget(1.0, 360, 6_684_672)
+    assert isinstance(raised.value, ValueError)
+    assert str(raised.value) == (
+        "bit error rate 1 draws about 2,406,481,920 flips at once (360 x 6,684,672 bits), "
+        "which would need about 286.9 GiB of memory; at most 8,388,608 flips (1.0 GiB) are "
+        "drawn at once, rates up to 0.0035 here")
+    check_flip_budget(0.0034, 360, 6_684_672)
+    monkeypatch.setattr(bit_flips, "MAX_FLIPS", 1000)
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(TooManyFlips, match="^bit error rate 0.1 draws about 1,280 flips"):
+        sample_flips(4, (10, 10), 32, 0.1, generator)
+    assert 0 < sample_flips(4, (10, 10), 32, 0.05, generator).total < 1000
+
+
+@pytest.mark.parametrize("per_image_b", [False, True])
+def test_changes_computed_in_chunks_equal_those_computed_at_once(monkeypatch, per_image_b):
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randint(-128, 128, (2, 3, 17, 40), dtype=torch.int8, generator=generator)
+    b = torch.randint(-128, 128, (2, 3, 40, 17) if per_image_b else (40, 17),
+                      dtype=torch.int8, generator=generator)
+    site = Site("s", "attn_scores", 0, "gemm", tuple(range(17)))
+
+    def faulty():
+        injector = FaultInjector(2e-3, seed=8, targets=["b", "product", "partial_sum"])
+        return injector.gemm(site, a, b), injector.total_flips()
+
+    at_once, flips = faulty()
+    assert flips > 500 and not torch.equal(at_once, gemm_int8(a, b))
+    monkeypatch.setattr(operation, "CHUNK_ELEMENTS", 50)
+    assert torch.equal(faulty()[0], at_once)
+
+
+PARTIAL_SUM_FLIPS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import torch
+from sw.datapath import Site
+from sw.inject.operation import FaultInjector
+generator = torch.Generator().manual_seed(0)
+a = torch.randint(-128, 128, (1, 8, 4096), dtype=torch.int8, generator=generator)
+b = torch.randint(-128, 128, (4096, 8), dtype=torch.int8, generator=generator)
+injector = FaultInjector(20000 / (8 * 8 * 4096 * 32), seed=0, targets=["partial_sum"])
+injector.gemm(Site("s", "fc2", 0, "gemm", None), a, b)
+print(injector.total_flips())
+"""
+
+
+def test_partial_sum_flips_of_a_deep_gemm_fit_in_two_gibibytes():
+    # 20,000 flips x 4096 steps: the partial sums at once would take 640 MiB per tensor.
+    result = subprocess.run([sys.executable, "-c", PARTIAL_SUM_FLIPS], capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert abs(int(result.stdout) - 20000) < 600
+
+
 def test_same_seed_same_faults_other_seed_other_faults(vit, images):
     first = vit(images, FaultInjector(1e-6, seed=42))
     again = vit(images, FaultInjector(1e-6, seed=42))
@@ -241,8 +303,8 @@ def test_vit_tiny_patch16_224_takes_faults():
                                              "1, not '1e-6'"),
     (dict(layer=-1), TypeError, "layer must be a non-negative integer or None, not -1"),
     (dict(token=1.5), TypeError, "token must be a non-negative integer or None, not 1.5"),
-    (dict(kind="mlp"), ValueError, "kind must be one of 'patch_embed', "),
-    (dict(targets=["weights"]), ValueError, "targets must be among 'a', 'b', 'product', "
+    (dict(kind="mlp"), TypeError, "kind must be one of 'patch_embed', "),
+    (dict(targets=["weights"]), TypeError, "targets must be among 'a', 'b', 'product', "
                                             "'partial_sum', 'output', 'nonlinear', not "
                                             "'weights'"),
     (dict(seed="x"), TypeError, "seed must be an integer, not 'x'"),

@@ -123,7 +123,8 @@ def test_flips_in_the_last_block_outside_the_class_token_row_leave_the_output_al
     sparse = engine.run(image, faults)
     assert len(image) > 100
     assert torch.equal(sparse, engine.clean_logits[image])
-    assert torch.equal(full_faulty_logits(model, images, image, faults), sparse)
+    # The full pass runs a batch of another height than the cached one: equal up to rounding.
+    assert_same_inferences(sparse, full_faulty_logits(model, images, image, faults))
 
 
 def test_faults_are_numbered_and_drawn_as_the_hook_injector_does():
@@ -160,7 +161,7 @@ def test_bad_arguments_are_refused_by_name():
     with pytest.raises(TypeError, match="^model must be a sw.models.vit.VisionTransformer, not "
                                         "Sequential$"):
         TokenSparseInjector(nn.Sequential(nn.Linear(2, 2)), images)
-    with pytest.raises(ValueError, match=re.escape("model must be in eval mode "
+    with pytest.raises(TypeError, match=re.escape("model must be in eval mode "
                                                    "(call model.eval())")):
         TokenSparseInjector(random_vit().train(), images)
     engine = TokenSparseInjector(model, images)
@@ -168,7 +169,7 @@ def test_bad_arguments_are_refused_by_name():
     with pytest.raises(ValueError, match="^image index 12 is out of range for 12 cached "
                                          "images$"):
         engine.run(torch.tensor([0, 12, 1]), faults)
-    with pytest.raises(ValueError, match="^image must be a 1-D int64 tensor of image "
+    with pytest.raises(TypeError, match="^image must be a 1-D int64 tensor of image "
                                          "indices, not 1-D torch.float32$"):
         engine.run(torch.zeros(3), faults)
     with pytest.raises(ValueError, match=re.escape("image and faults must have the same "

@@ -96,14 +96,14 @@ def test_vit_module_results_cover_every_kind(vit_results):
 
 
 @pytest.mark.parametrize("options, error, message", [
-    (dict(granularity="block"), ValueError,
+    (dict(granularity="block"), TypeError,
      "granularity must be one of 'model', 'layer', 'module', 'patch', not 'block'"),
     (dict(bers=1e-6), TypeError,
      "bers must be a non-empty sequence of bit error rates, not 1e-06"),
     (dict(bers=[1e-6, 3]), TypeError, "each of bers must be a number between 0 and 1, not 3"),
     (dict(trials=0), TypeError, "trials must be a positive integer, not 0"),
-    (dict(model="rnn"), ValueError, "model must be one of 'vit', 'cnn', not 'rnn'"),
-    (dict(dataset="imagenet"), ValueError,
+    (dict(model="rnn"), TypeError, "model must be one of 'vit', 'cnn', not 'rnn'"),
+    (dict(dataset="imagenet"), TypeError,
      "dataset must be one of 'digits', 'mnist5k', not 'imagenet'"),
 ])
 def test_analyze_rejects_bad_options(options, error, message):

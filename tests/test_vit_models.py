@@ -113,7 +113,7 @@ def test_mnist5k_reads_the_packaged_file():
 
 
 @pytest.mark.parametrize("name, error, message", [
-    ("cifar", ValueError, "dataset must be one of 'digits', 'mnist5k', not 'cifar'"),
+    ("cifar", TypeError, "dataset must be one of 'digits', 'mnist5k', not 'cifar'"),
     (3, TypeError, "dataset must be a string, not 3"),
 ])
 def test_load_dataset_rejects_unknown_names(name, error, message):
@@ -131,7 +131,9 @@ def test_shipped_digits_checkpoints_are_small_and_accurate(model, minimum):
     split = load_dataset("digits")
     measured = accuracy(network, split.test_images, split.test_labels)
     assert measured >= minimum
-    assert measured == pytest.approx(checkpoint["test_accuracy"], abs=1e-9)
+    # The accuracy recorded when it was trained; another CPU's float kernels may turn the
+    # top-1 class of a near tie, so one image either way.
+    assert abs(measured - checkpoint["test_accuracy"]) <= 1 / len(split.test_labels) + 1e-9
 
 
 def test_missing_checkpoint_tells_how_to_train_it(tmp_path):
@@ -152,9 +154,9 @@ def test_training_is_deterministic_by_seed(tmp_path):
 
 
 @pytest.mark.parametrize("options, error, message", [
-    (dict(model="mlp"), ValueError, "model must be one of 'vit', 'cnn', not 'mlp'"),
+    (dict(model="mlp"), TypeError, "model must be one of 'vit', 'cnn', not 'mlp'"),
     (dict(seed="0"), TypeError, "seed must be an integer, not '0'"),
-    (dict(epoch=3), ValueError, "unknown training option 'epoch'; expected one of"),
+    (dict(epoch=3), TypeError, "unknown training option 'epoch'; expected one of"),
 ])
 def test_train_rejects_bad_options(options, error, message):
     with pytest.raises(error, match=f"^{__import__('re').escape(message)}"):

@@ -7,6 +7,7 @@ accelerator twin, with software fault injection. Option parsing and errors follo
 
 import argparse
 import json
+import sys
 
 from sim.cli.model_campaign import add_campaign_command
 from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
@@ -58,6 +59,24 @@ def _checkpoint_errors():
     """What loading a checkpoint raises for a bad ``--checkpoint-dir`` (a usage error)."""
     from sw.models.training import CheckpointError
     return FileNotFoundError, CheckpointError
+
+
+def _check_rates(args):
+    """Refuse a ``--ber`` whose flips would not fit in memory, before any model runs."""
+    from sw.analysis.vulnerability import check_fault_budget
+    from sw.inject.bit_flips import TooManyFlips
+    for model in args.model:
+        try:
+            check_fault_budget(model, args.dataset, args.ber,
+                               targets=getattr(args, "targets", None),
+                               checkpoint_dir=args.checkpoint_dir)
+        except TooManyFlips as error:
+            raise UsageError(f"--ber: {error}") from None
+
+
+def _progress(args):
+    """Progress bars unless ``--no-progress`` or stderr is not a terminal."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def _bad_checkpoint(error):
@@ -116,11 +135,13 @@ def _cmd_analyze(args):
     out = _out_dir(args)
     analyses = []
     try:
+        _check_rates(args)
         for model in args.model:
             for granularity in args.granularity:
                 analyses.append(analyze(model, args.dataset, granularity, args.ber,
                                         args.trials, args.seed, targets=args.targets,
-                                        checkpoint_dir=args.checkpoint_dir))
+                                        checkpoint_dir=args.checkpoint_dir,
+                                        progress=_progress(args)))
     except _checkpoint_errors() as error:
         raise _bad_checkpoint(error) from None
     if out is not None:
@@ -188,10 +209,12 @@ def _cmd_protect(args):
     out = _out_dir(args)
     evaluations, goals = [], []
     try:
+        _check_rates(args)
         for model in args.model:
             result = evaluate_protection(model, args.dataset, args.protect, args.ber,
                                          args.trials, args.seed,
-                                         checkpoint_dir=args.checkpoint_dir)
+                                         checkpoint_dir=args.checkpoint_dir,
+                                         progress=_progress(args))
             evaluations.append(result)
             both = {"none", "abft+range"} <= set(args.protect)
             goals.append(protection_goal(result) if both else None)
@@ -215,6 +238,11 @@ def _cmd_protect(args):
     if args.out:
         print(f"Plot and protection.json in {args.out}")
     return 0
+
+
+def _add_progress_option(parser):
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (shown by default when stderr is a terminal)")
 
 
 def add_commands(commands, parser_class, design_options):
@@ -260,6 +288,7 @@ def add_commands(commands, parser_class, design_options):
                          help="representations to hit (default all: "
                               f"{', '.join(TARGETS)})")
     analyze.add_argument("--out", metavar="DIR", help="write plots, report.md, analysis.json")
+    _add_progress_option(analyze)
     analyze.set_defaults(handler=_cmd_analyze)
 
     from sw.protect.policy import PROTECTIONS
@@ -275,6 +304,7 @@ def add_commands(commands, parser_class, design_options):
                          help="passes over the test set per protection and rate (default 3)")
     protect.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     protect.add_argument("--out", metavar="DIR", help="write the plot and protection.json")
+    _add_progress_option(protect)
     protect.set_defaults(handler=_cmd_protect)
 
     add_campaign_command(actions, design_options, _choice_list)

@@ -24,9 +24,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from sw.analysis.vulnerability import (
+    check_fault_budget,
     check_options,
     faulty_passes,
     predict,
+    progress_bar,
     quantized_model,
     torch_threads,  # noqa: E402
 )
@@ -70,7 +72,7 @@ def _block_sizes(summary):
 def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
                         bers=PROTECTION_BERS, trials=3, seed=0, *, batch_size=512,
                         abft_options=None, range_options=None, targets=None, audit=True,
-                        checkpoint_dir=None, threads=1):
+                        checkpoint_dir=None, threads=1, progress=False):
     """Accuracy and SDC rate of the int8 ``model`` under each protection and bit error rate.
 
     Parameters
@@ -93,6 +95,8 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
         Representations the injector hits (all by default).
     audit : bool
         Count false alarms and missed blocks (costs one fault-free GEMM per GEMM).
+    progress : bool
+        Show a progress bar of the passes over the test set on stderr.
 
     Returns
     -------
@@ -107,6 +111,13 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
         ``sdc_count``, ``inferences``, ``flips_per_inference``, ``detections``,
         ``recomputed_blocks``, ``recompute_percent``, ``wrong_blocks``,
         ``false_alarms``, ``missed``, ``clamped``, ``nonfinite``, ``recomputed_rows``.
+
+    Raises
+    ------
+    TypeError
+        For an unknown model, data set or protection, or a sweep option out of its range.
+    sw.inject.bit_flips.TooManyFlips
+        A ``ValueError``, for a rate of ``bers`` whose flips would not fit in memory.
     """
     check_model_name(model)
     check_dataset_name(dataset)
@@ -119,6 +130,8 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
     abft_options = dict(abft_options or {}, audit=audit)
     range_options = dict({"stages": "lean"}, **(range_options or {}))
     with torch_threads(threads):
+        check_fault_budget(model, dataset, bers, targets=targets, batch_size=batch_size,
+                           checkpoint_dir=checkpoint_dir)
         _, quantized = quantized_model(model, dataset, checkpoint_dir)
         split = load_dataset(dataset)
         images, labels = split.test_images, split.test_labels
@@ -129,9 +142,12 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
                            range_options=range_options)
 
         clean = predict(quantized, images, batch_size)
+        bar = progress_bar(progress, len(protections) * (1 + len(bers) * trials),
+                           f"{model} protections")
         fault_free, overhead, detail, block_sizes = {}, {}, {}, {}
         for protection in protections:
             predicted, summary = _run(quantized, images, batch_size, datapath(protection))
+            bar.update()
             fault_free[protection] = {
                 "accuracy": int((predicted == labels).sum()) / len(labels),
                 "agrees": bool((predicted == clean).all()),
@@ -151,7 +167,7 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
                 injector = FaultInjector(float(ber), seed=_seed(seed, ber), targets=targets)
                 protected = datapath(protection, injector)
                 passes = faulty_passes(quantized, images, labels, clean, trials, batch_size,
-                                       injector, protected)
+                                       injector, protected, bar)
                 summary = protection_summary(protected)
                 results.append({
                     "protection": protection, **passes,
@@ -160,6 +176,7 @@ def evaluate_protection(model="vit", dataset="digits", protections=PROTECTIONS,
                     **{name: summary[name] for name in (
                         "detections", "recomputed_blocks", "wrong_blocks", "false_alarms",
                         "missed", "clamped", "nonfinite", "recomputed_rows")}})
+        bar.close()
     return {"model": model, "dataset": dataset,
             "clean_accuracy": int((clean == labels).sum()) / len(labels),
             "bers": [float(ber) for ber in bers], "trials": trials, "seed": seed,
@@ -221,7 +238,7 @@ def write_protection_plot(results, path):
     """
     results = [results] if isinstance(results, dict) else list(results)
     if not results:
-        raise ValueError("results must hold at least one evaluate_protection result")
+        raise TypeError("results must hold at least one evaluate_protection result")
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5),
                                 squeeze=False)
     for axis, result in zip(axes[0], results):

@@ -5,6 +5,11 @@ of flips in an image's region of ``n`` bits is Binomial(n, bit_error_rate), with
 ``bit_error_rate * n`` (the paper's "BER x elements x bit width"). Positions are then drawn
 uniformly and independently; two flips landing on the same bit cancel, as two upsets of
 one flip-flop would. Everything draws from one ``torch.Generator``, so a seed fixes it all.
+
+The flips of one draw are held in memory at once, about :data:`BYTES_PER_FLIP` bytes each
+while they are drawn and combined. A draw of more than :data:`MAX_FLIPS` (about 1 GiB) is
+refused with :class:`TooManyFlips`, before its positions are drawn; callers that know the
+sizes of their regions check a rate before any work with :func:`check_flip_budget`.
 """
 
 import math
@@ -14,7 +19,42 @@ import torch
 
 from sw.twin.gemm import to_signed
 
-__all__ = ["Flips", "sample_flips", "combine_flips", "flip_bits"]
+__all__ = ["Flips", "MAX_FLIPS", "BYTES_PER_FLIP", "TooManyFlips", "check_flip_budget",
+           "sample_flips", "combine_flips", "flip_bits"]
+
+#: Most flips one draw may hold (about 1 GiB at :data:`BYTES_PER_FLIP`).
+MAX_FLIPS = 1 << 23
+#: Peak bytes per flip while a draw is made and combined: its int64 image, coordinates, bit
+#: and element indices, and the sort inside ``torch.unique``.
+BYTES_PER_FLIP = 128
+
+
+class TooManyFlips(ValueError):
+    """A bit error rate whose flips, drawn at once, would not fit in :data:`MAX_FLIPS`."""
+
+
+def check_flip_budget(bit_error_rate, regions, bits, flips=None):
+    """Raise :class:`TooManyFlips` unless one draw over ``regions`` regions of ``bits`` bits
+    fits in :data:`MAX_FLIPS`.
+
+    ``flips`` is the number actually drawn; without it the check comes before the draw and
+    takes the mean plus six standard deviations, so that a rate it passes almost surely
+    draws few enough. The message gives the mean and the memory it would need.
+    """
+    mean = bit_error_rate * regions * bits
+    if flips is None:
+        flips = mean + 6 * math.sqrt(mean)
+    if flips > MAX_FLIPS:
+        highest = (math.sqrt(MAX_FLIPS + 9) - 3) ** 2 / (regions * bits)
+        raise TooManyFlips(
+            f"bit error rate {bit_error_rate:g} draws about {mean:,.0f} flips at once "
+            f"({regions} x {bits:,} bits), which would need about "
+            f"{_gibibytes(mean)} of memory; at most {MAX_FLIPS:,} flips "
+            f"({_gibibytes(MAX_FLIPS)}) are drawn at once, rates up to {highest:.2g} here")
+
+
+def _gibibytes(flips):
+    return f"{flips * BYTES_PER_FLIP / 2 ** 30:,.1f} GiB"
 
 
 class Flips(NamedTuple):
@@ -34,6 +74,11 @@ def sample_flips(batch, shape, width, bit_error_rate, generator):
     """Independent flips in ``batch`` regions of ``shape`` elements of ``width`` bits each.
 
     ``coordinates`` holds one index tensor per axis of ``shape``.
+
+    Raises
+    ------
+    TooManyFlips
+        If more than :data:`MAX_FLIPS` flips are drawn (before their positions are).
     """
     bits = math.prod(shape) * width
     if bits == 0 or bit_error_rate == 0:
@@ -43,6 +88,7 @@ def sample_flips(batch, shape, width, bit_error_rate, generator):
         counts = torch.binomial(trials, torch.full_like(trials, bit_error_rate),
                                 generator=generator).to(torch.int64)
     total = int(counts.sum())
+    check_flip_budget(bit_error_rate, batch, bits, flips=total)
     image = torch.repeat_interleave(torch.arange(batch), counts)
     position = torch.randint(0, max(bits, 1), (total,), generator=generator)
     bit = position % width

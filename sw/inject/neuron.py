@@ -54,7 +54,7 @@ class LinearOutputInjector:
         self.model = model
         self.layers = [module for module in model.modules() if isinstance(module, nn.Linear)]
         if not self.layers:
-            raise ValueError("model has no nn.Linear layer to inject into")
+            raise TypeError("model has no nn.Linear layer to inject into")
         self.generator = torch.Generator().manual_seed(seed)
         self.output_elements = self._output_elements(example_input)
         self._by_layer = None

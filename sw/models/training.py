@@ -1,8 +1,10 @@
 """Deterministic training of the float ViT and CNN, and their shipped checkpoints.
 
-``train("vit", "digits")`` reproduces ``sw/models/checkpoints/vit_digits.pt``: the same seed, the
-recipe in :data:`RECIPES`, one CPU thread (so that floating-point reductions happen in the
-same order) and a seeded shuffle give the same weights on the same torch build. A
+``train("vit", "digits")`` trains ``sw/models/checkpoints/vit_digits.pt`` again: the same seed,
+the recipe in :data:`RECIPES`, one CPU thread (so that floating-point reductions happen in the
+same order) and a seeded shuffle give the same weights on one machine. Another CPU's float
+kernels (AVX2, AVX-512, ...) round differently, and its weights differ slightly, with the
+same accuracy (``docs/vit-analysis.md``, "What reproduces where"). A
 checkpoint holds the architecture config, the float32 state_dict, the recipe and the test
 accuracy measured at the end of training.
 """
@@ -67,11 +69,11 @@ class TrainingResult(NamedTuple):
 
 
 def check_model_name(model):
-    """Raise ``TypeError``/``ValueError`` naming the parameter unless ``model`` is known."""
+    """Raise ``TypeError`` naming the parameter unless ``model`` is known."""
     if not isinstance(model, str):
         raise TypeError(f"model must be a string, not {model!r}")
     if model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+        raise TypeError(f"model must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
 
 
 def build_model(model, dataset, **overrides):
@@ -144,7 +146,7 @@ def train(model="vit", dataset="digits", seed=0, *, save=True, checkpoint_dir=No
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError
         For an unknown model, data set or recipe key, or a seed that is not an integer.
     """
     check_model_name(model)
@@ -153,7 +155,7 @@ def train(model="vit", dataset="digits", seed=0, *, save=True, checkpoint_dir=No
     recipe = dict(RECIPES[(model, dataset)])
     unknown = sorted(set(recipe_overrides) - set(recipe) - set(_REGULARISERS))
     if unknown:
-        raise ValueError(f"unknown training option {unknown[0]!r}; expected one of "
+        raise TypeError(f"unknown training option {unknown[0]!r}; expected one of "
                          f"{', '.join(sorted(set(recipe) | set(_REGULARISERS)))}")
     recipe.update(recipe_overrides)
     split = load_dataset(dataset)

@@ -199,7 +199,7 @@ class BlockABFT(Datapath):
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError
         For an option of the wrong type or an unknown value, naming the option.
     """
 
@@ -210,12 +210,12 @@ class BlockABFT(Datapath):
         _check_tile_shape("tile", tile)
         if isinstance(block, str):
             if block not in ("auto", "tile"):
-                raise ValueError(f"block must be 'auto', 'tile' or (rows, cols), not {block!r}")
+                raise TypeError(f"block must be 'auto', 'tile' or (rows, cols), not {block!r}")
         else:
             _check_tile_shape("block", block)
         if not isinstance(checks, str) or checks not in ABFT_CHECKS:
-            raise ValueError(f"checks must be one of {', '.join(map(repr, ABFT_CHECKS))}, "
-                             f"not {checks!r}")
+            raise TypeError(f"checks must be one of {', '.join(map(repr, ABFT_CHECKS))}, "
+                            f"not {checks!r}")
         if not isinstance(overhead_target, (int, float)) or isinstance(overhead_target, bool) \
                 or not 0 < overhead_target < 1:
             raise TypeError(f"overhead_target must be a number in (0, 1), not "

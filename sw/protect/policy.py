@@ -23,12 +23,12 @@ PROTECTIONS = ("none", "abft", "range", "abft+range")
 
 
 def check_protection_name(protection):
-    """Raise ``TypeError``/``ValueError`` naming the parameter unless ``protection`` is known."""
+    """Raise ``TypeError`` naming the parameter unless ``protection`` is known."""
     if not isinstance(protection, str):
         raise TypeError(f"protection must be a string, not {protection!r}")
     if protection not in PROTECTIONS:
-        raise ValueError(f"protection must be one of {', '.join(map(repr, PROTECTIONS))}, "
-                         f"not {protection!r}")
+        raise TypeError(f"protection must be one of {', '.join(map(repr, PROTECTIONS))}, "
+                        f"not {protection!r}")
 
 
 def protect(protection, inner=None, *, bounds=None, abft_options=None, range_options=None):
@@ -47,8 +47,10 @@ def protect(protection, inner=None, *, bounds=None, abft_options=None, range_opt
 
     Raises
     ------
-    TypeError, ValueError
-        For an unknown protection, a missing ``bounds``, or a bad option.
+    TypeError
+        For an unknown protection or a bad option.
+    ValueError
+        For a range protection without ``bounds``.
     """
     check_protection_name(protection)
     inner = Datapath() if inner is None else inner

@@ -211,7 +211,7 @@ class RangeProtection(Datapath):
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError
         For an option of the wrong type or an unknown value, naming the option.
     """
 
@@ -227,15 +227,15 @@ class RangeProtection(Datapath):
                     or not value >= 0 or math.isinf(value):
                 raise TypeError(f"{name} must be a non-negative number, not {value!r}")
         if policy not in RANGE_POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(map(repr, RANGE_POLICIES))}, "
-                             f"not {policy!r}")
+            raise TypeError(f"policy must be one of {', '.join(map(repr, RANGE_POLICIES))}, "
+                            f"not {policy!r}")
         if softmax not in SOFTMAX_POLICIES:
-            raise ValueError(f"softmax must be one of "
-                             f"{', '.join(map(repr, SOFTMAX_POLICIES))}, not {softmax!r}")
+            raise TypeError(f"softmax must be one of "
+                            f"{', '.join(map(repr, SOFTMAX_POLICIES))}, not {softmax!r}")
         if isinstance(stages, str):
             if stages not in STAGE_SETS:
-                raise ValueError(f"stages must be one of {', '.join(map(repr, STAGE_SETS))} "
-                                 f"or (kind, stage) pairs, not {stages!r}")
+                raise TypeError(f"stages must be one of {', '.join(map(repr, STAGE_SETS))} "
+                                f"or (kind, stage) pairs, not {stages!r}")
             stages = STAGE_SETS[stages]
         elif stages is not None:
             stages = frozenset(tuple(stage) if isinstance(stage, (list, tuple)) else stage
@@ -243,8 +243,8 @@ class RangeProtection(Datapath):
             for stage in stages:
                 if not (isinstance(stage, tuple) and len(stage) == 2
                         and stage[1] in NONLINEAR_STAGES.get(stage[0], ())):
-                    raise ValueError(f"stages must hold (kind, stage) pairs of "
-                                     f"NONLINEAR_STAGES, not {stage!r}")
+                    raise TypeError(f"stages must hold (kind, stage) pairs of "
+                                    f"NONLINEAR_STAGES, not {stage!r}")
         self.bounds = bounds
         self.inner = Datapath() if inner is None else inner
         self.margin, self.policy, self.softmax = float(margin), policy, softmax

@@ -58,8 +58,8 @@ def _check_operands(a, b):
             found = operand.dtype if isinstance(operand, torch.Tensor) else type(operand).__name__
             raise TypeError(f"Operand {name} must be a torch.int8 tensor, not {found}")
         if operand.dim() < 2:
-            raise ValueError(f"Operand {name} must have at least 2 dimensions, "
-                             f"not shape {tuple(operand.shape)}")
+            raise TypeError(f"Operand {name} must have at least 2 dimensions, "
+                            f"not shape {tuple(operand.shape)}")
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"Inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)}")
 
@@ -68,7 +68,7 @@ def iter_tiles(a, b, rows, cols):
     """Yield the :class:`Tile` s of the 2-D GEMM ``a @ b`` in the order the hardware runs them."""
     _check_operands(a, b)
     if a.dim() != 2 or b.dim() != 2:
-        raise ValueError(f"Tiling takes 2-D operands, not shapes {tuple(a.shape)} and "
+        raise TypeError(f"Tiling takes 2-D operands, not shapes {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     m, k = a.shape
     n = b.shape[1]
@@ -131,7 +131,7 @@ def random_operands(m, k, n, seed, extreme_fraction=0.1):
     for name, value in (("m", m), ("k", k), ("n", n)):
         check_positive_integer(name, value)
     if not 0.0 <= extreme_fraction <= 1.0:
-        raise ValueError(f"extreme_fraction must be between 0 and 1, not {extreme_fraction!r}")
+        raise TypeError(f"extreme_fraction must be between 0 and 1, not {extreme_fraction!r}")
     generator = torch.Generator().manual_seed(seed)
 
     def draw(shape):

@@ -34,8 +34,8 @@ class RangeBounds:
         for name in ("lower", "upper"):
             value = getattr(self, name)
             if not isinstance(value, int) or not INT32_MIN <= value <= INT32_MAX:
-                raise ValueError(f"range {name} bound must be a signed 32-bit integer, "
-                                 f"not {value!r}")
+                raise TypeError(f"range {name} bound must be a signed 32-bit integer, "
+                                f"not {value!r}")
         if self.lower > self.upper:
             raise ValueError(f"range lower bound {self.lower} is above the upper bound "
                              f"{self.upper}")
@@ -89,7 +89,7 @@ def check_tile(a_tile, b_tile, raw, abft="none", bounds=None, row_integrity=None
     that column even when its checksum cancels. By default no operand was corrupted.
     """
     if abft not in ABFT_MODES:
-        raise ValueError(f"abft must be one of {ABFT_MODES!r}, not {abft!r}")
+        raise TypeError(f"abft must be one of {ABFT_MODES!r}, not {abft!r}")
     rows, cols = raw.shape
     raw64 = raw.to(torch.int64)
     col_diff = torch.zeros(cols, dtype=torch.int32)
