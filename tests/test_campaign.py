@@ -58,14 +58,14 @@ def test_outcomes_and_errors_match_what_the_twin_predicts():
     golden = np.array(ONE_TILE.workload.tiles(8, 8)[0].expected)
 
     for record, (i, j, bit) in zip(records[:3], [(2, 5, 7), (6, 1, 31), (4, 3, 12)]):
-        assert record["outcome"] == "sdc"
-        assert (record["wrong_elements"], record["max_abs_error"]) == (1, 2**bit)
-        difference = record["faulty_tile"].astype(np.int64) - golden
+        assert record.outcome == "sdc"
+        assert (record.wrong_elements, record.max_abs_error) == (1, 2**bit)
+        difference = record.faulty_tile.astype(np.int64) - golden
         assert list(zip(*np.nonzero(difference))) == [(i, j)]
         assert abs(difference[i, j]) == 2**bit
-    assert records[3]["outcome"] == "masked" and records[3]["wrong_elements"] == 0
-    assert records[3]["faulty_tile"] is None
-    assert records[4]["outcome"] == "hang"
+    assert records[3].outcome == "masked" and records[3].wrong_elements == 0
+    assert records[3].faulty_tile is None
+    assert records[4].outcome == "hang"
 
 
 def test_campaign_stores_every_experiment_and_summarises(tmp_path):
@@ -116,7 +116,7 @@ def test_every_site_can_be_upset():
     prepared_sites = build_design(CONFIG).fault_sites()
     records = replay(options, [(site.path, 0, 0, 5) for site in prepared_sites])
     assert len(records) == len(prepared_sites)
-    assert {record["outcome"] for record in records} <= {"masked", "sdc", "hang"}
+    assert {record.outcome for record in records} <= {"masked", "sdc", "hang"}
 
 
 def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
@@ -201,15 +201,15 @@ def test_single_tile_experiments_match_whole_multi_tile_runs(tmp_path):
     golden = [np.array(tile.expected) for tile in options.workload.tiles(8, 8)]
     checked_later_tiles = 0
     for record, outputs in zip(records, whole):
-        if record["outcome"] == "hang":
+        if record.outcome == "hang":
             assert outputs[0] is None
             continue
         first = np.array(outputs[0])
-        if record["outcome"] == "sdc":
-            assert np.array_equal(first, record["faulty_tile"])
+        if record.outcome == "sdc":
+            assert np.array_equal(first, record.faulty_tile)
         else:
             assert np.array_equal(first, golden[0])
-        if not record["latent"]:
+        if not record.latent:
             assert np.array_equal(np.array(outputs[1]), golden[1])
             checked_later_tiles += 1
     assert checked_later_tiles > 40

@@ -120,14 +120,14 @@ class CampaignDatabase:
                                 (campaign_id,))
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
-    def insert_results(self, campaign_id, rows):
-        """Store one batch: rows of (experiment, site, bit, tile, cycle, outcome,
-        wrong_elements, max_abs_error, done_cycles, latent, faulty tile as an int32 array
-        or None)."""
+    def insert_results(self, campaign_id, records):
+        """Store one batch of :class:`sim.campaign.engine.ExperimentRecord`."""
         records = [
-            (campaign_id, *row[:10], None if row[10] is None else
-             zlib.compress(np.ascontiguousarray(row[10], dtype="<i4").tobytes()))
-            for row in rows]
+            (campaign_id, r.experiment, r.site, r.bit, r.tile, r.cycle, r.outcome,
+             r.wrong_elements, r.max_abs_error, r.done_cycles, int(r.latent),
+             None if r.faulty_tile is None else
+             zlib.compress(np.ascontiguousarray(r.faulty_tile, dtype="<i4").tobytes()))
+            for r in records]
         with self._db:
             self._db.executemany("INSERT INTO experiments VALUES "
                                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
@@ -159,6 +159,12 @@ class CampaignDatabase:
         """Experiments whose upset left the control state different from the golden run's."""
         return self._db.execute("SELECT COUNT(*) FROM experiments WHERE campaign_id = ? AND "
                                 "latent = 1 AND outcome != 'hang'", (campaign_id,)).fetchone()[0]
+
+    def late_runs(self, campaign_id, tile_cycles):
+        """Experiments whose DONE came after ``tile_cycles``: how many, and the latest."""
+        return tuple(self._db.execute(
+            "SELECT COUNT(*), MAX(done_cycles) FROM experiments WHERE campaign_id = ? AND "
+            "done_cycles > ?", (campaign_id, tile_cycles)).fetchone())
 
     def bits_per_class(self, campaign_id):
         bits = dict.fromkeys(FAULT_CLASSES, 0)

@@ -8,9 +8,12 @@ reports numbers accepts ``--json`` and then prints exactly one JSON object on st
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
+from sim.cli.progress import ProgressBar, add_progress_option, progress_wanted
 from sim.cli.usage import UsageError, int_range, print_json
 from sim.cli.vit import add_commands as add_vit_commands
 
@@ -20,6 +23,25 @@ __all__ = ["main"]
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop as Ctrl-C does, cleaning up on the way (results stored are kept)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _seconds(text):
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _add_design_options(parser):
@@ -161,20 +183,47 @@ def _open_database(path):
         raise UsageError(f"--db: {error}") from None
 
 
+class _CampaignFailed(Exception):
+    """A campaign that could not go on: one line, exit status 1."""
+
+
+def _run_campaign(args, options, db):
+    """Run a campaign with the command's executor and progress options."""
+    from sim.campaign.engine import CampaignError, run_campaign
+    progress = ProgressBar("inj", "injections") if progress_wanted(args) else None
+    if getattr(args, "scheduler", None) is not None:
+        # distributed logs a lost scheduler as tracebacks; the campaign says it in one line.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    try:
+        return run_campaign(options, db, workers=getattr(args, "workers", None),
+                            scheduler=getattr(args, "scheduler", None),
+                            scheduler_timeout=getattr(args, "scheduler_timeout", 60.0),
+                            progress=progress)
+    except CampaignError as error:
+        raise _CampaignFailed(str(error)) from None
+    finally:
+        if progress is not None:
+            progress.close()
+
+
 def _cmd_campaign(args):
-    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.engine import CampaignOptions, check_executor_options
     from sim.campaign.workload import Workload
+    from sim.cli.campaign_tables import format_summary
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    try:
+        check_executor_options(args.workers, args.scheduler, args.scheduler_timeout)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
     _open_database(args.db).close()
     options = CampaignOptions(config=config, workload=Workload(args.m, args.k, args.n, args.seed),
                               seed=args.seed, injections=args.injections, classes=args.sites,
                               exhaustive_cycle=args.exhaustive_cycle,
                               range_bounds=_range_bounds(args))
     try:
-        summary = run_campaign(options, args.db, workers=args.workers, scheduler=args.scheduler,
-                               progress=not args.json and sys.stderr.isatty() or args.progress)
+        summary = _run_campaign(args, options, args.db)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.json:
@@ -185,7 +234,8 @@ def _cmd_campaign(args):
 
 
 def _cmd_report(args):
-    from sim.campaign.engine import format_summary, summarize
+    from sim.campaign.engine import summarize
+    from sim.cli.campaign_tables import format_summary
     database = _open_database(args.db)
     try:
         ids = database.campaign_ids()
@@ -241,8 +291,9 @@ def _cmd_area(args):
 
 def _cmd_sim(args):
     """The main job: co-verify the default suite, then a short campaign; results in --out."""
-    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.engine import CampaignOptions
     from sim.campaign.workload import Workload
+    from sim.cli.campaign_tables import format_summary
     from sim.verify import default_suite, verify_gemms
     config = _design(args)
     out = Path(args.out)
@@ -254,10 +305,10 @@ def _cmd_sim(args):
     summary = None
     if passed and args.injections:
         workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
-        summary = run_campaign(CampaignOptions(config, workload, seed=args.seed,
-                                               injections=args.injections,
-                                               range_bounds=_range_bounds(args)),
-                               out / "campaign.db")
+        summary = _run_campaign(args, CampaignOptions(config, workload, seed=args.seed,
+                                                      injections=args.injections,
+                                                      range_bounds=_range_bounds(args)),
+                                out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
@@ -316,11 +367,14 @@ def _parser():
                           help="site classes to inject into (default: all)")
     campaign.add_argument("--exhaustive-cycle", type=int_range(0, 10**9), metavar="CYCLE",
                           help="every selected bit once, at this workload cycle")
-    campaign.add_argument("--workers", type=int_range(1, 1024), default=1)
+    campaign.add_argument("--workers", type=int_range(1, 1024),
+                          help="local worker processes (default 1, in this process)")
     campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
                                                                  "(tcp://HOST:PORT)")
-    campaign.add_argument("--progress", action="store_true",
-                          help="show the progress bar even when stderr is not a terminal")
+    campaign.add_argument("--scheduler-timeout", type=_seconds, default=60.0,
+                          metavar="SECONDS", help="how long to wait for the Dask scheduler "
+                                                  "and for a worker to join (default 60)")
+    add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.set_defaults(handler=_cmd_campaign)
 
@@ -343,6 +397,7 @@ def _parser():
                      help="size of the campaign after co-verification (0: none)")
     _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
+    add_progress_option(sim)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)
 
@@ -354,18 +409,27 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="softerror: %(message)s", stream=sys.stderr)
     from sim.build import BuildError
     from sim.simulator import SimulationError
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
         return args.handler(args)
     except UsageError as error:
         print(f"softerror: error: {error}", file=sys.stderr)
         return 2
-    except (BuildError, SimulationError) as error:
+    except (BuildError, SimulationError, _CampaignFailed) as error:
         print(f"softerror: {error}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("softerror: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("softerror: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":
