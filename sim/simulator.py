@@ -183,16 +183,16 @@ class SimulatorSession:
             return
         self._process.kill()
         self._process.wait()
-        try:
-            self._to_sim.close()
-        except BrokenPipeError:
-            pass
         self._end()
 
     def _end(self):
-        self._from_sim.close()
-        self._remove_work_dir()
         self._ended = True
+        self._remove_work_dir()
+        for pipe in (self._to_sim, self._from_sim):
+            try:
+                pipe.close()
+            except (OSError, RuntimeError):
+                pass    # RuntimeError: a signal handler interrupted a read of this pipe
 
     def _remove_work_dir(self):
         if self._temporary:

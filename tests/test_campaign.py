@@ -1,6 +1,7 @@
 """Register-level fault injection on the RTL: flips, outcomes, storage, resume, parallelism."""
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -8,13 +9,17 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hw.config import AcceleratorConfig
 from sim.build import build_design
-from sim.campaign.engine import CampaignOptions, replay, run_campaign
+from sim.campaign.engine import (CampaignOptions, _batches, prepare_campaign, replay,
+                                 run_campaign)
+from sim.campaign.plan import ExperimentPlan
+from sim.campaign.worker import close_sessions, run_batch
 from sim.campaign.store import CampaignDatabase, decode_tile
 from sim.campaign.workload import Workload
 from sim.simulator import run_testbench
@@ -66,6 +71,47 @@ def test_outcomes_and_errors_match_what_the_twin_predicts():
     assert records[3].outcome == "masked" and records[3].wrong_elements == 0
     assert records[3].faulty_tile is None
     assert records[4].outcome == "hang"
+
+
+def test_a_late_tile_is_classified_by_its_output_and_a_hang_stores_no_cycle():
+    """The upsets of the issue: the step counter pushed past its target (270) near the end
+    of COMPUTE counts to 511, wraps and counts again: DONE 512 - 2**bit cycles late, after
+    the old watchdog of 2 x 279 = 558 cycles, with the output re-accumulated."""
+    options = replace(ONE_TILE, workload=Workload(8, 256, 8, seed=3))
+    tile_cycles = CONFIG.tile_cycles(256)
+    upsets = [("controller.step", bit, 0, 262) for bit in (4, 5, 6, 7)]
+    upsets.append(("controller.tile_state", 1, 0, 10))    # COMPUTE becomes 3: no exit
+    *late, hang = replay(options, upsets)
+    assert [record.done_cycles for record in late] == [tile_cycles + 512 - 2**bit
+                                                       for bit in (4, 5, 6, 7)]
+    assert [record.done_cycles for record in late] == [775, 759, 727, 663]
+    assert {(record.outcome, record.wrong_elements) for record in late} == {("sdc", 64)}
+    assert (hang.outcome, hang.done_cycles, hang.wrong_elements) == ("hang", None, None)
+
+
+def test_what_the_watchdog_calls_a_hang_never_finishes():
+    """The watchdog's bound (2 x tile + 2**step bits) is generous: every control upset it
+    calls a hang still hangs with four times the wait, and the rest end the same way."""
+    prepared = prepare_campaign(replace(ONE_TILE, classes=("control",)))
+    bits = [(site, bit) for site, register in enumerate(prepared.sites)
+            for bit in range(register.width)]
+    upsets = [(site, bit, cycle) for cycle in (3, 40, 80, 95) for site, bit in bits]
+    plan = ExperimentPlan(*(np.array(column) for column in
+                            (range(len(upsets)), *zip(*upsets))))
+    outcomes = {}
+    try:
+        for watchdog in (prepared.watchdog_cycles, 4 * prepared.watchdog_cycles):
+            outcomes[watchdog] = [(result.outcome, result.done_cycles)
+                                  for task in _batches(prepared, plan, 1)
+                                  for result in run_batch(replace(task,
+                                                                  watchdog_cycles=watchdog)).results]
+    finally:
+        close_sessions()
+    bounded, longer = outcomes.values()
+    assert bounded == longer
+    assert 0 < sum(outcome == "hang" for outcome, _ in bounded) < len(upsets)
+    assert max(cycles for outcome, cycles in bounded if cycles is not None) \
+        > 2 * CONFIG.tile_cycles(64)
 
 
 def test_campaign_stores_every_experiment_and_summarises(tmp_path):
@@ -147,6 +193,112 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
                               str(killed), "--json"], check=True, capture_output=True, text=True)
     assert '"injections": 6000' in resumed.stdout
     assert experiments(killed) == experiments(reference)
+
+
+# Four tiles, so that two workers finish batches out of order.
+MULTI_TILE = CampaignOptions(CONFIG, Workload(16, 32, 16, seed=11), seed=11, injections=2400)
+MULTI_TILE_ARGUMENTS = ["campaign", "--rows", "8", "--cols", "8", "--k-max", "256", "--m", "16",
+                        "--k", "32", "--n", "16", "--seed", "11", "--injections", "2400"]
+
+
+@pytest.fixture(scope="module")
+def multi_tile_reference(tmp_path_factory):
+    """The uninterrupted multi-tile campaign, on one worker."""
+    db = tmp_path_factory.mktemp("reference") / "reference.db"
+    run_campaign(MULTI_TILE, db)
+    return db
+
+
+def test_resume_fills_a_non_contiguous_set_of_experiments(tmp_path, multi_tile_reference):
+    holes = tmp_path / "holes.db"
+    shutil.copy(multi_tile_reference, holes)
+    with sqlite3.connect(holes) as db:
+        missing = db.execute("DELETE FROM experiments WHERE experiment % 3 = 1 OR "
+                             "experiment BETWEEN 700 AND 1100").rowcount
+    db.close()
+    summary = run_campaign(MULTI_TILE, holes, workers=2)
+    assert summary["last_run"]["experiments"] == missing > 1000
+    assert experiments(holes) == experiments(multi_tile_reference)
+
+
+def _live(pids):
+    """Those of ``pids`` still running (a zombie has ended)."""
+    live = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.add(pid)
+    return live
+
+
+def _descendants(pid):
+    """Every running process below ``pid``, with its command line, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _live([int(entry)]):
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            children.setdefault(parent, []).append((int(entry), command))
+    found, frontier = {}, [pid]
+    while frontier:
+        for child, command in children.get(frontier.pop(), []):
+            found[child] = command
+            frontier.append(child)
+    return found
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM", "Ctrl-C"])
+def test_a_stopped_two_worker_campaign_leaves_nothing_behind_and_resumes_exactly(
+        tmp_path, multi_tile_reference, stop):
+    """Workers, simulators and the resource tracker end with the campaign process, however
+    it is stopped, their temporary directories go, and a resumed run is exact."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    db = tmp_path / "stopped.db"
+    command = [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--workers", "2",
+               "--db", str(db)]
+    process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temporary)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    simulator = str(build_design(CONFIG).binary)
+    deadline = time.time() + 300
+    stored, tree = 0, {}
+    while time.time() < deadline and process.poll() is None and not (
+            stored and list(tree.values()).count(simulator) == 2):
+        time.sleep(0.05)
+        tree = _descendants(process.pid)
+        with sqlite3.connect(db) as connection:
+            try:
+                stored = connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+            except sqlite3.Error:
+                pass
+        connection.close()
+    if stop == "Ctrl-C":
+        os.killpg(process.pid, signal.SIGINT)        # what a terminal sends: the whole group
+    else:
+        process.send_signal(getattr(signal, stop))
+    _, stderr = process.communicate(timeout=120)
+    assert 0 < stored < 2400, "the campaign was not stopped halfway"
+    assert list(tree.values()).count(simulator) == 2 and len(tree) >= 5, tree
+    deadline = time.time() + 60
+    while _live(tree) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _live(tree) == set(), {pid: tree[pid] for pid in _live(tree)}
+    assert list(temporary.iterdir()) == []
+    expected = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 143, "Ctrl-C": 130}[stop]
+    assert process.returncode == expected, stderr
+    if stop != "SIGKILL":
+        assert stderr.splitlines()[-1] == ("softerror: terminated" if stop == "SIGTERM"
+                                           else "softerror: interrupted")
+        assert "Traceback" not in stderr
+    subprocess.run([*command, "--json"], check=True, capture_output=True)
+    assert experiments(db) == experiments(multi_tile_reference)
 
 
 def _free_port():

@@ -100,5 +100,7 @@ def prepare_pool_worker(parent_pid):
 
 
 def _stop_pool_worker(signum, frame):
-    _end_all_sessions(kill=True)
-    os._exit(128 + signum)
+    try:
+        _end_all_sessions(kill=True)
+    finally:
+        os._exit(128 + signum)
