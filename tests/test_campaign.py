@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -307,26 +308,38 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+def _start_dask(tmp_path, workers):
+    """A real Dask scheduler on localhost and ``workers`` one-thread workers."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                                   address.rsplit(":", 1)[1], "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    processes += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers",
+                                    "1", "--no-dashboard"], cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(workers)]
+    from distributed import Client
+    with Client(address, timeout="60s") as client:
+        if workers:
+            client.wait_for_workers(workers, timeout=60)
+    return address, processes
+
+
+def _stop(processes):
+    for process in reversed(processes):
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def dask_scheduler(tmp_path):
     """A real Dask scheduler and one worker on localhost."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    dask = os.path.join(os.path.dirname(sys.executable), "dask")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
-                                  address.rsplit(":", 1)[1], "--no-dashboard"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                               "--no-dashboard"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from distributed import Client
+    address, processes = _start_dask(tmp_path, workers=1)
     try:
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=60)
         yield address
     finally:
-        for process in (worker, scheduler):
-            process.terminate()
-            process.wait(timeout=30)
+        _stop(processes)
 
 
 def test_dask_cluster_gives_the_same_results(tmp_path, dask_scheduler):
@@ -335,6 +348,74 @@ def test_dask_cluster_gives_the_same_results(tmp_path, dask_scheduler):
     assert remote["last_run"]["workers"] == f"dask {dask_scheduler}"
     assert remote["per_class"] == local["per_class"]
     assert experiments(tmp_path / "dask.db") == experiments(tmp_path / "local.db")
+
+
+def test_a_scheduler_without_workers_says_so_and_gives_up_after_its_timeout(tmp_path):
+    address, processes = _start_dask(tmp_path, workers=0)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db",
+             str(tmp_path / "c.db"), "--scheduler", address, "--scheduler-timeout", "2"],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        _stop(processes)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-2:] == [
+        f"softerror: waiting for a Dask worker to join {address} (at most 2 s: "
+        "--scheduler-timeout)",
+        f"softerror: no Dask worker joined {address} within 2 s (--scheduler-timeout)"]
+
+
+def test_a_lost_scheduler_is_one_line_and_the_results_are_kept(tmp_path, multi_tile_reference):
+    address, processes = _start_dask(tmp_path, workers=1)
+    db = tmp_path / "c.db"
+    try:
+        campaign = subprocess.Popen(
+            [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db", str(db),
+             "--scheduler", address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        stored, deadline = 0, time.time() + 300
+        while not stored and time.time() < deadline and campaign.poll() is None:
+            time.sleep(0.05)
+            with sqlite3.connect(db) as connection:
+                try:
+                    stored = connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+                except sqlite3.Error:
+                    pass
+            connection.close()
+        processes[0].kill()
+        _, stderr = campaign.communicate(timeout=120)
+    finally:
+        _stop(processes)
+    assert 0 < stored < 2400, "the scheduler was not lost halfway"
+    assert (campaign.returncode, stderr) == (
+        1, f"softerror: lost the Dask scheduler at {address}; the results so far are stored: "
+           "run the command again to resume\n")
+    assert len(experiments(db)) >= stored
+    subprocess.run([sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db",
+                    str(db)], check=True, capture_output=True)
+    assert experiments(db) == experiments(multi_tile_reference)
+
+
+def test_temporary_directories_and_simulators_go_when_a_campaign_fails(tmp_path, monkeypatch):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def fail_after_a_batch(done, total):
+        if done:
+            raise RuntimeError("the progress display broke")
+
+    for workers in (1, 2):
+        with pytest.raises(RuntimeError, match="the progress display broke"):
+            run_campaign(MULTI_TILE, tmp_path / f"{workers}.db", workers=workers,
+                         progress=fail_after_a_batch)
+        assert list(temporary.iterdir()) == []
+        simulator = str(build_design(CONFIG).binary)
+        assert simulator not in _descendants(os.getpid()).values()
+    run_campaign(replace(MULTI_TILE, injections=100), tmp_path / "done.db")
+    assert list(temporary.iterdir()) == []
 
 
 def test_single_tile_experiments_match_whole_multi_tile_runs(tmp_path):

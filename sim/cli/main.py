@@ -183,6 +183,14 @@ def _open_database(path):
         raise UsageError(f"--db: {error}") from None
 
 
+def _quiet_distributed():
+    """distributed logs a lost scheduler as tracebacks; the campaign says it in one line."""
+    import distributed  # noqa: F401 -- it sets its loggers' levels when imported
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _CampaignFailed(Exception):
     """A campaign that could not go on: one line, exit status 1."""
 
@@ -192,8 +200,7 @@ def _run_campaign(args, options, db):
     from sim.campaign.engine import CampaignError, run_campaign
     progress = ProgressBar("inj", "injections") if progress_wanted(args) else None
     if getattr(args, "scheduler", None) is not None:
-        # distributed logs a lost scheduler as tracebacks; the campaign says it in one line.
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        _quiet_distributed()
     try:
         return run_campaign(options, db, workers=getattr(args, "workers", None),
                             scheduler=getattr(args, "scheduler", None),
