@@ -38,6 +38,17 @@ def experiments(db_path):
                           "ORDER BY experiment").fetchall()
 
 
+def _stored(db_path):
+    """How many experiments a running campaign has stored (0 before its tables exist)."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        connection.close()
+
+
 def test_an_upset_lands_and_the_next_load_overwrites_it(tmp_path):
     report = run_testbench(build_design(CONFIG), "flip_testbench", {"design": vars(CONFIG)},
                            tmp_path)
@@ -180,11 +191,7 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
-        try:
-            with sqlite3.connect(killed) as db:
-                stored = db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-        except sqlite3.Error:
-            continue
+        stored = _stored(killed)
         if stored:
             break
     process.send_signal(signal.SIGKILL)
@@ -274,12 +281,7 @@ def test_a_stopped_two_worker_campaign_leaves_nothing_behind_and_resumes_exactly
             stored and list(tree.values()).count(simulator) == 2):
         time.sleep(0.05)
         tree = _descendants(process.pid)
-        with sqlite3.connect(db) as connection:
-            try:
-                stored = connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-            except sqlite3.Error:
-                pass
-        connection.close()
+        stored = _stored(db)
     if stop == "Ctrl-C":
         os.killpg(process.pid, signal.SIGINT)        # what a terminal sends: the whole group
     else:
@@ -377,12 +379,7 @@ def test_a_lost_scheduler_is_one_line_and_the_results_are_kept(tmp_path, multi_t
         stored, deadline = 0, time.time() + 300
         while not stored and time.time() < deadline and campaign.poll() is None:
             time.sleep(0.05)
-            with sqlite3.connect(db) as connection:
-                try:
-                    stored = connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-                except sqlite3.Error:
-                    pass
-            connection.close()
+            stored = _stored(db)
         processes[0].kill()
         _, stderr = campaign.communicate(timeout=120)
     finally:
