@@ -271,9 +271,11 @@ def test_a_stopped_two_worker_campaign_leaves_nothing_behind_and_resumes_exactly
     db = tmp_path / "stopped.db"
     command = [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--workers", "2",
                "--db", str(db)]
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C must reach this campaign.
     process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temporary)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     simulator = str(build_design(CONFIG).binary)
     deadline = time.time() + 300
     stored, tree = 0, {}

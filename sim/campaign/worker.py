@@ -100,6 +100,9 @@ def prepare_pool_worker(parent_pid):
 
 
 def _stop_pool_worker(signum, frame):
+    # The kernel sends the parent-death signal again each time the thread this process
+    # was reparented to exits (the campaign process's other threads): stop only once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         _end_all_sessions(kill=True)
     finally:
