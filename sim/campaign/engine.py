@@ -226,7 +226,8 @@ def _records(task, batch):
                                f"{experiment.experiment}")
         wrong = max_error = faulty = None
         if result.observed is not None:
-            observed = np.array(result.observed, dtype=np.int32)
+            observed = np.frombuffer(result.observed, dtype="<i4").reshape(
+                task.config.rows, task.config.cols)
             faulty = observed[:tile.valid_rows, :tile.valid_cols]
             error = np.abs(faulty.astype(np.int64) - expected)
             wrong, max_error = int(np.count_nonzero(error)), int(error.max())

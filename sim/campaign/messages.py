@@ -60,13 +60,14 @@ class ExperimentResult:
     """What the simulator observed in one experiment.
 
     ``done_cycles``: cycles from START to DONE, ``None`` when DONE never came (a hang).
-    ``observed``: the output tile the host read (rows of int32), only when it was wrong.
+    ``observed``: the output tile the host read, only when it was wrong: rows x cols
+    int32 values, little-endian, row by row (as the harness holds them).
     ``latent``: the control registers differed from the golden run's at the end.
     """
     experiment: int
     outcome: str
     done_cycles: int | None
-    observed: tuple[tuple[int, ...], ...] | None
+    observed: bytes | None
     latent: bool
 
 
