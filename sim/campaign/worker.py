@@ -17,7 +17,7 @@ import signal
 import threading
 
 from sim.build import build_design
-from sim.campaign.messages import BatchResult, BatchTask, SessionReady, SessionSetup
+from sim.campaign.messages import BatchResult, BatchTask, SessionSetup
 from sim.simulator import SimulatorSession, die_with_parent
 
 __all__ = ["run_batch", "close_sessions", "prepare_pool_worker"]
@@ -44,10 +44,12 @@ def _session(config, site_paths, control_paths):
         session = SimulatorSession(build_design(config), TESTBENCH)
         with _open_sessions_lock:
             _open_sessions.add(session)
+        try:
+            session.request(SessionSetup(config, site_paths, control_paths))  # SessionReady
+        except BaseException:
+            _end(session, kill=True)
+            raise
         sessions[key] = session
-        if not isinstance(session.request(SessionSetup(config, site_paths, control_paths)),
-                          SessionReady):
-            raise RuntimeError("The campaign testbench answered its set-up with something else")
     return sessions[key]
 
 
