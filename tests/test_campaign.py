@@ -1,21 +1,26 @@
 """Register-level fault injection on the RTL: flips, outcomes, storage, resume, parallelism."""
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hw.config import AcceleratorConfig
 from sim.build import build_design
-from sim.campaign.engine import CampaignOptions, replay, run_campaign
+from sim.campaign.engine import CampaignOptions, _batches, prepare_campaign, replay, run_campaign
+from sim.campaign.plan import ExperimentPlan
 from sim.campaign.store import CampaignDatabase, decode_tile
+from sim.campaign.worker import close_sessions, run_batch
 from sim.campaign.workload import Workload
 from sim.simulator import run_testbench
 from sw.twin.protection import RangeBounds
@@ -30,6 +35,17 @@ def experiments(db_path):
         return db.execute("SELECT experiment, site, bit, tile, cycle, outcome, wrong_elements, "
                           "max_abs_error, done_cycles, latent, faulty_tile FROM experiments "
                           "ORDER BY experiment").fetchall()
+
+
+def _stored(db_path):
+    """How many experiments a running campaign has stored (0 before its tables exist)."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        connection.close()
 
 
 def test_an_upset_lands_and_the_next_load_overwrites_it(tmp_path):
@@ -66,6 +82,47 @@ def test_outcomes_and_errors_match_what_the_twin_predicts():
     assert records[3].outcome == "masked" and records[3].wrong_elements == 0
     assert records[3].faulty_tile is None
     assert records[4].outcome == "hang"
+
+
+def test_a_late_tile_is_classified_by_its_output_and_a_hang_stores_no_cycle():
+    """The upsets of the issue: the step counter pushed past its target (270) near the end
+    of COMPUTE counts to 511, wraps and counts again: DONE 512 - 2**bit cycles late, after
+    the old watchdog of 2 x 279 = 558 cycles, with the output re-accumulated."""
+    options = replace(ONE_TILE, workload=Workload(8, 256, 8, seed=3))
+    tile_cycles = CONFIG.tile_cycles(256)
+    upsets = [("controller.step", bit, 0, 262) for bit in (4, 5, 6, 7)]
+    upsets.append(("controller.tile_state", 1, 0, 10))    # COMPUTE becomes 3: no exit
+    *late, hang = replay(options, upsets)
+    assert [record.done_cycles for record in late] == [tile_cycles + 512 - 2**bit
+                                                       for bit in (4, 5, 6, 7)]
+    assert [record.done_cycles for record in late] == [775, 759, 727, 663]
+    assert {(record.outcome, record.wrong_elements) for record in late} == {("sdc", 64)}
+    assert (hang.outcome, hang.done_cycles, hang.wrong_elements) == ("hang", None, None)
+
+
+def test_what_the_watchdog_calls_a_hang_never_finishes():
+    """The watchdog's bound (2 x tile + 2**step bits) is generous: every control upset it
+    calls a hang still hangs with four times the wait, and the rest end the same way."""
+    prepared = prepare_campaign(replace(ONE_TILE, classes=("control",)))
+    bits = [(site, bit) for site, register in enumerate(prepared.sites)
+            for bit in range(register.width)]
+    upsets = [(site, bit, cycle) for cycle in (3, 40, 80, 95) for site, bit in bits]
+    plan = ExperimentPlan(*(np.array(column) for column in
+                            (range(len(upsets)), *zip(*upsets))))
+    outcomes = {}
+    try:
+        for watchdog in (prepared.watchdog_cycles, 4 * prepared.watchdog_cycles):
+            outcomes[watchdog] = [(result.outcome, result.done_cycles)
+                                  for task in _batches(prepared, plan, 1)
+                                  for result in run_batch(replace(task,
+                                                                  watchdog_cycles=watchdog)).results]
+    finally:
+        close_sessions()
+    bounded, longer = outcomes.values()
+    assert bounded == longer
+    assert 0 < sum(outcome == "hang" for outcome, _ in bounded) < len(upsets)
+    assert max(cycles for outcome, cycles in bounded if cycles is not None) \
+        > 2 * CONFIG.tile_cycles(64)
 
 
 def test_campaign_stores_every_experiment_and_summarises(tmp_path):
@@ -133,11 +190,7 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
-        try:
-            with sqlite3.connect(killed) as db:
-                stored = db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-        except sqlite3.Error:
-            continue
+        stored = _stored(killed)
         if stored:
             break
     process.send_signal(signal.SIGKILL)
@@ -149,32 +202,147 @@ def test_a_killed_campaign_resumes_to_the_uninterrupted_result(tmp_path):
     assert experiments(killed) == experiments(reference)
 
 
+# Four tiles, so that two workers finish batches out of order.
+MULTI_TILE = CampaignOptions(CONFIG, Workload(16, 32, 16, seed=11), seed=11, injections=2400)
+MULTI_TILE_ARGUMENTS = ["campaign", "--rows", "8", "--cols", "8", "--k-max", "256", "--m", "16",
+                        "--k", "32", "--n", "16", "--seed", "11", "--injections", "2400"]
+
+
+@pytest.fixture(scope="module")
+def multi_tile_reference(tmp_path_factory):
+    """The uninterrupted multi-tile campaign, on one worker."""
+    db = tmp_path_factory.mktemp("reference") / "reference.db"
+    run_campaign(MULTI_TILE, db)
+    return db
+
+
+def test_resume_fills_a_non_contiguous_set_of_experiments(tmp_path, multi_tile_reference):
+    holes = tmp_path / "holes.db"
+    shutil.copy(multi_tile_reference, holes)
+    with sqlite3.connect(holes) as db:
+        missing = db.execute("DELETE FROM experiments WHERE experiment % 3 = 1 OR "
+                             "experiment BETWEEN 700 AND 1100").rowcount
+    db.close()
+    summary = run_campaign(MULTI_TILE, holes, workers=2)
+    assert summary["last_run"]["experiments"] == missing > 1000
+    assert experiments(holes) == experiments(multi_tile_reference)
+
+
+def _live(pids):
+    """Those of ``pids`` still running (a zombie has ended)."""
+    live = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.add(pid)
+    return live
+
+
+def _descendants(pid):
+    """Every running process below ``pid``, with its command line, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _live([int(entry)]):
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            children.setdefault(parent, []).append((int(entry), command))
+    found, frontier = {}, [pid]
+    while frontier:
+        for child, command in children.get(frontier.pop(), []):
+            found[child] = command
+            frontier.append(child)
+    return found
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM", "Ctrl-C"])
+def test_a_stopped_two_worker_campaign_leaves_nothing_behind_and_resumes_exactly(
+        tmp_path, multi_tile_reference, stop):
+    """Workers, simulators and the resource tracker end with the campaign process, however
+    it is stopped, their temporary directories go, and a resumed run is exact."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    db = tmp_path / "stopped.db"
+    command = [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--workers", "2",
+               "--db", str(db)]
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C must reach this campaign.
+    process = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(temporary)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    simulator = str(build_design(CONFIG).binary)
+    deadline = time.time() + 300
+    stored, tree = 0, {}
+    while time.time() < deadline and process.poll() is None and not (
+            stored and list(tree.values()).count(simulator) == 2):
+        time.sleep(0.05)
+        tree = _descendants(process.pid)
+        stored = _stored(db)
+    if stop == "Ctrl-C":
+        os.killpg(process.pid, signal.SIGINT)        # what a terminal sends: the whole group
+    else:
+        process.send_signal(getattr(signal, stop))
+    _, stderr = process.communicate(timeout=120)
+    assert 0 < stored < 2400, "the campaign was not stopped halfway"
+    assert list(tree.values()).count(simulator) == 2 and len(tree) >= 5, tree
+    deadline = time.time() + 60
+    while _live(tree) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _live(tree) == set(), {pid: tree[pid] for pid in _live(tree)}
+    assert list(temporary.iterdir()) == []
+    expected = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 143, "Ctrl-C": 130}[stop]
+    assert process.returncode == expected, stderr
+    if stop != "SIGKILL":
+        assert stderr.splitlines()[-1] == ("softerror: terminated" if stop == "SIGTERM"
+                                           else "softerror: interrupted")
+        assert "Traceback" not in stderr
+    subprocess.run([*command, "--json"], check=True, capture_output=True)
+    assert experiments(db) == experiments(multi_tile_reference)
+
+
 def _free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
+def _start_dask(tmp_path, workers):
+    """A real Dask scheduler on localhost and ``workers`` one-thread workers."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
+                                   address.rsplit(":", 1)[1], "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    processes += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers",
+                                    "1", "--no-dashboard"], cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(workers)]
+    from distributed import Client
+    with Client(address, timeout="60s") as client:
+        if workers:
+            client.wait_for_workers(workers, timeout=60)
+    return address, processes
+
+
+def _stop(processes):
+    for process in reversed(processes):
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def dask_scheduler(tmp_path):
     """A real Dask scheduler and one worker on localhost."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    dask = os.path.join(os.path.dirname(sys.executable), "dask")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port",
-                                  address.rsplit(":", 1)[1], "--no-dashboard"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                               "--no-dashboard"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from distributed import Client
+    address, processes = _start_dask(tmp_path, workers=1)
     try:
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=60)
         yield address
     finally:
-        for process in (worker, scheduler):
-            process.terminate()
-            process.wait(timeout=30)
+        _stop(processes)
 
 
 def test_dask_cluster_gives_the_same_results(tmp_path, dask_scheduler):
@@ -183,6 +351,69 @@ def test_dask_cluster_gives_the_same_results(tmp_path, dask_scheduler):
     assert remote["last_run"]["workers"] == f"dask {dask_scheduler}"
     assert remote["per_class"] == local["per_class"]
     assert experiments(tmp_path / "dask.db") == experiments(tmp_path / "local.db")
+
+
+def test_a_scheduler_without_workers_says_so_and_gives_up_after_its_timeout(tmp_path):
+    address, processes = _start_dask(tmp_path, workers=0)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db",
+             str(tmp_path / "c.db"), "--scheduler", address, "--scheduler-timeout", "2"],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        _stop(processes)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-2:] == [
+        f"softerror: waiting for a Dask worker to join {address} (at most 2 s: "
+        "--scheduler-timeout)",
+        f"softerror: no Dask worker joined {address} within 2 s (--scheduler-timeout)"]
+
+
+def test_a_lost_scheduler_is_one_line_and_the_results_are_kept(tmp_path, multi_tile_reference):
+    address, processes = _start_dask(tmp_path, workers=1)
+    db = tmp_path / "c.db"
+    try:
+        campaign = subprocess.Popen(
+            [sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db", str(db),
+             "--scheduler", address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        stored, deadline = 0, time.time() + 300
+        while not stored and time.time() < deadline and campaign.poll() is None:
+            time.sleep(0.05)
+            stored = _stored(db)
+        processes[0].kill()
+        _, stderr = campaign.communicate(timeout=120)
+    finally:
+        _stop(processes)
+    assert 0 < stored < 2400, "the scheduler was not lost halfway"
+    assert (campaign.returncode, stderr) == (
+        1, f"softerror: lost the Dask scheduler at {address}; the results so far are stored: "
+           "run the command again to resume\n")
+    assert len(experiments(db)) >= stored
+    subprocess.run([sys.executable, "-m", "sim.cli.main", *MULTI_TILE_ARGUMENTS, "--db",
+                    str(db)], check=True, capture_output=True)
+    assert experiments(db) == experiments(multi_tile_reference)
+
+
+def test_temporary_directories_and_simulators_go_when_a_campaign_fails(tmp_path, monkeypatch):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def fail_after_a_batch(done, total):
+        if done:
+            raise RuntimeError("the progress display broke")
+
+    for workers in (1, 2):
+        with pytest.raises(RuntimeError, match="the progress display broke"):
+            run_campaign(MULTI_TILE, tmp_path / f"{workers}.db", workers=workers,
+                         progress=fail_after_a_batch)
+        assert list(temporary.iterdir()) == []
+        simulator = str(build_design(CONFIG).binary)
+        assert simulator not in _descendants(os.getpid()).values()
+    run_campaign(replace(MULTI_TILE, injections=100), tmp_path / "done.db")
+    assert list(temporary.iterdir()) == []
 
 
 def test_single_tile_experiments_match_whole_multi_tile_runs(tmp_path):

@@ -97,6 +97,23 @@ def test_bad_campaign_options(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--scheduler", "foo://bar"], "--scheduler must be a Dask scheduler address such as "
+                                   "tcp://HOST:PORT, not 'foo://bar'"),
+    (["--scheduler", "tcp://:8786"], "--scheduler must be a Dask scheduler address such as "
+                                     "tcp://HOST:PORT, not 'tcp://:8786'"),
+    (["--workers", "1", "--scheduler", "tcp://127.0.0.1:8786"],
+     "--workers and --scheduler exclude each other: the Dask cluster's own workers run a "
+     "campaign given a scheduler"),
+    (["--scheduler-timeout", "0"],
+     "argument --scheduler-timeout: must be a positive number of seconds, not '0'"),
+])
+def test_bad_executor_options_are_refused_before_any_work(tmp_path, args, message):
+    result = softerror(*CAMPAIGN, "--db", str(tmp_path / "c.db"), *args)
+    assert (result.returncode, result.stderr) == (2, f"softerror: error: {message}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
     (["--range-lower", "-5"], "--range-lower, --range-upper and --range-mode need --range-check"),
     (["--range-check", "--range-lower", "5", "--range-upper", "4"],
      "--range-lower (5) must not exceed --range-upper (4)"),

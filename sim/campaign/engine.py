@@ -3,10 +3,13 @@
 A campaign injects single-event upsets into the accelerator's flip-flops while it runs a
 workload (one GEMM). Experiments are planned deterministically from the seed
 (:mod:`sim.campaign.plan`), those not yet in the database are cut into batches of one
-tile each and run through a ``concurrent.futures`` executor -- a thread for one local
+tile each (:class:`~sim.campaign.messages.BatchTask`, which carries the tile's operands)
+and run through a ``concurrent.futures`` executor -- the calling thread for one local
 worker, a process pool for several, a Dask cluster when a scheduler address is given --
 on long-lived simulators (:mod:`sim.campaign.worker`). Results are stored as each batch
-completes, so a campaign can be killed and resumed at any point.
+completes, so a campaign can be killed and resumed at any point: an interrupted run
+(Ctrl-C, SIGTERM, an error, a lost scheduler) stops its workers and simulators and keeps
+what it stored. The engine returns data; :mod:`sim.cli.campaign_tables` formats it.
 
 Tiles are independent: START clears the accumulators and restarts the controller, the
 host rewrites K, and the only registers that survive a tile (the TILES counter) do not
@@ -16,10 +19,12 @@ whole multi-tile GEMMs).
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import multiprocessing
-import sys
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -29,21 +34,29 @@ from hw.config import AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES
 from sim import toolchain
 from sim.build import build_design
-from sim.campaign.outcomes import OUTCOMES
-from sim.campaign.plan import exhaustive_plan, random_plan
+from sim.campaign.messages import BatchTask, Experiment
+from sim.campaign.outcomes import OUTCOMES, STEP_COUNTER, watchdog_cycles
+from sim.campaign.plan import ExperimentPlan, exhaustive_plan, random_plan
 from sim.campaign.statistics import leveugle_sample_size, margin_of_error, wilson_interval
 from sim.campaign.store import CampaignDatabase, ExperimentRecord, RunRecord
-from sim.campaign.worker import BatchTask, run_batch, start_session
+from sim.campaign.worker import close_sessions, prepare_pool_worker, run_batch, start_session
 from sim.campaign.workload import Workload
-from sim.cli.table import format_table
 from sim.harness import window_cycles
 from sw.twin.protection import RangeBounds
 
-__all__ = ["CampaignOptions", "run_campaign", "summarize", "format_summary",
-           "prepare_campaign", "replay"]
+__all__ = ["CampaignOptions", "CampaignError", "ExperimentRecord", "run_campaign",
+           "summarize", "prepare_campaign", "replay", "check_executor_options"]
+
+log = logging.getLogger(__name__)
 
 #: Margin the summary quotes Leveugle et al.'s sample size for.
 REPORT_MARGIN = 0.01
+#: How often a campaign on a Dask cluster checks that the cluster still has workers.
+WORKER_CHECK_SECONDS = 5.0
+
+
+class CampaignError(RuntimeError):
+    """The campaign cannot go on (no Dask worker, a lost scheduler); what it stored is kept."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class PreparedCampaign:
     control_sites: list
     tile_count: int
     window_cycles: int
+    tile_cycles: int
+    watchdog_cycles: int
     injections: int
     identity: dict = field(repr=False)
     description: dict = field(repr=False)
@@ -116,6 +131,9 @@ def prepare_campaign(options: CampaignOptions):
     control_sites = [site for site in all_sites if site.fault_class == "control"]
     tile_count = workload.tile_count(config.rows, config.cols)
     window = window_cycles(config, workload.k)
+    tile_cycles = config.tile_cycles(workload.k)
+    [step_width] = [site.width for site in all_sites if site.path == STEP_COUNTER]
+    watchdog = watchdog_cycles(tile_cycles, step_width)
     if options.exhaustive_cycle is None:
         if options.injections < 1:
             raise ValueError(f"--injections must be at least 1, not {options.injections}")
@@ -141,172 +159,289 @@ def prepare_campaign(options: CampaignOptions):
         "workload": asdict(workload), "seed": options.seed, "classes": list(classes),
         "exhaustive_cycle": options.exhaustive_cycle,
         "range_bounds": None if options.bounds is None else asdict(options.bounds),
+        "watchdog_cycles": watchdog,
     }
     description = {**identity, "tiles": tile_count, "window_cycles": window,
-                   "versions": toolchain.versions()}
+                   "tile_cycles": tile_cycles, "versions": toolchain.versions()}
     return PreparedCampaign(options=options, sites=sites, control_sites=control_sites,
-                            tile_count=tile_count,
-                            window_cycles=window, injections=injections, identity=identity,
-                            description=description)
+                            tile_count=tile_count, window_cycles=window,
+                            tile_cycles=tile_cycles, watchdog_cycles=watchdog,
+                            injections=injections, identity=identity, description=description)
 
 
 def _batches(prepared, plan, workers):
     """Tasks of experiments from one tile each, sized so that every worker gets several."""
+    options = prepared.options
+    tiles = options.workload.tiles(options.config.rows, options.config.cols, options.bounds)
     site_paths = tuple(site.path for site in prepared.sites)
     control_paths = tuple(site.path for site in prepared.control_sites)
-    tiles = plan.cycle // prepared.window_cycles
+    tile_of = plan.cycle // prepared.window_cycles
     offsets = plan.cycle % prepared.window_cycles
     size = int(np.clip(len(plan) // (workers * 8), 50, 2000))
-    order = np.lexsort((plan.experiment, tiles))
+    order = np.lexsort((plan.experiment, tile_of))
     tasks = []
-    for tile in np.unique(tiles):
-        chosen = order[tiles[order] == tile]
+    for tile in np.unique(tile_of):
+        chosen = order[tile_of[order] == tile]
         for start in range(0, len(chosen), size):
             part = chosen[start:start + size]
-            experiments = tuple(zip(plan.experiment[part].tolist(), plan.site[part].tolist(),
-                                    plan.bit[part].tolist(), offsets[part].tolist()))
-            tasks.append(BatchTask(prepared.options.config, prepared.options.workload,
-                                   prepared.options.bounds, site_paths, control_paths,
-                                   int(tile), experiments))
+            experiments = tuple(map(Experiment, plan.experiment[part].tolist(),
+                                    plan.site[part].tolist(), plan.bit[part].tolist(),
+                                    offsets[part].tolist()))
+            tasks.append(BatchTask(options.config, site_paths, control_paths, tiles[tile],
+                                   prepared.watchdog_cycles, experiments))
     return tasks
 
 
-def _records(prepared, task, results):
-    """The :class:`ExperimentRecord` of a finished batch: output errors measured against
-    the twin."""
-    config = prepared.options.config
-    tile = prepared.options.workload.tiles(config.rows, config.cols, task.bounds)[task.tile]
+def _records(task, batch):
+    """What to store of a finished batch: output errors measured against the twin."""
+    tile = task.tile
     expected = np.array(tile.expected, dtype=np.int64)[:tile.valid_rows, :tile.valid_cols]
-    by_experiment = {experiment[0]: experiment for experiment in task.experiments}
-    rows = []
-    for experiment, outcome, done_cycles, observed_hex, latent in results:
-        _, site, bit, cycle = by_experiment[experiment]
+    records = []
+    for experiment, result in zip(task.experiments, batch.results, strict=True):
+        if result.experiment != experiment.experiment:
+            raise RuntimeError(f"The simulator answered experiment {result.experiment} for "
+                               f"{experiment.experiment}")
         wrong = max_error = faulty = None
-        if observed_hex is not None:
-            raw = int(observed_hex, 16).to_bytes(4 * config.rows * config.cols, "little")
-            observed = np.frombuffer(raw, dtype="<i4").reshape(config.rows, config.cols)
+        if result.observed is not None:
+            observed = np.frombuffer(result.observed, dtype="<i4").reshape(
+                task.config.rows, task.config.cols)
             faulty = observed[:tile.valid_rows, :tile.valid_cols]
             error = np.abs(faulty.astype(np.int64) - expected)
             wrong, max_error = int(np.count_nonzero(error)), int(error.max())
-        elif outcome != "hang":
+        elif result.outcome != "hang":
             wrong, max_error = 0, 0
-        rows.append(ExperimentRecord(experiment, site, bit, task.tile, cycle, outcome, wrong,
-                                     max_error, done_cycles, bool(latent), faulty))
-    return rows
+        records.append(ExperimentRecord(
+            experiment=experiment.experiment, site=experiment.site, bit=experiment.bit,
+            tile=tile.index, cycle=experiment.cycle, outcome=result.outcome,
+            wrong_elements=wrong, max_abs_error=max_error, done_cycles=result.done_cycles,
+            latent=result.latent, faulty_tile=faulty))
+    return records
 
 
 def replay(options: CampaignOptions, upsets, *, waves_file=None):
     """Run chosen upsets ``(site path, bit, tile, cycle)`` of a campaign's workload.
 
-    No database; returns one :class:`ExperimentRecord` per upset, numbered from 0, its
-    ``site`` indexing all the design's sites. ``waves_file`` (``.vcd`` or ``.fst``) receives
-    the waveform of the whole simulation: reset, then per tile a golden run and the upsets.
+    No database; returns one :class:`ExperimentRecord` per upset, in order (``site``
+    indexes the design's sites, all classes). ``waves_file`` (``.vcd`` or ``.fst``)
+    receives the waveform of the whole simulation: reset, then per tile a golden run and
+    the upsets.
     """
     prepared = prepare_campaign(dataclasses.replace(options, classes=None))
     index = {site.path: number for number, site in enumerate(prepared.sites)}
-    site_paths = tuple(site.path for site in prepared.sites)
-    control_paths = tuple(site.path for site in prepared.control_sites)
+    for path, bit, tile, cycle in upsets:
+        if not 0 <= cycle < prepared.window_cycles or not 0 <= tile < prepared.tile_count:
+            raise ValueError(f"upset {(path, bit, tile, cycle)!r}: the workload has tiles 0 to "
+                             f"{prepared.tile_count - 1} of {prepared.window_cycles} cycles")
+    plan = ExperimentPlan(
+        experiment=np.arange(len(upsets)), site=np.array([index[u[0]] for u in upsets]),
+        bit=np.array([u[1] for u in upsets]),
+        cycle=np.array([u[2] * prepared.window_cycles + u[3] for u in upsets]))
     session = None
     if waves_file is not None:
-        session = start_session(options.config, site_paths, control_paths, waves_file=waves_file)
+        session = start_session(options.config, tuple(site.path for site in prepared.sites),
+                                tuple(site.path for site in prepared.control_sites),
+                                waves_file=waves_file)
     records = {}
     try:
-        for tile in sorted({upset[2] for upset in upsets}):
-            experiments = tuple((number, index[path], bit, cycle)
-                                for number, (path, bit, upset_tile, cycle) in enumerate(upsets)
-                                if upset_tile == tile)
-            task = BatchTask(options.config, options.workload, options.bounds, site_paths,
-                             control_paths, tile, experiments)
-            for record in _records(prepared, task, run_batch(task, session)):
-                records[record.experiment] = record
+        for task in _batches(prepared, plan, workers=1):
+            records.update((record.experiment, record)
+                           for record in _records(task, run_batch(task, session)))
     finally:
         if session is not None:
             session.close()
+        close_sessions()
     return [records[number] for number in range(len(upsets))]
 
 
-def _executor(workers, scheduler):
-    if scheduler is not None:
-        from distributed import Client
+def check_executor_options(workers=None, scheduler=None, scheduler_timeout=60.0):
+    """Raise ``TypeError`` for a bad value, ``ValueError`` for values that do not go
+    together, naming the option."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise TypeError(f"--workers must be a positive integer, not {workers!r}")
+    if isinstance(scheduler_timeout, bool) or not isinstance(scheduler_timeout, (int, float)) \
+            or not scheduler_timeout > 0:
+        raise TypeError(f"--scheduler-timeout must be a positive number of seconds, not "
+                        f"{scheduler_timeout!r}")
+    if scheduler is None:
+        return
+    if workers is not None:
+        raise ValueError("--workers and --scheduler exclude each other: the Dask cluster's "
+                         "own workers run a campaign given a scheduler")
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import get_backend
+    try:
+        scheme, location = parse_address(str(scheduler))
+        get_backend(scheme)
+        if scheme in ("tcp", "tls") and not parse_host_port(location, 8786)[0]:
+            raise ValueError(location)
+    except (TypeError, ValueError):
+        raise TypeError(f"--scheduler must be a Dask scheduler address such as "
+                        f"tcp://HOST:PORT, not {scheduler!r}") from None
+
+
+class _InlineExecutor(concurrent.futures.Executor):
+    """Runs each task when it is submitted, in the calling thread: one local worker."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
         try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as error:
-            raise ValueError(f"--scheduler: cannot reach {scheduler!r}: {error}") from None
-        return client.get_executor(), client.close, f"dask {scheduler}"
-    if workers == 1:
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        return executor, lambda: None, "1 local"
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+
+@contextlib.contextmanager
+def _in_this_thread():
+    try:
+        yield _InlineExecutor(), None
+    except BaseException:
+        close_sessions(kill=True)
+        raise
+    close_sessions()
+
+
+@contextlib.contextmanager
+def _local_pool(workers):
+    """Worker processes that die with this one (:func:`worker.prepare_pool_worker`)."""
     executor = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    return executor, lambda: None, f"{workers} local"
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=prepare_pool_worker, initargs=(os.getpid(),))
+    try:
+        yield executor, None
+    except BaseException:
+        # Stop the workers mid-batch (Python 3.14 calls this terminate_workers()); each
+        # kills its simulators and removes their directories.
+        for process in list((executor._processes or {}).values()):
+            process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
 
 
-def run_campaign(options: CampaignOptions, db_path, *, workers=1, scheduler=None,
-                 progress=False):
-    """Run (or resume, or extend) a campaign into ``db_path``; return its summary."""
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, not {workers}")
-    prepared = prepare_campaign(options)
+@contextlib.contextmanager
+def _dask_cluster(scheduler, timeout):
+    """The cluster's executor once a worker has joined, and a check that one remains."""
+    from distributed import Client
+    try:
+        client = Client(scheduler, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as error:
+        raise CampaignError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r}: "
+                            f"{error}") from None
+    lost = CampaignError(f"lost the Dask scheduler at {scheduler}; the results so far are "
+                         "stored: run the command again to resume")
+    without_workers_since = None
+
+    def check_workers():
+        nonlocal without_workers_since
+        try:
+            workers = client.nthreads()
+        except OSError:
+            raise lost from None
+        if workers:
+            without_workers_since = None
+        elif without_workers_since is None:
+            without_workers_since = time.monotonic()
+            log.info("the Dask cluster at %s has no worker left; waiting for one (at most "
+                     "%g s: --scheduler-timeout)", scheduler, timeout)
+        elif time.monotonic() - without_workers_since > timeout:
+            raise CampaignError(f"no Dask worker at {scheduler} for {timeout:g} s "
+                                "(--scheduler-timeout); the results so far are stored")
+
+    try:
+        if not client.nthreads():
+            log.info("waiting for a Dask worker to join %s (at most %g s: "
+                     "--scheduler-timeout)", scheduler, timeout)
+            try:
+                client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError:
+                raise CampaignError(f"no Dask worker joined {scheduler} within {timeout:g} s "
+                                    "(--scheduler-timeout)") from None
+        yield client.get_executor(), check_workers
+    except concurrent.futures.CancelledError:
+        raise lost from None
+    finally:
+        client.close()
+
+
+def run_campaign(options: CampaignOptions, db_path, *, workers=None, scheduler=None,
+                 scheduler_timeout=60.0, progress=None):
+    """Run (or resume, or extend) a campaign into ``db_path``; return its summary.
+
+    ``workers`` local processes (default one, in this thread), or the workers of the Dask
+    cluster whose ``scheduler`` address is given (waiting up to ``scheduler_timeout``
+    seconds for one to join). ``progress(done, total)`` is called as experiments complete.
+    Raises ``TypeError``/``ValueError`` for bad options before anything is written,
+    :class:`CampaignError` when the cluster fails; stored results are kept in every case.
+    """
+    check_executor_options(workers, scheduler, scheduler_timeout)
+    prepared = prepare_campaign(options)     # every option checked before the database
     database = CampaignDatabase(db_path)
     try:
         campaign_id = database.campaign(prepared.identity, prepared.description,
                                         prepared.sites, prepared.injections)
         done = database.done_experiments(campaign_id)
         pending = np.setdiff1d(np.arange(prepared.injections, dtype=np.int64), done)
-        ran, seconds = 0, 0.0
         if len(pending):
-            bar = _progress_bar(progress, prepared.injections, prepared.injections - len(pending))
-            executor, shutdown, label = _executor(workers, scheduler)
-            started = time.time()
-            clock = time.perf_counter()
-            try:
-                ran = _execute(executor, _batches(prepared, prepared.plan(pending), workers),
-                               prepared, database, campaign_id, bar, workers)
-            finally:
-                executor.shutdown(wait=True)
-                shutdown()
-                if bar is not None:
-                    bar.close()
-            seconds = time.perf_counter() - clock
-            database.record_run(campaign_id, RunRecord(started, seconds, ran, label))
+            if scheduler is not None:
+                cluster, label = _dask_cluster(scheduler, scheduler_timeout), f"dask {scheduler}"
+            elif workers in (None, 1):
+                cluster, label = _in_this_thread(), "1 local"
+            else:
+                cluster, label = _local_pool(workers), f"{workers} local"
+            started, clock = time.time(), time.perf_counter()
+            with cluster as (executor, check_workers):
+                tasks = _batches(prepared, prepared.plan(pending), workers or 1)
+                ran = _execute(executor, tasks, database, campaign_id, workers or 1,
+                               check_workers, progress, prepared.injections - len(pending),
+                               prepared.injections)
+            database.record_run(campaign_id, RunRecord(started, time.perf_counter() - clock, ran,
+                                                       label))
         return summarize(database, campaign_id)
     finally:
         database.close()
 
 
-def _execute(executor, tasks, prepared, database, campaign_id, bar, workers):
-    """Keep a few batches per worker in flight; store each as it completes."""
+def _execute(executor, tasks, database, campaign_id, workers, check_workers, progress, done,
+             total):
+    """Keep a few batches per worker in flight; store each as it completes. Returns how
+    many experiments ran."""
     queue = list(reversed(tasks))
     in_flight = {}
     ran = 0
+    if progress is not None:
+        progress(done, total)
     try:
         while queue or in_flight:
             while queue and len(in_flight) < 2 * workers:
                 task = queue.pop()
                 in_flight[executor.submit(run_batch, task)] = task
-            finished, _ = concurrent.futures.wait(in_flight, return_when="FIRST_COMPLETED")
+            finished, _ = concurrent.futures.wait(
+                in_flight, timeout=None if check_workers is None else WORKER_CHECK_SECONDS,
+                return_when="FIRST_COMPLETED")
+            if not finished:
+                check_workers()
             for future in finished:
                 task = in_flight.pop(future)
-                database.insert_results(campaign_id, _records(prepared, task, future.result()))
+                database.insert_results(campaign_id, _records(task, future.result()))
                 ran += len(task.experiments)
-                if bar is not None:
-                    bar.update(len(task.experiments))
+                if progress is not None:
+                    progress(done + ran, total)
     finally:
         for future in in_flight:
             future.cancel()
     return ran
 
 
-def _progress_bar(enabled, total, initial):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="inj", desc="injections", file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1)
-
-
 def summarize(database, campaign_id):
-    """The campaign's results as one JSON-ready dict (see ``softerror campaign --json``)."""
+    """The campaign's results as one JSON-ready dict (see ``softerror campaign --json``).
+
+    ``late`` counts the runs that finished after a clean tile's ``tile_cycles`` (counted
+    by their outputs, not as hangs) and the latest DONE among them; ``None`` for a
+    campaign stored before the watchdog bound was recorded.
+    """
     stored = database.stored_campaign(campaign_id)
     description = {**stored.description, "injections": stored.injections}
     per_class = database.counts(campaign_id)
@@ -334,6 +469,12 @@ def summarize(database, campaign_id):
     if description["exhaustive_cycle"] is not None:
         population = sum(bits.values())
     run = database.last_run(campaign_id)
+    late = None
+    if "tile_cycles" in description:
+        count, latest = database.late_runs(campaign_id, description["tile_cycles"])
+        late = {"count": count, "latest_done_cycles": latest,
+                "tile_cycles": description["tile_cycles"],
+                "watchdog_cycles": description["watchdog_cycles"]}
     return {
         "campaign_id": campaign_id,
         "campaign": description,
@@ -350,70 +491,8 @@ def summarize(database, campaign_id):
             "achieved_margin": margin_of_error(injections, population),
         },
         "latent": database.latent_count(campaign_id),
+        "late": late,
         "injections_per_second": (run.experiments / run.seconds
                                   if run and run.seconds > 0 else None),
         "last_run": None if run is None else asdict(run),
     }
-
-
-def _rate_cell(entry):
-    low, high = entry["ci95"]
-    return f"{100 * entry['rate']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
-
-
-def _protection_label(design, bounds):
-    parts = []
-    if design.get("abft", "none") != "none":
-        parts.append(f"abft={design['abft']}")
-    if design.get("range_check"):
-        parts.append(f"range [{bounds['lower']}, {bounds['upper']}]"
-                     f"{' zero' if bounds['zero'] else ''}")
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def format_summary(summary):
-    """The summary table and the statistical notes, for a terminal."""
-    campaign = summary["campaign"]
-    design, workload = campaign["design"], campaign["workload"]
-    shown = [o for o in OUTCOMES if o in ("masked", "sdc", "hang") or summary["outcomes"][o]]
-    rows = []
-    for name, rates in summary["rates"].items():
-        counts = summary["outcomes"] if name == "all" else summary["per_class"][name]
-        bits = sum(summary["bits"].values()) if name == "all" else summary["bits"][name]
-        rows.append([name, bits, sum(counts.values()), *(_rate_cell(rates[o]) for o in shown)])
-    mode = ("exhaustive at cycle " + str(campaign["exhaustive_cycle"])
-            if campaign["exhaustive_cycle"] is not None else "uniform over bits x cycles")
-    leveugle = summary["leveugle"]
-    lines = [
-        f"Campaign {summary['campaign_id']}: {design['rows']}x{design['cols']} array"
-        f"{_protection_label(design, campaign.get('range_bounds'))}, "
-        f"GEMM {workload['m']}x{workload['k']}x{workload['n']} ({campaign['tiles']} "
-        f"tile{'s' if campaign['tiles'] != 1 else ''} of {campaign['window_cycles']} cycles), "
-        f"seed {campaign['seed']}, {mode}",
-        format_table(["class", "bits", "injections", *shown], rows),
-        f"Rates with 95% Wilson intervals. Population {summary['population']:,} "
-        f"(bit, cycle) pairs; Leveugle et al. (DATE 2009) ask for "
-        f"{leveugle['required_injections']:,} injections for a ±{100 * leveugle['margin']:.0f}% "
-        f"margin at 95% confidence; these {summary['injections']:,} give "
-        f"±{100 * leveugle['achieved_margin']:.2f}%.",
-    ]
-    design = summary["campaign"]["design"]
-    if design.get("abft", "none") != "none" or design.get("range_check"):
-        rows = [[name, entry["corrupting"], entry["caught"],
-                 "-" if entry["coverage"] is None else
-                 f"{100 * entry['coverage']:.1f}% [{100 * entry['coverage_ci95'][0]:.1f}, "
-                 f"{100 * entry['coverage_ci95'][1]:.1f}]",
-                 f"{100 * entry['false_alarm_rate']:.2f}%"]
-                for name, entry in summary["coverage"].items()]
-        lines += ["Protection: of the upsets that corrupted the output (corrected + detected + "
-                  "sdc), the share caught (corrected + detected), and the false alarms:",
-                  format_table(["class", "corrupting", "caught", "coverage", "false alarms"],
-                               rows)]
-    if summary["latent"]:
-        lines.append(f"{summary['latent']:,} upsets left the control state different from the "
-                     "golden run's at the end of their tile (latent: later tiles may differ).")
-    if summary["last_run"]:
-        run = summary["last_run"]
-        lines.append(f"Last run: {run['experiments']:,} injections in {run['seconds']:.1f} s "
-                     f"({summary['injections_per_second']:,.0f}/s, workers: {run['workers']}).")
-    return "\n".join(lines)

@@ -481,6 +481,13 @@ class CampaignDatabase:
                                 "latent = 1 AND outcome != 'hang'", (campaign_id,)).fetchone()[0]
 
     @_guarded
+    def late_runs(self, campaign_id, tile_cycles):
+        """Experiments whose DONE came after ``tile_cycles``: how many, and the latest."""
+        return tuple(self._db.execute(
+            "SELECT COUNT(*), MAX(done_cycles) FROM experiments WHERE campaign_id = ? AND "
+            "done_cycles > ?", (campaign_id, tile_cycles)).fetchone())
+
+    @_guarded
     def bits_per_class(self, campaign_id):
         bits = dict.fromkeys(FAULT_CLASSES, 0)
         for fault_class, total in self._db.execute(

@@ -1,90 +1,122 @@
 """The worker side of a campaign: batches of experiments on a long-lived simulator.
 
-A :class:`BatchTask` is what an executor ships to a worker (a local process, a thread, a
-Dask worker). :func:`run_batch` finds (or builds, through the build cache) the model,
-keeps one simulator session per thread and configuration alive across batches, and
-returns the raw verdicts. Only picklable, small values cross the executor.
+A :class:`~sim.campaign.messages.BatchTask` is what an executor ships to a worker (the
+campaign's own thread, a local process, a Dask worker). :func:`run_batch` finds (or
+builds, through the build cache) the model, keeps one simulator session per thread and
+configuration alive across batches, and returns what the simulator observed.
+
+Sessions end with their owner: :func:`close_sessions` ends the calling thread's, a
+process ends all of its own when it exits, and a local pool worker
+(:func:`prepare_pool_worker`) also dies with the campaign process, taking its simulators
+and their temporary directories with it.
 """
 
-import atexit
-import tempfile
+import multiprocessing.util
+import os
+import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from hw.config import AcceleratorConfig
 from sim.build import build_design
-from sim.campaign.workload import Workload
-from sim.simulator import SimulatorSession
+from sim.campaign.messages import BatchResult, BatchTask, SessionSetup
+from sim.simulator import SimulatorSession, die_with_parent
 
-__all__ = ["BatchTask", "run_batch", "start_session", "close_sessions"]
+__all__ = ["run_batch", "start_session", "close_sessions", "prepare_pool_worker"]
 
 TESTBENCH = "sim.testbenches.campaign"
 
 _local = threading.local()
-_all_sessions = []
-_all_sessions_lock = threading.Lock()
+_open_sessions = set()
+# Reentrant: the SIGTERM handler of a pool worker takes it in the thread it interrupts.
+_open_sessions_lock = threading.RLock()
 
 
-@dataclass(frozen=True)
-class BatchTask:
-    """Experiments ``[experiment, site, bit, cycle]`` that all fall in one tile.
-
-    ``bounds`` programs the range checker (``None`` without one).
-    ``site_paths`` are the campaign's sites (``site`` indexes them); ``control_paths``
-    are the design's control registers, compared with the golden run to flag latent
-    upsets.
-    """
-    config: AcceleratorConfig
-    workload: Workload
-    bounds: object
-    site_paths: tuple
-    control_paths: tuple
-    tile: int
-    experiments: tuple
-
-
-def _session(config, site_paths, control_paths):
+def _thread_sessions():
     sessions = getattr(_local, "sessions", None)
     if sessions is None:
         sessions = _local.sessions = {}
+    return sessions
+
+
+def _session(config, site_paths, control_paths):
+    sessions = _thread_sessions()
     key = (config, site_paths, control_paths)
     if key not in sessions:
-        session = start_session(config, site_paths, control_paths)
-        sessions[key] = session
-        with _all_sessions_lock:
-            _all_sessions.append(session)
+        sessions[key] = start_session(config, site_paths, control_paths)
     return sessions[key]
 
 
 def start_session(config, site_paths, control_paths, *, waves_file=None):
-    """A simulator ready to run experiments on these sites (the caller closes it);
-    ``waves_file`` (``.vcd`` or ``.fst``): on a tracing build, writing its waveform there."""
+    """A simulator ready to run experiments on these sites, ended with its owner (see
+    the module's docstring); ``waves_file`` (``.vcd`` or ``.fst``): on a tracing build,
+    writing its waveform there (:mod:`sim.campaign.replay`)."""
     waves = None if waves_file is None else Path(waves_file).suffix[1:]
-    build = build_design(config, waves=waves)
-    work_dir = tempfile.mkdtemp(prefix="softerror-campaign-")
-    session = SimulatorSession(build, TESTBENCH, work_dir, waves_file=waves_file)
-    session.request({"design": vars(config), "sites": list(site_paths),
-                     "control_sites": list(control_paths)})
+    session = SimulatorSession(build_design(config, waves=waves), TESTBENCH,
+                               waves_file=waves_file)
+    with _open_sessions_lock:
+        _open_sessions.add(session)
+    try:
+        session.request(SessionSetup(config, site_paths, control_paths))  # SessionReady
+    except BaseException:
+        _end(session, kill=True)
+        raise
     return session
 
 
-def run_batch(task: BatchTask, session=None):
-    """Run the task's experiments, on ``session`` if given (else on this thread's own).
-
-    Returns ``[experiment, outcome, done_cycles, observed tile (hex) or None, latent]``.
-    """
+def run_batch(task: BatchTask, session=None) -> BatchResult:
+    """Run the task's experiments on ``session`` if given, else on this thread's simulator
+    for its configuration."""
     session = session or _session(task.config, task.site_paths, task.control_paths)
-    tile = task.workload.tiles(task.config.rows, task.config.cols, task.bounds)[task.tile]
-    response = session.request({"tile": tile.message(), "experiments": list(task.experiments)})
-    return response["results"]
+    return session.request(task)
 
 
-@atexit.register
-def close_sessions():
-    """End every simulator this process started."""
-    with _all_sessions_lock:
-        while _all_sessions:
-            _all_sessions.pop().close()
-    if hasattr(_local, "sessions"):
-        _local.sessions.clear()
+def close_sessions(*, kill=False):
+    """End the calling thread's simulators (``kill``: at once, mid-batch if need be) and
+    remove their temporary directories."""
+    sessions = _thread_sessions()
+    while sessions:
+        _end(sessions.popitem()[1], kill)
+
+
+def _end(session, kill):
+    with _open_sessions_lock:
+        _open_sessions.discard(session)
+    if kill:
+        session.kill()
+    else:
+        session.close()
+
+
+def _end_all_sessions(kill=False):
+    with _open_sessions_lock:
+        sessions = list(_open_sessions)
+    for session in sessions:
+        _end(session, kill)
+
+
+# Run at exit by multiprocessing's exit function, which both the main process (atexit)
+# and multiprocessing's children (which skip atexit) call.
+multiprocessing.util.Finalize(None, _end_all_sessions, exitpriority=10)
+
+
+def prepare_pool_worker(parent_pid):
+    """Initializer of a local pool process: die with the campaign process.
+
+    The campaign process stops its workers with SIGTERM (after Ctrl-C, SIGTERM or an
+    error), and the kernel sends SIGTERM when it dies (even of SIGKILL): either way the
+    worker kills its simulators, removes their directories and exits. Ctrl-C, which
+    reaches the whole process group, is left to the campaign process.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_pool_worker)
+    die_with_parent(signal.SIGTERM, parent_pid)
+
+
+def _stop_pool_worker(signum, frame):
+    # The kernel sends the parent-death signal again each time the thread this process
+    # was reparented to exits (the campaign process's other threads): stop only once.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        _end_all_sessions(kill=True)
+    finally:
+        os._exit(128 + signum)

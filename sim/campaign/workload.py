@@ -14,6 +14,8 @@ __all__ = ["Workload", "TileData"]
 class TileData:
     """What a testbench needs to run one tile and check it: buffer words and expectation.
 
+    A campaign ships it to its workers with each batch (:class:`sim.campaign.messages.BatchTask`).
+
     ``key`` names the workload and the tile: a simulator reloads its buffers when it changes.
     """
     key: str
@@ -28,12 +30,6 @@ class TileData:
     tile, range-checked when the design checks ranges)."""
     range: tuple | None
     """(lower, upper, zero mode) of the range checker, or ``None``."""
-
-    def message(self):
-        return {"key": self.key, "a_words": list(self.a_words),
-                "b_words": list(self.b_words), "expected": [list(row) for row in self.expected],
-                "valid_rows": self.valid_rows, "valid_cols": self.valid_cols,
-                "range": self.range}
 
 
 @dataclass(frozen=True)

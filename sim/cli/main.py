@@ -8,9 +8,12 @@ reports numbers accepts ``--json`` and then prints exactly one JSON object on st
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
+from sim.cli.progress import ProgressBar, add_progress_option, progress_wanted
 from sim.cli.usage import (
     UsageError,
     check_output_directory,
@@ -26,6 +29,25 @@ __all__ = ["main"]
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stop as Ctrl-C does, cleaning up on the way (results stored are kept)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _seconds(text):
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _add_design_options(parser):
@@ -194,12 +216,48 @@ def _chosen_campaigns(database, args, *, one):
     return ids
 
 
+def _quiet_distributed():
+    """distributed logs a lost scheduler as tracebacks; the campaign says it in one line."""
+    import distributed  # noqa: F401 -- it sets its loggers' levels when imported
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class _CampaignFailed(Exception):
+    """A campaign that could not go on: one line, exit status 1."""
+
+
+def _run_campaign(args, options, db):
+    """Run a campaign with the command's executor and progress options."""
+    from sim.campaign.engine import CampaignError, run_campaign
+    progress = ProgressBar("inj", "injections") if progress_wanted(args) else None
+    if getattr(args, "scheduler", None) is not None:
+        _quiet_distributed()
+    try:
+        return run_campaign(options, db, workers=getattr(args, "workers", None),
+                            scheduler=getattr(args, "scheduler", None),
+                            scheduler_timeout=getattr(args, "scheduler_timeout", 60.0),
+                            progress=progress)
+    except CampaignError as error:
+        raise _CampaignFailed(str(error)) from None
+    finally:
+        if progress is not None:
+            progress.close()
+
+
 def _cmd_campaign(args):
-    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.engine import CampaignOptions, check_executor_options
     from sim.campaign.workload import Workload
+    from sim.cli.campaign_tables import format_summary
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
+    _check_gemm_memory(args)
+    try:
+        check_executor_options(args.workers, args.scheduler, args.scheduler_timeout)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
     from sim.campaign.store import NotACampaignDatabase, check_database
     try:
         check_database(args.db)
@@ -210,8 +268,7 @@ def _cmd_campaign(args):
                               exhaustive_cycle=args.exhaustive_cycle,
                               range_bounds=_range_bounds(args))
     try:
-        summary = run_campaign(options, args.db, workers=args.workers, scheduler=args.scheduler,
-                               progress=not args.json and sys.stderr.isatty() or args.progress)
+        summary = _run_campaign(args, options, args.db)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.json:
@@ -222,11 +279,12 @@ def _cmd_campaign(args):
 
 
 def _cmd_report(args):
-    from sim.campaign.engine import format_summary, summarize
+    from sim.cli.campaign_tables import format_summary
+    from sim.cli.model_campaign import format_model_summary
     database = _open_database(args.db, create=False)
     try:
         ids = _chosen_campaigns(database, args, one=False)
-        summaries = [summarize(database, campaign_id) for campaign_id in ids]
+        summaries = [_summary(database, campaign_id) for campaign_id in ids]
         if args.csv:
             for campaign_id in ids:
                 path = args.csv if len(ids) == 1 else f"{args.csv}.{campaign_id}.csv"
@@ -240,8 +298,22 @@ def _cmd_report(args):
     if args.json:
         print_json(summaries[0] if len(summaries) == 1 else {"campaigns": summaries})
     else:
-        print("\n\n".join(format_summary(summary) for summary in summaries))
+        print("\n\n".join(format_model_summary(summary) if _is_model(summary)
+                          else format_summary(summary) for summary in summaries))
     return 0
+
+
+def _is_model(summary):
+    return summary.get("description", {}).get("kind") == "model"
+
+
+def _summary(database, campaign_id):
+    """A tile campaign's or a model campaign's summary (``softerror vit campaign``)."""
+    from sim.campaign.engine import summarize
+    from sim.cosim.campaign import summarize_model_campaign
+    if database.stored_campaign(campaign_id).description.get("kind") == "model":
+        return summarize_model_campaign(database, campaign_id)
+    return summarize(database, campaign_id)
 
 
 def _record_json(record):
@@ -330,8 +402,9 @@ def _cmd_area(args):
 
 def _cmd_sim(args):
     """The main job: co-verify the default suite, then a short campaign; results in --out."""
-    from sim.campaign.engine import CampaignOptions, format_summary, run_campaign
+    from sim.campaign.engine import CampaignOptions
     from sim.campaign.workload import Workload
+    from sim.cli.campaign_tables import format_summary
     from sim.verify import default_suite, verify_gemms
     config = _design(args)
     workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
@@ -345,7 +418,7 @@ def _cmd_sim(args):
     passed = all(_passed(r) for r in reports)
     summary = None
     if passed and args.injections:
-        summary = run_campaign(campaign, out / "campaign.db")
+        summary = _run_campaign(args, campaign, out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
@@ -404,11 +477,14 @@ def _parser():
                           help="site classes to inject into (default: all)")
     campaign.add_argument("--exhaustive-cycle", type=int_range(0, 10**9), metavar="CYCLE",
                           help="every selected bit once, at this workload cycle")
-    campaign.add_argument("--workers", type=int_range(1, 1024), default=1)
+    campaign.add_argument("--workers", type=int_range(1, 1024),
+                          help="local worker processes (default 1, in this process)")
     campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
                                                                  "(tcp://HOST:PORT)")
-    campaign.add_argument("--progress", action="store_true",
-                          help="show the progress bar even when stderr is not a terminal")
+    campaign.add_argument("--scheduler-timeout", type=_seconds, default=60.0,
+                          metavar="SECONDS", help="how long to wait for the Dask scheduler "
+                                                  "and for a worker to join (default 60)")
+    add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.set_defaults(handler=_cmd_campaign)
 
@@ -441,6 +517,7 @@ def _parser():
                      help="size of the campaign after co-verification (0: none)")
     _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
+    add_progress_option(sim)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(handler=_cmd_sim)
 
@@ -453,18 +530,27 @@ def main(argv=None):
     from sim.build import BuildError
     from sim.campaign.store import DatabaseError
     from sim.simulator import SimulationError
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = _parser().parse_args(argv)
         return args.handler(args)
     except UsageError as error:
         print(f"softerror: error: {error}", file=sys.stderr)
         return 2
-    except (BuildError, SimulationError, DatabaseError) as error:
+    except (BuildError, SimulationError, DatabaseError, _CampaignFailed) as error:
         print(f"softerror: {error}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("softerror: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("softerror: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

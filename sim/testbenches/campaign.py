@@ -4,16 +4,20 @@ Runs inside the simulator, driven through a :class:`sim.simulator.SessionChannel
 
 1. a set-up message names the design and the fault sites; every site's handle is looked
    up once and the design is reset;
-2. each batch message carries a tile (its operands, K and expected result, computed by
-   the twin) and experiments ``[id, site, bit, cycle]``. When the tile changes, its
-   operands are loaded over the host port (the buffers are memories: reset does not clear
-   them) and a golden run without an upset must reproduce the twin's result exactly at
+2. each batch (:class:`sim.campaign.messages.BatchTask`) carries a tile (its operands, K
+   and expected result, computed by the twin), the watchdog bound and experiments. When
+   the tile changes, its operands are loaded over the host port (the buffers are
+   memories: reset does not clear them) and a golden run without an upset must reproduce the twin's result exactly at
    ``tile_cycles``;
 3. an experiment toggles the harness's ``run`` (the harness resets the accelerator, writes
    K and START, waits, reads every result row back over the host port and compares),
    sleeps until the injection cycle, flips one bit of one register with an immediate
    write (the next edge that loads the register overwrites it, as in silicon), sleeps
-   until the run must be over and reads the verdict: two Python wake-ups per experiment.
+   until a clean run is over and reads the verdict: two Python wake-ups per experiment.
+   A run not finished by then sleeps once more, until the harness's watchdog
+   (:func:`sim.campaign.outcomes.watchdog_cycles` after START) has fired: a run that
+   finishes late is classified by its output like any other and reports when DONE came;
+   only a run with no DONE by the watchdog is a ``hang``.
    It also compares the control registers with the golden run's at the end: an upset that
    leaves them different is *latent* -- it could still affect the tiles that follow, which
    the experiment does not simulate (data-path registers are cleared or overwritten by the
@@ -28,16 +32,13 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from hw.config import AcceleratorConfig
 from hw.register_map import Region, Status, pack_lanes
-from sim.campaign.outcomes import OUTCOMES, classify
+from sim.campaign.messages import BatchResult, ExperimentResult, SessionReady
+from sim.campaign.outcomes import classify
 from sim.harness import CLOCK_PERIOD_NS, experiment_cycles, start_offset
 from sim.host_bus import HostBus
 from sim.signal_access import RawSignal, resolve
 from sim.simulator import SessionChannel
-
-#: Extra cycles the watchdog allows beyond a clean tile, as a multiple of its length.
-WATCHDOG_FACTOR = 2
 
 
 class ExperimentRunner:
@@ -51,9 +52,7 @@ class ExperimentRunner:
         self.control = [RawSignal(resolve(dut.accelerator, path)) for path in control_paths]
         self.golden_control = None
         self.run_toggle = 0
-        self.late = False
         self.loaded_tile = None
-        self.tile_cycles = None
         self._timers = {}
         self._run, self._finished = RawSignal(dut.run), RawSignal(dut.finished)
         self._hang, self._mismatch = RawSignal(dut.hang), RawSignal(dut.mismatch)
@@ -67,53 +66,47 @@ class ExperimentRunner:
             timer = self._timers[cycles] = Timer(cycles * CLOCK_PERIOD_NS, unit="ns")
         return timer
 
-    async def load_tile(self, tile):
+    async def load_tile(self, tile, watchdog_cycles):
         """Load operands and expectations, then check a golden run against the twin."""
         regs = self.config.register_map
-        writes = [(regs.address(Region.A, step), word) for step, word in enumerate(tile["a_words"])]
-        writes += [(regs.address(Region.B, step), word) for step, word in enumerate(tile["b_words"])]
+        writes = [(regs.address(Region.A, step), word) for step, word in enumerate(tile.a_words)]
+        writes += [(regs.address(Region.B, step), word) for step, word in enumerate(tile.b_words)]
         await self.bus.write_many(writes)
-        k = len(tile["a_words"])
-        self.tile_cycles = self.config.tile_cycles(k)
-        self.experiment_cycles = experiment_cycles(self.config, k)
-        self.watchdog = WATCHDOG_FACTOR * self.tile_cycles
+        self.tile_cycles = self.config.tile_cycles(tile.k)
+        self.experiment_cycles = experiment_cycles(self.config, tile.k)
+        self.watchdog = watchdog_cycles
         row_bits = 32 * regs.cols
-        self.dut.tile_k.value = k
-        self.dut.watchdog.value = self.watchdog
+        self.dut.tile_k.value = tile.k
+        self.dut.watchdog.value = watchdog_cycles
         self.dut.expected.value = sum(pack_lanes(row, 32) << (i * row_bits)
-                                      for i, row in enumerate(tile["expected"]))
-        self.dut.row_mask.value = (1 << tile["valid_rows"]) - 1
-        self.dut.lane_mask.value = (1 << (32 * tile["valid_cols"])) - 1
+                                      for i, row in enumerate(tile.expected))
+        self.dut.row_mask.value = (1 << tile.valid_rows) - 1
+        self.dut.lane_mask.value = (1 << (32 * tile.valid_cols)) - 1
         if self.config.range_check:
-            lower, upper, zero = tile["range"]
+            lower, upper, zero = tile.range
             self.dut.range_lower.value = lower & 0xFFFFFFFF
             self.dut.range_upper.value = upper & 0xFFFFFFFF
             self.dut.range_control.value = int(zero)
-        self.loaded_tile = tile["key"]
+        self.loaded_tile = (tile.key, watchdog_cycles)
         self.golden_control = None
-        outcome, done_cycles, _, _ = await self.run(None, 0, 0)
+        golden = await self.run(-1, None, 0, 0)
         self.golden_control = [register.read() for register in self.control]
-        if outcome != "masked" or done_cycles != self.tile_cycles or self.late:
+        if golden.outcome != "masked" or golden.done_cycles != self.tile_cycles:
             raise AssertionError(
-                f"Golden run of tile {tile['key']} disagrees with the twin and the timing: "
-                f"outcome {outcome} (STATUS {self._status.read():#x}), DONE after "
-                f"{done_cycles} cycles (expected {self.tile_cycles}), finished "
-                f"{'late' if self.late else 'on time'}")
+                f"Golden run of tile {tile.key} disagrees with the twin and the timing: "
+                f"outcome {golden.outcome} (STATUS {self._status.read():#x}), DONE after "
+                f"{golden.done_cycles} cycles (expected {self.tile_cycles})")
 
-    async def run(self, site, bit, cycle):
-        """One experiment; ``site=None`` runs without an upset.
-
-        Returns (outcome, DONE cycles, observed tile as hex when the output is wrong,
-        latent)."""
+    async def run(self, experiment, site, bit, cycle):
+        """One experiment; ``site=None`` runs without an upset."""
         self.run_toggle ^= 1
         self._run.deposit(self.run_toggle)
         await self._wait(self.start_offset + cycle)
         if site is not None:
             self.registers[site].flip(bit)
         await self._wait(self.experiment_cycles - self.start_offset - cycle)
-        self.late = not self._finished.read()
-        if self.late:
-            # Late or hung: give the watchdog time to fire, then read the harness.
+        if not self._finished.read():
+            # Late or never: wait until the watchdog has fired and the rows are read.
             await self._wait(self.watchdog + self.config.rows + 4)
         hang = bool(self._hang.read())
         mismatch = self._mismatch.read()
@@ -121,11 +114,19 @@ class ExperimentRunner:
         alarm = bool(status >> Status.ABFT_ERROR & 1 or status >> Status.RANGE_FLAG & 1)
         outcome = classify(hang=hang, output_wrong=not hang and mismatch != 0, alarm=alarm,
                            corrected=bool(status >> Status.ABFT_CORRECTED & 1))
-        observed = (format(self._observed.read(), "x") if outcome in ("sdc", "detected")
-                    else None)
         latent = self.golden_control is not None and any(
             register.read() != value for register, value in zip(self.control, self.golden_control))
-        return outcome, self._done_cycles.read(), observed, latent
+        # The harness keeps DONE's cycle from the last run that had one: a hang has none.
+        return ExperimentResult(
+            experiment=experiment, outcome=outcome,
+            done_cycles=None if hang else self._done_cycles.read(),
+            observed=self._observed_tile() if outcome in ("sdc", "detected") else None,
+            latent=latent)
+
+    def _observed_tile(self):
+        """The rows the host read: int32, little-endian, row by row."""
+        regs = self.config.register_map
+        return self._observed.read().to_bytes(4 * regs.rows * regs.cols, "little")
 
 
 @cocotb.test()
@@ -133,16 +134,13 @@ async def serve_experiments(dut):
     """Serve set-up and batch messages until the session closes."""
     channel = SessionChannel()
     setup = channel.receive()
-    config = AcceleratorConfig(**setup["design"])
-    runner = ExperimentRunner(dut, config, setup["sites"], setup["control_sites"])
+    runner = ExperimentRunner(dut, setup.config, setup.site_paths, setup.control_paths)
     await runner.bus.reset()
-    channel.send({"ready": True, "outcomes": list(OUTCOMES)})
+    channel.send(SessionReady())
     while (batch := channel.receive()) is not None:
-        if batch["tile"]["key"] != runner.loaded_tile:
-            await runner.load_tile(batch["tile"])
+        if (batch.tile.key, batch.watchdog_cycles) != runner.loaded_tile:
+            await runner.load_tile(batch.tile, batch.watchdog_cycles)
         started = time.perf_counter()
-        results = []
-        for experiment, site, bit, cycle in batch["experiments"]:
-            outcome, done_cycles, observed, latent = await runner.run(site, bit, cycle)
-            results.append([experiment, outcome, done_cycles, observed, latent])
-        channel.send({"results": results, "seconds": time.perf_counter() - started})
+        results = tuple([await runner.run(e.experiment, e.site, e.bit, e.cycle)
+                         for e in batch.experiments])
+        channel.send(BatchResult(results, time.perf_counter() - started))
