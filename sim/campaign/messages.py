@@ -63,12 +63,14 @@ class ExperimentResult:
     ``observed``: the output tile the host read, only when it was wrong: rows x cols
     int32 values, little-endian, row by row (as the harness holds them).
     ``latent``: the control registers differed from the golden run's at the end.
+    ``status``: the STATUS word the host read after the tile (0 after a hang).
     """
     experiment: int
     outcome: str
     done_cycles: int | None
     observed: bytes | None
     latent: bool
+    status: int = 0
 
 
 @dataclass(frozen=True)

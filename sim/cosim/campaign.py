@@ -14,6 +14,7 @@ import torch
 
 from sim.campaign.statistics import wilson_interval
 from sim.campaign.store import CampaignDatabase, RunRecord
+from sim.campaign.worker import close_sessions
 from sim.cosim.engine import ModelCampaign
 from sim.cosim.record import MODEL_OUTCOMES
 
@@ -56,6 +57,7 @@ def run_model_campaign(options, injections, db_path, *, progress=False, threads=
                 if bar is not None:
                     bar.update(len(chunk))
         finally:
+            close_sessions()
             torch.set_num_threads(previous_threads)
             if bar is not None:
                 bar.close()

@@ -85,6 +85,9 @@ class ModelCampaign:
     chosen: np.ndarray
     passes: list
     sites: list
+    """The sites upsets are drawn from (of the chosen classes)."""
+    design_sites: list
+    """Every fault site of the design (the simulator resolves them all)."""
     _gemms: dict = field(default_factory=dict)
 
     @classmethod
@@ -111,10 +114,11 @@ class ModelCampaign:
                 raise ValueError(f"the twin engine models {', '.join(MODELED_CLASSES)}, "
                                  f"not {fault_class!r}: use --engine rtl")
         sites = [site for site in all_sites if site.fault_class in classes]
+        design_sites = all_sites
         if not sites:
             raise ValueError(f"the design has no {'/'.join(classes)} site")
         campaign = cls(options, quantized, split.test_images, split.test_labels, chosen,
-                       [], sites)
+                       [], sites, design_sites)
         gemms = campaign.gemms(int(chosen[0]))
         modules = sorted({gemm.module for gemm in gemms})
         for module in options.modules or ():
@@ -241,6 +245,59 @@ class ModelCampaign:
         """Records of ``experiments`` (indices) with the twin engine."""
         return self._run(experiments, lambda upsets: [self.predict(u) for u in upsets],
                          twin=True)
+
+    def run_rtl(self, experiments):
+        """Records of ``experiments`` (indices) with the struck passes run on the RTL, each
+        also predicted by the RTL-derived fault model (the cross-check)."""
+        return self._run(experiments, self._strike_rtl)
+
+    def _strike_rtl(self, upsets):
+        """The :class:`StruckTile` of each upset, from the campaign testbench on Verilator
+        (one batch per tile pass; the batch carries the pass's operands)."""
+        from hw.register_map import Status, pack_lanes
+        from sim.campaign.messages import BatchTask, Experiment
+        from sim.campaign.outcomes import STEP_COUNTER, watchdog_cycles
+        from sim.campaign.worker import run_batch
+        from sim.campaign.workload import TileData
+        config = self.options.config
+        index = {site.path: number for number, site in enumerate(self.design_sites)}
+        site_paths = tuple(site.path for site in self.design_sites)
+        control_paths = tuple(site.path for site in self.design_sites
+                              if site.fault_class == "control")
+        [step_width] = [site.width for site in self.design_sites if site.path == STEP_COUNTER]
+        by_pass = defaultdict(list)
+        for number, upset in enumerate(upsets):
+            by_pass[upset.pass_index].append(number)
+        struck = [None] * len(upsets)
+        for pass_index, numbers in sorted(by_pass.items()):
+            _, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
+            clean = tile_product(a, b)
+            tile = TileData(
+                key=f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}",
+                index=pass_index, k=tile_pass.k, valid_rows=tile_pass.valid_rows,
+                valid_cols=tile_pass.valid_cols,
+                a_words=tuple(pack_lanes(a[:, step].tolist(), 8) for step in range(tile_pass.k)),
+                b_words=tuple(pack_lanes(b[step].tolist(), 8) for step in range(tile_pass.k)),
+                expected=tuple(tuple(row) for row in clean.tolist()), range=None)
+            task = BatchTask(config, site_paths, control_paths, tile,
+                             watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
+                             tuple(Experiment(number, index[upsets[number].site],
+                                              upsets[number].bit, upsets[number].cycle)
+                                   for number in numbers))
+            rows, cols = tile_pass.valid_rows, tile_pass.valid_cols
+            for result in run_batch(task).results:
+                if result.outcome == "hang":
+                    struck[result.experiment] = StruckTile(None, hang=True)
+                    continue
+                output = clean if result.observed is None else torch.frombuffer(
+                    bytearray(result.observed), dtype=torch.int32).reshape(config.rows,
+                                                                           config.cols)
+                struck[result.experiment] = StruckTile(
+                    output[:rows, :cols].clone(),
+                    abft_error=bool(result.status >> Status.ABFT_ERROR & 1),
+                    abft_corrected=bool(result.status >> Status.ABFT_CORRECTED & 1),
+                    range_flag=bool(result.status >> Status.RANGE_FLAG & 1))
+        return struck
 
     def _run(self, experiments, strike, twin=False):
         by_image = defaultdict(list)

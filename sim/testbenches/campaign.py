@@ -121,7 +121,7 @@ class ExperimentRunner:
             experiment=experiment, outcome=outcome,
             done_cycles=None if hang else self._done_cycles.read(),
             observed=self._observed_tile() if outcome in ("sdc", "detected") else None,
-            latent=latent)
+            latent=latent, status=0 if hang else int(status))
 
     def _observed_tile(self):
         """The rows the host read: int32, little-endian, row by row."""
