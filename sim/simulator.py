@@ -126,7 +126,8 @@ class SimulatorSession:
 
     def __init__(self, build, test_module, work_dir=None, *, command_prefix=(),
                  waves_file=None):
-        """``command_prefix`` runs the model under another program (gdb, perf, valgrind)."""
+        """``command_prefix`` runs the model under another program (gdb, perf, valgrind);
+        such a model is not tied to this process's life (its parent is that program)."""
         command = [*command_prefix, str(build.binary), *_trace_arguments(build, waves_file)]
         self._temporary = work_dir is None
         self.work_dir = (Path(tempfile.mkdtemp(prefix="softerror-simulator-"))
@@ -138,7 +139,8 @@ class SimulatorSession:
         env = toolchain.cocotb_environment(toplevel=build.toplevel, test_module=test_module,
                                            results_file=self.work_dir / "results.xml")
         env[CHANNEL_ENV] = f"{to_sim_read},{from_sim_write}"
-        env[PARENT_ENV] = str(os.getpid())
+        if not command_prefix:
+            env[PARENT_ENV] = str(os.getpid())
         try:
             with open(self.log_path, "w") as log:
                 self._process = subprocess.Popen(

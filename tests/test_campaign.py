@@ -112,10 +112,10 @@ def test_what_the_watchdog_calls_a_hang_never_finishes():
     outcomes = {}
     try:
         for watchdog in (prepared.watchdog_cycles, 4 * prepared.watchdog_cycles):
+            tasks = [replace(task, watchdog_cycles=watchdog)
+                     for task in _batches(prepared, plan, 1)]
             outcomes[watchdog] = [(result.outcome, result.done_cycles)
-                                  for task in _batches(prepared, plan, 1)
-                                  for result in run_batch(replace(task,
-                                                                  watchdog_cycles=watchdog)).results]
+                                  for task in tasks for result in run_batch(task).results]
     finally:
         close_sessions()
     bounded, longer = outcomes.values()

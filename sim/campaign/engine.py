@@ -91,7 +91,6 @@ class PreparedCampaign:
     control_sites: list
     tile_count: int
     window_cycles: int
-    tile_cycles: int
     watchdog_cycles: int
     injections: int
     identity: dict = field(repr=False)
@@ -164,8 +163,7 @@ def prepare_campaign(options: CampaignOptions):
     description = {**identity, "tiles": tile_count, "window_cycles": window,
                    "tile_cycles": tile_cycles, "versions": toolchain.versions()}
     return PreparedCampaign(options=options, sites=sites, control_sites=control_sites,
-                            tile_count=tile_count, window_cycles=window,
-                            tile_cycles=tile_cycles, watchdog_cycles=watchdog,
+                            tile_count=tile_count, window_cycles=window, watchdog_cycles=watchdog,
                             injections=injections, identity=identity, description=description)
 
 

@@ -7,8 +7,8 @@ Runs inside the simulator, driven through a :class:`sim.simulator.SessionChannel
 2. each batch (:class:`sim.campaign.messages.BatchTask`) carries a tile (its operands, K
    and expected result, computed by the twin), the watchdog bound and experiments. When
    the tile changes, its operands are loaded over the host port (the buffers are
-   memories: reset does not clear them) and a golden run without an upset must reproduce the twin's result exactly at
-   ``tile_cycles``;
+   memories: reset does not clear them) and a golden run without an upset must reproduce
+   the twin's result exactly at ``tile_cycles``;
 3. an experiment toggles the harness's ``run`` (the harness resets the accelerator, writes
    K and START, waits, reads every result row back over the host port and compares),
    sleeps until the injection cycle, flips one bit of one register with an immediate
