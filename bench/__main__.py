@@ -1,6 +1,6 @@
 """Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
 
-from bench import campaign_speed, simulation_speed, software_injection_speed
+from bench import campaign_speed, model_campaign_speed, simulation_speed, software_injection_speed
 from hw.config import AcceleratorConfig
 
 
@@ -8,7 +8,11 @@ def main():
     print(simulation_speed.report(simulation_speed.measure(AcceleratorConfig(rows=8, cols=8,
                                                                         k_max=256))))
     print()
-    print(campaign_speed.report(campaign_speed.measure()))
+    tile_only = campaign_speed.measure()
+    print(campaign_speed.report(tile_only))
+    print()
+    print(model_campaign_speed.report(model_campaign_speed.measure(),
+                                      tile_only["campaign_per_second"]))
     print()
     print(software_injection_speed.report(software_injection_speed.measure()))
 

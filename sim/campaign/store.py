@@ -109,6 +109,8 @@ _SCHEMA = (
 )
 #: The tables of a database written before the header said what it is.
 _LEGACY_TABLES = {"campaigns", "sites", "experiments", "runs"}
+#: The tables of this schema.
+_TABLES = _LEGACY_TABLES | {"model_experiments"}
 _SQLITE_MAGIC = b"SQLite format 3\0"
 
 
@@ -196,7 +198,7 @@ def _is_new(path, application_id, user_version, tables):
                 f"{str(path)!r} was written by a newer softerror (schema {user_version}; this "
                 f"one reads schema {SCHEMA_VERSION} and older)")
         return False
-    if application_id == 0 and user_version == 0 and tables in (set(), _LEGACY_TABLES):
+    if application_id == 0 and user_version == 0 and tables in (set(), _LEGACY_TABLES, _TABLES):
         return not tables    # empty, or written before the header said what it is
     listed = ", ".join(sorted(tables)) or "none"
     raise NotACampaignDatabase(

@@ -420,8 +420,12 @@ def _cmd_sim(args):
     if passed and args.injections:
         summary = _run_campaign(args, campaign, out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
+    model_summaries = []
+    if passed and args.model_injections:
+        model_summaries = _model_campaigns(args, config, out)
     if args.json:
-        print_json({"bit_exact": passed, "gemms": reports, "campaign": summary})
+        print_json({"bit_exact": passed, "gemms": reports, "campaign": summary,
+                    "model_campaigns": model_summaries})
     else:
         print(f"Co-verification, {config.rows}x{config.cols} array, k_max {config.k_max}: "
               "RTL (Verilator) against the PyTorch twin")
@@ -432,7 +436,30 @@ def _cmd_sim(args):
             print()
             print(format_summary(summary))
             print(f"Database {out / 'campaign.db'}; summary in {out / 'campaign.json'}")
+        from sim.cli.model_campaign import format_model_summary
+        for model_summary in model_summaries:
+            print()
+            print(format_model_summary(model_summary))
+        if model_summaries:
+            print(f"Database {out / 'vit_campaign.db'}")
     return 0 if passed else 1
+
+
+def _model_campaigns(args, config, out):
+    """The ViT on the RTL, unprotected and with row and column checksums (make sim)."""
+    import dataclasses
+
+    from sim.cosim.campaign import run_model_campaign
+    from sim.cosim.engine import ModelCampaignOptions
+    summaries = []
+    for abft in ("none", "rowcol"):
+        design = dataclasses.replace(config, abft=abft, range_check=False)
+        options = ModelCampaignOptions(design, model="vit", images=16, seed=args.seed,
+                                       engine="rtl")
+        summaries.append(run_model_campaign(options, args.model_injections,
+                                            out / "vit_campaign.db",
+                                            progress=progress_wanted(args)))
+    return summaries
 
 
 def _parser():
@@ -515,6 +542,9 @@ def _parser():
     sim.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     sim.add_argument("--injections", type=int_range(0, 10**9), default=500,
                      help="size of the campaign after co-verification (0: none)")
+    sim.add_argument("--model-injections", type=int_range(0, 10**9), default=400,
+                     help="upsets of the RTL-in-the-loop ViT campaign, unprotected and rowcol "
+                          "(0: none; default 400 each)")
     _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
     add_progress_option(sim)

@@ -7,6 +7,7 @@ database before it is opened for writing.
 
 import json
 
+from sim.cli.progress import add_progress_option, progress_wanted
 from sim.cli.table import format_table
 from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
 from sim.cosim.record import MODEL_OUTCOMES
@@ -42,10 +43,7 @@ def add_campaign_command(actions, design_options, choice_list):
                           help="site classes (default: all; twin: operand,accumulator,output)")
     campaign.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     campaign.add_argument("--db", required=True, help="SQLite database (resumable)")
-    progress = campaign.add_mutually_exclusive_group()
-    progress.add_argument("--progress", action="store_true", default=None,
-                          help="progress bar (default: when stderr is a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.add_argument("--out", metavar="DIR", help="write report.md, the PE heatmap PNG "
                                                        "and campaign.json")
@@ -53,8 +51,6 @@ def add_campaign_command(actions, design_options, choice_list):
 
 
 def _cmd_campaign(args):
-    import sys
-
     from hw.config import AcceleratorConfig
     from sim.campaign.store import DatabaseError, check_database
     from sim.cosim.campaign import run_model_campaign
@@ -73,7 +69,7 @@ def _cmd_campaign(args):
         config, model=args.model, dataset=args.dataset, images=args.images, seed=args.seed,
         modules=tuple(args.modules) if args.modules else None,
         classes=tuple(args.sites) if args.sites else None, engine=args.engine)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = progress_wanted(args)
     try:
         summary = run_model_campaign(options, args.injections, args.db, progress=progress)
     except (TypeError, ValueError) as error:
