@@ -202,6 +202,10 @@ TINY = ["--rows", "1", "--cols", "1", "--k-max", "4"]
     (["verify", "gemm", *TINY, "--m", "1048576", "--k", "1", "--n", "1048576"],
      "--m 1048576 --k 1 --n 1048576: a 1048576x1x1048576 GEMM needs about 32.0 TiB of memory "
      "for its operands and results, more than the 8.0 GiB a GEMM may take"),
+    (["campaign", *TINY, "--m", "1048576", "--k", "1", "--n", "1048576", "--db",
+      "/nonexistent-dir/c.db"],
+     "--m 1048576 --k 1 --n 1048576: a 1048576x1x1048576 GEMM needs about 32.0 TiB of memory "
+     "for its operands and results, more than the 8.0 GiB a GEMM may take"),
 ])
 def test_outputs_and_sizes_are_checked_before_any_work(args, message):
     result = softerror(*args)
