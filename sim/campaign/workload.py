@@ -31,6 +31,17 @@ class TileData:
     range: tuple | None
     """(lower, upper, zero mode) of the range checker, or ``None``."""
 
+    @classmethod
+    def of(cls, key, index, a_tile, b_tile, valid_rows, valid_cols, expected, bounds=None):
+        """The tile of padded int8 operands ``a_tile`` (rows x k) and ``b_tile`` (k x cols)
+        whose clean read is ``expected`` (int32 rows x cols)."""
+        k = a_tile.shape[1]
+        return cls(key=key, index=index, k=k, valid_rows=valid_rows, valid_cols=valid_cols,
+                   a_words=tuple(pack_lanes(a_tile[:, step].tolist(), 8) for step in range(k)),
+                   b_words=tuple(pack_lanes(b_tile[step].tolist(), 8) for step in range(k)),
+                   expected=tuple(tuple(row) for row in expected.tolist()),
+                   range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero))
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -57,11 +68,7 @@ class Workload:
             clean = tile_product(tile.a, tile.b)
             expected = clean if bounds is None else check_tile(tile.a, tile.b, clean,
                                                                bounds=bounds).output
-            tiles.append(TileData(
-                key=f"{self!r}/{rows}x{cols}/{bounds!r}/tile {tile.index}", index=tile.index,
-                k=self.k, valid_rows=tile.valid_rows, valid_cols=tile.valid_cols,
-                a_words=tuple(pack_lanes(tile.a[:, step].tolist(), 8) for step in range(self.k)),
-                b_words=tuple(pack_lanes(tile.b[step].tolist(), 8) for step in range(self.k)),
-                expected=tuple(tuple(row) for row in expected.tolist()),
-                range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero)))
+            tiles.append(TileData.of(f"{self!r}/{rows}x{cols}/{bounds!r}/tile {tile.index}",
+                                     tile.index, tile.a, tile.b, tile.valid_rows,
+                                     tile.valid_cols, expected, bounds))
         return tuple(tiles)

@@ -254,7 +254,7 @@ class ModelCampaign:
     def _strike_rtl(self, upsets):
         """The :class:`StruckTile` of each upset, from the campaign testbench on Verilator
         (one batch per tile pass; the batch carries the pass's operands)."""
-        from hw.register_map import Status, pack_lanes
+        from hw.register_map import Status
         from sim.campaign.messages import BatchTask, Experiment
         from sim.campaign.outcomes import STEP_COUNTER, watchdog_cycles
         from sim.campaign.worker import run_batch
@@ -272,13 +272,9 @@ class ModelCampaign:
         for pass_index, numbers in sorted(by_pass.items()):
             _, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
             clean = tile_product(a, b)
-            tile = TileData(
-                key=f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}",
-                index=pass_index, k=tile_pass.k, valid_rows=tile_pass.valid_rows,
-                valid_cols=tile_pass.valid_cols,
-                a_words=tuple(pack_lanes(a[:, step].tolist(), 8) for step in range(tile_pass.k)),
-                b_words=tuple(pack_lanes(b[step].tolist(), 8) for step in range(tile_pass.k)),
-                expected=tuple(tuple(row) for row in clean.tolist()), range=None)
+            tile = TileData.of(
+                f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}",
+                pass_index, a, b, tile_pass.valid_rows, tile_pass.valid_cols, clean)
             task = BatchTask(config, site_paths, control_paths, tile,
                              watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
                              tuple(Experiment(number, index[upsets[number].site],
