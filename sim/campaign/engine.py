@@ -18,13 +18,8 @@ output, and an experiment simulates that tile alone (a test holds this against r
 whole multi-tile GEMMs).
 """
 
-import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
-import logging
-import multiprocessing
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -34,12 +29,22 @@ from hw.config import AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES
 from sim import toolchain
 from sim.build import build_design
+from sim.campaign.executors import (
+    CampaignError,
+    check_executor_options,
+    execute,
+    open_executor,
+)
 from sim.campaign.messages import BatchTask, Experiment
 from sim.campaign.outcomes import OUTCOMES, STEP_COUNTER, watchdog_cycles
 from sim.campaign.plan import ExperimentPlan, exhaustive_plan, random_plan
-from sim.campaign.statistics import leveugle_sample_size, margin_of_error, wilson_interval
+from sim.campaign.statistics import (
+    leveugle_sample_size,
+    margin_of_error,
+    wilson_interval,
+)
 from sim.campaign.store import CampaignDatabase, ExperimentRecord, RunRecord
-from sim.campaign.worker import close_sessions, prepare_pool_worker, run_batch, start_session
+from sim.campaign.worker import close_sessions, run_batch, start_session
 from sim.campaign.workload import Workload
 from sim.harness import window_cycles
 from sw.twin.protection import RangeBounds
@@ -47,18 +52,8 @@ from sw.twin.protection import RangeBounds
 __all__ = ["CampaignOptions", "CampaignError", "ExperimentRecord", "run_campaign",
            "summarize", "prepare_campaign", "replay", "check_executor_options"]
 
-log = logging.getLogger(__name__)
-
 #: Margin the summary quotes Leveugle et al.'s sample size for.
 REPORT_MARGIN = 0.01
-#: How often a campaign on a Dask cluster checks that the cluster still has workers.
-WORKER_CHECK_SECONDS = 5.0
-
-
-class CampaignError(RuntimeError):
-    """The campaign cannot go on (no Dask worker, a lost scheduler); what it stored is kept."""
-
-
 @dataclass(frozen=True)
 class CampaignOptions:
     """Everything that decides a campaign's experiments, plus how many to run.
@@ -251,119 +246,6 @@ def replay(options: CampaignOptions, upsets, *, waves_file=None):
     return [records[number] for number in range(len(upsets))]
 
 
-def check_executor_options(workers=None, scheduler=None, scheduler_timeout=60.0):
-    """Raise ``TypeError`` for a bad value, ``ValueError`` for values that do not go
-    together, naming the option."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise TypeError(f"--workers must be a positive integer, not {workers!r}")
-    if isinstance(scheduler_timeout, bool) or not isinstance(scheduler_timeout, (int, float)) \
-            or not scheduler_timeout > 0:
-        raise TypeError(f"--scheduler-timeout must be a positive number of seconds, not "
-                        f"{scheduler_timeout!r}")
-    if scheduler is None:
-        return
-    if workers is not None:
-        raise ValueError("--workers and --scheduler exclude each other: the Dask cluster's "
-                         "own workers run a campaign given a scheduler")
-    from distributed.comm import parse_address
-    from distributed.comm.addressing import parse_host_port
-    from distributed.comm.registry import get_backend
-    try:
-        scheme, location = parse_address(str(scheduler))
-        get_backend(scheme)
-        if scheme in ("tcp", "tls") and not parse_host_port(location, 8786)[0]:
-            raise ValueError(location)
-    except (TypeError, ValueError):
-        raise TypeError(f"--scheduler must be a Dask scheduler address such as "
-                        f"tcp://HOST:PORT, not {scheduler!r}") from None
-
-
-class _InlineExecutor(concurrent.futures.Executor):
-    """Runs each task when it is submitted, in the calling thread: one local worker."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as error:
-            future.set_exception(error)
-        return future
-
-
-@contextlib.contextmanager
-def _in_this_thread():
-    try:
-        yield _InlineExecutor(), None
-    except BaseException:
-        close_sessions(kill=True)
-        raise
-    close_sessions()
-
-
-@contextlib.contextmanager
-def _local_pool(workers):
-    """Worker processes that die with this one (:func:`worker.prepare_pool_worker`)."""
-    executor = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=prepare_pool_worker, initargs=(os.getpid(),))
-    try:
-        yield executor, None
-    except BaseException:
-        # Stop the workers mid-batch (Python 3.14 calls this terminate_workers()); each
-        # kills its simulators and removes their directories.
-        for process in list((executor._processes or {}).values()):
-            process.terminate()
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def _dask_cluster(scheduler, timeout):
-    """The cluster's executor once a worker has joined, and a check that one remains."""
-    from distributed import Client
-    try:
-        client = Client(scheduler, timeout=f"{timeout}s")
-    except (OSError, TimeoutError) as error:
-        raise CampaignError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r}: "
-                            f"{error}") from None
-    lost = CampaignError(f"lost the Dask scheduler at {scheduler}; the results so far are "
-                         "stored: run the command again to resume")
-    without_workers_since = None
-
-    def check_workers():
-        nonlocal without_workers_since
-        try:
-            workers = client.nthreads()
-        except OSError:
-            raise lost from None
-        if workers:
-            without_workers_since = None
-        elif without_workers_since is None:
-            without_workers_since = time.monotonic()
-            log.info("the Dask cluster at %s has no worker left; waiting for one (at most "
-                     "%g s: --scheduler-timeout)", scheduler, timeout)
-        elif time.monotonic() - without_workers_since > timeout:
-            raise CampaignError(f"no Dask worker at {scheduler} for {timeout:g} s "
-                                "(--scheduler-timeout); the results so far are stored")
-
-    try:
-        if not client.nthreads():
-            log.info("waiting for a Dask worker to join %s (at most %g s: "
-                     "--scheduler-timeout)", scheduler, timeout)
-            try:
-                client.wait_for_workers(1, timeout=timeout)
-            except TimeoutError:
-                raise CampaignError(f"no Dask worker joined {scheduler} within {timeout:g} s "
-                                    "(--scheduler-timeout)") from None
-        yield client.get_executor(), check_workers
-    except concurrent.futures.CancelledError:
-        raise lost from None
-    finally:
-        client.close()
-
-
 def run_campaign(options: CampaignOptions, db_path, *, workers=None, scheduler=None,
                  scheduler_timeout=60.0, progress=None):
     """Run (or resume, or extend) a campaign into ``db_path``; return its summary.
@@ -383,54 +265,24 @@ def run_campaign(options: CampaignOptions, db_path, *, workers=None, scheduler=N
         done = database.done_experiments(campaign_id)
         pending = np.setdiff1d(np.arange(prepared.injections, dtype=np.int64), done)
         if len(pending):
-            if scheduler is not None:
-                cluster, label = _dask_cluster(scheduler, scheduler_timeout), f"dask {scheduler}"
-            elif workers in (None, 1):
-                cluster, label = _in_this_thread(), "1 local"
-            else:
-                cluster, label = _local_pool(workers), f"{workers} local"
+            cluster, label = open_executor(workers, scheduler, scheduler_timeout)
             started, clock = time.time(), time.perf_counter()
             with cluster as (executor, check_workers):
                 tasks = _batches(prepared, prepared.plan(pending), workers or 1)
-                ran = _execute(executor, tasks, database, campaign_id, workers or 1,
-                               check_workers, progress, prepared.injections - len(pending),
-                               prepared.injections)
+
+                def store(task, batch):
+                    database.insert_results(campaign_id, _records(task, batch))
+                    return len(task.experiments)
+
+                ran = execute(executor, tasks, run_batch, store, workers=workers or 1,
+                              check_workers=check_workers, progress=progress,
+                              done=prepared.injections - len(pending),
+                              total=prepared.injections)
             database.record_run(campaign_id, RunRecord(started, time.perf_counter() - clock, ran,
                                                        label))
         return summarize(database, campaign_id)
     finally:
         database.close()
-
-
-def _execute(executor, tasks, database, campaign_id, workers, check_workers, progress, done,
-             total):
-    """Keep a few batches per worker in flight; store each as it completes. Returns how
-    many experiments ran."""
-    queue = list(reversed(tasks))
-    in_flight = {}
-    ran = 0
-    if progress is not None:
-        progress(done, total)
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < 2 * workers:
-                task = queue.pop()
-                in_flight[executor.submit(run_batch, task)] = task
-            finished, _ = concurrent.futures.wait(
-                in_flight, timeout=None if check_workers is None else WORKER_CHECK_SECONDS,
-                return_when="FIRST_COMPLETED")
-            if not finished:
-                check_workers()
-            for future in finished:
-                task = in_flight.pop(future)
-                database.insert_results(campaign_id, _records(task, future.result()))
-                ran += len(task.experiments)
-                if progress is not None:
-                    progress(done + ran, total)
-    finally:
-        for future in in_flight:
-            future.cancel()
-    return ran
 
 
 def summarize(database, campaign_id):

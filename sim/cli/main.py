@@ -13,6 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
+from sim.cli.executor_options import (
+    CampaignFailed,
+    add_executor_options,
+    check_executor_arguments,
+    quiet_distributed,
+)
 from sim.cli.progress import ProgressBar, add_progress_option, progress_wanted
 from sim.cli.usage import (
     UsageError,
@@ -37,17 +43,6 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame):
     raise Terminated()
-
-
-def _seconds(text):
-    """An argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
 def _add_design_options(parser):
@@ -216,48 +211,33 @@ def _chosen_campaigns(database, args, *, one):
     return ids
 
 
-def _quiet_distributed():
-    """distributed logs a lost scheduler as tracebacks; the campaign says it in one line."""
-    import distributed  # noqa: F401 -- it sets its loggers' levels when imported
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name.startswith("distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-class _CampaignFailed(Exception):
-    """A campaign that could not go on: one line, exit status 1."""
-
-
 def _run_campaign(args, options, db):
     """Run a campaign with the command's executor and progress options."""
     from sim.campaign.engine import CampaignError, run_campaign
     progress = ProgressBar("inj", "injections") if progress_wanted(args) else None
     if getattr(args, "scheduler", None) is not None:
-        _quiet_distributed()
+        quiet_distributed()
     try:
         return run_campaign(options, db, workers=getattr(args, "workers", None),
                             scheduler=getattr(args, "scheduler", None),
                             scheduler_timeout=getattr(args, "scheduler_timeout", 60.0),
                             progress=progress)
     except CampaignError as error:
-        raise _CampaignFailed(str(error)) from None
+        raise CampaignFailed(str(error)) from None
     finally:
         if progress is not None:
             progress.close()
 
 
 def _cmd_campaign(args):
-    from sim.campaign.engine import CampaignOptions, check_executor_options
+    from sim.campaign.engine import CampaignOptions
     from sim.campaign.workload import Workload
     from sim.cli.campaign_tables import format_summary
     config = _design(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
     _check_gemm_memory(args)
-    try:
-        check_executor_options(args.workers, args.scheduler, args.scheduler_timeout)
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+    check_executor_arguments(args)
     from sim.campaign.store import NotACampaignDatabase, check_database
     try:
         check_database(args.db)
@@ -280,7 +260,7 @@ def _cmd_campaign(args):
 
 def _cmd_report(args):
     from sim.cli.campaign_tables import format_summary
-    from sim.cli.model_campaign import format_model_summary
+    from sim.cli.model_campaign import format_model_comparison, format_model_summary
     database = _open_database(args.db, create=False)
     try:
         ids = _chosen_campaigns(database, args, one=False)
@@ -300,6 +280,9 @@ def _cmd_report(args):
     else:
         print("\n\n".join(format_model_summary(summary) if _is_model(summary)
                           else format_summary(summary) for summary in summaries))
+        models = [summary for summary in summaries if _is_model(summary)]
+        if len(models) > 1:
+            print("\n" + format_model_comparison(models))
     return 0
 
 
@@ -504,13 +487,7 @@ def _parser():
                           help="site classes to inject into (default: all)")
     campaign.add_argument("--exhaustive-cycle", type=int_range(0, 10**9), metavar="CYCLE",
                           help="every selected bit once, at this workload cycle")
-    campaign.add_argument("--workers", type=int_range(1, 1024),
-                          help="local worker processes (default 1, in this process)")
-    campaign.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler "
-                                                                 "(tcp://HOST:PORT)")
-    campaign.add_argument("--scheduler-timeout", type=_seconds, default=60.0,
-                          metavar="SECONDS", help="how long to wait for the Dask scheduler "
-                                                  "and for a worker to join (default 60)")
+    add_executor_options(campaign)
     add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.set_defaults(handler=_cmd_campaign)
@@ -569,7 +546,7 @@ def main(argv=None):
     except UsageError as error:
         print(f"softerror: error: {error}", file=sys.stderr)
         return 2
-    except (BuildError, SimulationError, DatabaseError, _CampaignFailed) as error:
+    except (BuildError, SimulationError, DatabaseError, CampaignFailed) as error:
         print(f"softerror: {error}", file=sys.stderr)
         return 1
     except Terminated:

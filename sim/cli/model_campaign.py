@@ -7,12 +7,17 @@ database before it is opened for writing.
 
 import json
 
+from sim.cli.executor_options import (
+    CampaignFailed,
+    add_executor_options,
+    check_executor_arguments,
+)
 from sim.cli.progress import add_progress_option, progress_wanted
 from sim.cli.table import format_table
 from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
 from sim.cosim.record import MODEL_OUTCOMES
 
-__all__ = ["add_campaign_command", "format_model_summary"]
+__all__ = ["add_campaign_command", "format_model_summary", "format_model_comparison"]
 
 
 def _images(text):
@@ -43,6 +48,7 @@ def add_campaign_command(actions, design_options, choice_list):
                           help="site classes (default: all; twin: operand,accumulator,output)")
     campaign.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     campaign.add_argument("--db", required=True, help="SQLite database (resumable)")
+    add_executor_options(campaign)
     add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.add_argument("--out", metavar="DIR", help="write report.md, the PE heatmap PNG "
@@ -52,28 +58,32 @@ def add_campaign_command(actions, design_options, choice_list):
 
 def _cmd_campaign(args):
     from hw.config import AcceleratorConfig
+    from sim.campaign.executors import CampaignError
     from sim.campaign.store import DatabaseError, check_database
     from sim.cosim.campaign import run_model_campaign
     from sim.cosim.engine import ModelCampaignOptions
-    if args.range_check:
-        raise UsageError("--range-check: model campaigns run without the range checker "
-                         "(per-module bounds are not profiled yet)")
+    check_executor_arguments(args)
     out = None if args.out is None else check_output_directory("--out", args.out)
     try:
         check_database(args.db)
     except DatabaseError as error:
         raise UsageError(f"--db: {error}") from None
     config = AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
-                               abft=args.abft)
+                               abft=args.abft, range_check=args.range_check)
     options = ModelCampaignOptions(
         config, model=args.model, dataset=args.dataset, images=args.images, seed=args.seed,
         modules=tuple(args.modules) if args.modules else None,
         classes=tuple(args.sites) if args.sites else None, engine=args.engine)
     progress = progress_wanted(args)
     try:
-        summary = run_model_campaign(options, args.injections, args.db, progress=progress)
+        summary = run_model_campaign(options, args.injections, args.db, workers=args.workers,
+                                     scheduler=args.scheduler,
+                                     scheduler_timeout=args.scheduler_timeout,
+                                     progress=progress)
     except (TypeError, ValueError) as error:
         raise UsageError(_option_message(error)) from None
+    except CampaignError as error:
+        raise CampaignFailed(str(error)) from None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_report(summary, out)
@@ -127,6 +137,34 @@ def format_model_summary(summary):
                   f"{100 * summary['clean_accuracy']:.1f}%"]
     if summary["injections_per_second"]:
         lines.append(f"last run: {summary['injections_per_second']:.0f} upsets/s")
+    return "\n".join(lines)
+
+
+def _label(summary):
+    description = summary["description"]
+    design = description["config"]
+    protection = design["abft"] + ("+range" if design["range_check"] else "")
+    return f"{description['model']} {protection} ({description['engine']})"
+
+
+def format_model_comparison(summaries):
+    """Model campaigns side by side: the model SDC rate per module and the outcome shares."""
+    labels = [_label(summary) for summary in summaries]
+    modules = sorted({module for summary in summaries for module in summary["per_module"]})
+    rows = []
+    for module in modules:
+        row = [module]
+        for summary in summaries:
+            check = summary["operation_level_cross_check"].get(module)
+            row.append("-" if check is None else _interval(check["model_sdc"]))
+        rows.append(row)
+    rows.append(["all", *(_interval(summary["model_sdc_rate"]) for summary in summaries)])
+    lines = ["model SDC rate per module [95%]", format_table(["module", *labels], rows), "",
+             "outcomes (share of upsets)"]
+    rows = [[outcome, *(f"{100 * summary['outcomes'][outcome] / summary['injections']:.2f}%"
+                        for summary in summaries)] for outcome in MODEL_OUTCOMES]
+    rows.append(["upsets", *(summary["injections"] for summary in summaries)])
+    lines.append(format_table(["outcome", *labels], rows))
     return "\n".join(lines)
 
 

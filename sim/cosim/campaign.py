@@ -2,26 +2,57 @@
 
 The campaign's identity is everything that decides its experiments (the design, model,
 data set, images, seed, modules, site classes and engine), not the number of injections:
-re-running resumes it, a larger ``injections`` extends it. Results are committed one chunk
-per transaction; a killed run loses at most the chunk in flight.
+re-running resumes it, a larger ``injections`` extends it. Chunks of experiments run on the
+executors tile campaigns use (:mod:`sim.campaign.executors`: this thread, local worker
+processes or a Dask cluster), each worker preparing the campaign once; results are
+committed one chunk per transaction, so a killed run loses at most the chunks in flight.
 """
 
 import dataclasses
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import torch
 
+from sim.campaign.executors import check_executor_options, execute, open_executor
 from sim.campaign.statistics import wilson_interval
 from sim.campaign.store import CampaignDatabase, RunRecord
-from sim.campaign.worker import close_sessions
-from sim.cosim.engine import ModelCampaign
+from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
 from sim.cosim.record import MODEL_OUTCOMES
 
-__all__ = ["run_model_campaign", "summarize_model_campaign", "CHUNK"]
+__all__ = ["run_model_campaign", "summarize_model_campaign", "run_chunk", "ModelChunk",
+           "CHUNK"]
 
 #: Experiments per chunk: drawn, struck, carried through the model and committed together.
 CHUNK = 512
+
+#: This process's prepared campaigns (a worker prepares each campaign once).
+_prepared = {}
+
+
+@dataclass(frozen=True)
+class ModelChunk:
+    """What a worker needs to run some experiments of a model campaign."""
+    options: ModelCampaignOptions
+    experiments: tuple
+
+    def __len__(self):
+        return len(self.experiments)
+
+
+def _campaign(options):
+    if options not in _prepared:
+        _prepared.clear()
+        _prepared[options] = ModelCampaign.prepare(options)
+    return _prepared[options]
+
+
+def run_chunk(chunk: ModelChunk):
+    """The :class:`~sim.cosim.record.ModelRecord` s of a chunk (in the worker, one torch
+    thread: the workers share the machine's cores)."""
+    torch.set_num_threads(1)
+    return _campaign(chunk.options).run(list(chunk.experiments))
 
 
 def identity_of(options):
@@ -31,39 +62,59 @@ def identity_of(options):
     return {"kind": "model", **fields}
 
 
-def run_model_campaign(options, injections, db_path, *, progress=False, threads=1):
-    """Run experiments ``0 .. injections - 1`` not yet stored; return the summary."""
-    campaign = ModelCampaign.prepare(options)     # every option checked before the database
+def run_model_campaign(options, injections, db_path, *, workers=None, scheduler=None,
+                       scheduler_timeout=60.0, progress=False):
+    """Run experiments ``0 .. injections - 1`` not yet stored; return the summary.
+
+    ``workers`` local processes (default one, in this thread) or the workers of the Dask
+    cluster at ``scheduler``, as for tile campaigns.
+    """
+    check_executor_options(workers, scheduler, scheduler_timeout)
+    campaign = _campaign(options)     # every option checked before the database
     identity = identity_of(options)
     description = {**identity, "passes": len(campaign.passes),
                    "inference_cycles": int(campaign.total_cycles),
                    "bits": int(campaign.total_bits), "images_used": campaign.chosen.tolist()}
+    if campaign.bounds:
+        description["range_bounds"] = {site: bounds.upper
+                                       for site, bounds in campaign.bounds.items()}
+        description["range_bounds_widened"] = campaign.widened_bounds
     database = CampaignDatabase(db_path)
     try:
         campaign_id = database.campaign(identity, description, campaign.sites, injections)
         done = set(database.done_model_experiments(campaign_id).tolist())
         todo = [number for number in range(injections) if number not in done]
+        if not todo:
+            return summarize_model_campaign(database, campaign_id)
         bar = None
-        if progress and todo:
+        if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(todo), unit="upset", desc="model campaign")
+            bar = tqdm(total=injections, initial=injections - len(todo), unit="upset",
+                       desc="model campaign")
+        cluster, label = open_executor(workers, scheduler, scheduler_timeout)
+        chunk_size = CHUNK if workers in (None, 1) and scheduler is None else CHUNK // 4
+        chunks = [ModelChunk(options, tuple(todo[start:start + chunk_size]))
+                  for start in range(0, len(todo), chunk_size)]
+
+        def store(chunk, records):
+            database.insert_model_results(campaign_id, records)
+            return len(chunk)
+
         started, begin = time.time(), time.perf_counter()
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        ran = 0
         try:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
-                database.insert_model_results(campaign_id, campaign.run(chunk))
-                if bar is not None:
-                    bar.update(len(chunk))
+            with cluster as (executor, check_workers):
+                ran = execute(executor, chunks, run_chunk, store, workers=workers or 1,
+                              check_workers=check_workers,
+                              progress=None if bar is None else
+                              lambda done, total: bar.update(done - bar.n))
         finally:
-            close_sessions()
             torch.set_num_threads(previous_threads)
             if bar is not None:
                 bar.close()
-            seconds = time.perf_counter() - begin
-            database.record_run(campaign_id, RunRecord(started, seconds, len(todo),
-                                                       options.engine))
+            database.record_run(campaign_id, RunRecord(
+                started, time.perf_counter() - begin, ran, f"{options.engine}, {label}"))
         return summarize_model_campaign(database, campaign_id)
     finally:
         database.close()
