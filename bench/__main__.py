@@ -11,8 +11,9 @@ def main():
     tile_only = campaign_speed.measure()
     print(campaign_speed.report(tile_only))
     print()
-    print(model_campaign_speed.report(model_campaign_speed.measure(),
-                                      tile_only["campaign_per_second"]))
+    for design in model_campaign_speed.measure_designs():
+        print(model_campaign_speed.report(design, tile_only["campaign_per_second"]
+                                          if design["config"].startswith("8x8") else None))
     print()
     print(software_injection_speed.report(software_injection_speed.measure()))
 

@@ -1,9 +1,10 @@
 """Model-level campaigns (``softerror vit campaign``): the RTL and twin engines' steady state.
 
-Both engines run the same experiments of the ViT on digits on the 8x8 ``rowcol`` design,
-one worker, after a warm-up (the simulator session started, the model built); the rate is
-experiments per second including the rest of each inference in the twin. Printed beside
-the tile-only campaign's steady state measured in the same run (``bench.campaign_speed``).
+Both engines run the same experiments of the ViT on digits on the 8x8 ``rowcol`` design
+(and on a 16x16 one, whose simulation costs four times the PEs), one worker, after a
+warm-up (the simulator session started, the model built); the rate is experiments per
+second including the rest of each inference in the twin. Printed beside the tile-only
+campaign's steady state measured in the same run (``bench.campaign_speed``).
 """
 
 import time
@@ -22,6 +23,12 @@ def _rate(campaign, engine, start, count):
     begun = time.perf_counter()
     run(range(start, start + count))
     return count / (time.perf_counter() - begun)
+
+
+def measure_designs(rounds=3):
+    """:func:`measure` on the 8x8 and the 16x16 ``rowcol`` designs."""
+    return [measure(AcceleratorConfig(rows=size, cols=size, k_max=256, abft="rowcol"), rounds)
+            for size in (8, 16)]
 
 
 def measure(config=AcceleratorConfig(rows=8, cols=8, k_max=256, abft="rowcol"), rounds=3):

@@ -27,7 +27,7 @@ from hw.netlist.generate import TOP_NAME
 from hw.register_map import Csr, Region, RegisterMap
 
 __all__ = ["ExperimentHarness", "HARNESS_NAME", "CLOCK_PERIOD_NS", "start_offset",
-           "experiment_cycles", "window_cycles"]
+           "experiment_cycles", "window_cycles", "load_cycles"]
 
 HARNESS_NAME = "softerror_harness"
 #: Clock period of every simulation; the clock is generated in C++ (``harness_main.cpp``),
@@ -52,6 +52,12 @@ def experiment_cycles(config, k):
     return start_offset(config) + config.tile_cycles(k) + 1 + (config.rows + 2) + 1
 
 
+def load_cycles(k):
+    """Cycles from the ``load`` toggle until ``loaded`` reads 1: the edge that sees the
+    toggle, then one write per A and B word."""
+    return 2 * k + 1
+
+
 def window_cycles(config, k):
     """Injection window of a tile: from the START edge to the last result read."""
     return experiment_cycles(config, k) - start_offset(config)
@@ -74,7 +80,15 @@ class ExperimentHarness(wiring.Component):
     run : In(1)
         Toggle to start an experiment.
     tile_k : In(range(k_max + 1))
-        K of the experiment's tile (its operands are already in the buffers).
+        K of the experiment's tile (its operands are already in the buffers), and how
+        many words a load writes.
+    load : In(1)
+        Toggle to write ``load_a`` and ``load_b`` into the operand buffers.
+    load_a, load_b : In(k_max * rows * 8), In(k_max * cols * 8)
+        The A and B buffer words (as :class:`hw.register_map.RegisterMap` packs them),
+        word 0 in the low bits.
+    loaded : Out(1)
+        Sticky from the end of a load until the next load.
     watchdog : In(32)
         Cycles to wait for ``irq`` before declaring a hang.
     range_lower, range_upper, range_control : In(32)
@@ -109,6 +123,10 @@ class ExperimentHarness(wiring.Component):
             "irq": Out(1),
             "run": In(1),
             "tile_k": In(range(register_map.k_max + 1)),
+            "load": In(1),
+            "load_a": In(register_map.k_max * register_map.rows * 8),
+            "load_b": In(register_map.k_max * register_map.cols * 8),
+            "loaded": Out(1),
             "watchdog": In(32),
             **({name: In(32) for name in ("range_lower", "range_upper", "range_control")}
                if register_map.range_check else {}),
@@ -140,7 +158,8 @@ class ExperimentHarness(wiring.Component):
             o_rdata=self.rdata, o_irq=self.irq,
         )
 
-        run_seen = Signal()
+        run_seen, load_seen, loaded = Signal(), Signal(), Signal()
+        load_index = Signal(range(regs.k_max))
         counter = Signal(32)
         read_index = Signal(range(rows + 2))
         observed = [Signal(row_bits, name=f"observed_{i}") for i in range(rows)]
@@ -150,7 +169,7 @@ class ExperimentHarness(wiring.Component):
         m.d.comb += [
             self.observed.eq(Cat(*observed)),
             self.finished.eq(finished), self.hang.eq(hang), self.mismatch.eq(mismatch),
-            self.done_cycles.eq(done_cycles), self.status.eq(status),
+            self.done_cycles.eq(done_cycles), self.status.eq(status), self.loaded.eq(loaded),
             bus_addr.eq(self.addr), bus_wdata.eq(self.wdata), bus_we.eq(self.we),
             bus_re.eq(self.re),
         ]
@@ -165,6 +184,21 @@ class ExperimentHarness(wiring.Component):
                     m.d.sync += [run_seen.eq(self.run), finished.eq(0), hang.eq(0),
                                  mismatch.eq(0)]
                     m.next = "RESET"
+                with m.Elif(self.load != load_seen):
+                    m.d.sync += [load_seen.eq(self.load), loaded.eq(0), load_index.eq(0)]
+                    m.next = "LOAD_A"
+            for region, words, lanes, following in ((Region.A, self.load_a, regs.rows, "LOAD_B"),
+                                                    (Region.B, self.load_b, regs.cols, "IDLE")):
+                with m.State(f"LOAD_{region.name}"):
+                    m.d.comb += [bus_addr.eq(regs.address(region, 0) + load_index),
+                                 bus_wdata.eq(words.word_select(load_index, 8 * lanes)),
+                                 bus_we.eq(1), bus_re.eq(0)]
+                    m.d.sync += load_index.eq(load_index + 1)
+                    with m.If(load_index == self.tile_k - 1):
+                        m.d.sync += load_index.eq(0)
+                        if following == "IDLE":
+                            m.d.sync += loaded.eq(1)
+                        m.next = following
             with m.State("RESET"):
                 m.d.comb += [accelerator_reset.eq(1), bus_we.eq(0), bus_re.eq(0)]
                 m.next = "CONFIGURE_0"

@@ -21,7 +21,8 @@ from sim.build import build_design
 from sim.campaign.messages import BatchResult, BatchTask, SessionSetup
 from sim.simulator import SimulatorSession, die_with_parent
 
-__all__ = ["run_batch", "start_session", "close_sessions", "prepare_pool_worker"]
+__all__ = ["run_batch", "run_batches", "start_session", "close_sessions",
+           "prepare_pool_worker"]
 
 TESTBENCH = "sim.testbenches.campaign"
 
@@ -68,6 +69,16 @@ def run_batch(task: BatchTask, session=None) -> BatchResult:
     for its configuration."""
     session = session or _session(task.config, task.site_paths, task.control_paths)
     return session.request(task)
+
+
+def run_batches(tasks, session=None):
+    """The :class:`BatchResult` s of tasks of one design and site list, in one round trip to
+    the simulator (a model campaign's tiles: one experiment each, mostly)."""
+    if not tasks:
+        return ()
+    first = tasks[0]
+    session = session or _session(first.config, first.site_paths, first.control_paths)
+    return session.request(tuple(tasks))
 
 
 def close_sessions(*, kill=False):

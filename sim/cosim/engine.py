@@ -11,6 +11,12 @@ twin runs the rest of it, batched over the experiments that share an image.
 
 Host policy: ABFT_ERROR without ABFT_CORRECTED, a RANGE_FLAG or a hang make the host
 recompute the pass (its result is then the clean one); a corrected tile is kept.
+
+Range checker: on a design with one, the host programs each GEMM's bounds before its
+passes, symmetric, at :data:`~sim.cosim.workload.RANGE_MARGIN` times the largest |partial
+tile value| the first :data:`~sim.cosim.workload.CALIBRATION_IMAGES` training images
+produce at that GEMM, widened (and counted) where a chosen test image goes beyond, so
+that no clean pass raises the flag.
 """
 
 from collections import defaultdict
@@ -24,13 +30,22 @@ from hw.config import AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES, enumerate_fault_sites
 from sim.cosim.record import ModelRecord, StruckTile, Upset
 from sim.cosim.splice import SpliceDatapath, TileSplice
-from sim.cosim.workload import record_gemms, tile_passes
+from sim.cosim.workload import (
+    CALIBRATION_IMAGES,
+    RANGE_MARGIN,
+    pass_extremes,
+    record_gemms,
+    tile_passes,
+)
 from sw.twin.gemm import tile_product, to_signed, wrap_int32
+from sw.twin.protection import RangeBounds
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
 __all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model"]
 
 ENGINES = ("rtl", "twin")
+#: Experiments whose inferences the twin finishes in one batch (about twice as many rows).
+JUDGE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,12 @@ class ModelCampaign:
     """The sites upsets are drawn from (of the chosen classes)."""
     design_sites: list
     """Every fault site of the design (the simulator resolves them all)."""
+    bounds: dict = field(default_factory=dict)
+    """Range checker bounds (:class:`RangeBounds`) per GEMM site, on a design with one."""
+    widened_bounds: int = 0
+    """GEMM sites whose bounds were widened for a chosen test image."""
     _gemms: dict = field(default_factory=dict)
+    _passes: dict = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, options):
@@ -119,6 +139,8 @@ class ModelCampaign:
             raise ValueError(f"the design has no {'/'.join(classes)} site")
         campaign = cls(options, quantized, split.test_images, split.test_labels, chosen,
                        [], sites, design_sites)
+        if options.config.range_check:
+            campaign._profile_bounds(split.train_images[:CALIBRATION_IMAGES])
         gemms = campaign.gemms(int(chosen[0]))
         modules = sorted({gemm.module for gemm in gemms})
         for module in options.modules or ():
@@ -131,6 +153,17 @@ class ModelCampaign:
         campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes])
         campaign._cumulative_bits = np.cumsum([site.width for site in sites])
         return campaign
+
+    def _profile_bounds(self, calibration):
+        k_max = self.options.config.k_max
+        calibrated = pass_extremes(self.quantized, calibration, k_max)
+        tested = pass_extremes(self.quantized, self.images[self.chosen], k_max)
+        for site, largest in calibrated.items():
+            bound = min(RANGE_MARGIN * max(largest, 1), 2**31 - 1)
+            if tested[site] > bound:
+                bound = tested[site]
+                self.widened_bounds += 1
+            self.bounds[site] = RangeBounds(-bound, bound)
 
     @property
     def total_cycles(self):
@@ -170,28 +203,41 @@ class ModelCampaign:
 
     def pass_operands(self, upset):
         """(gemm, pass, a, b): the struck pass's operands, padded to the array."""
-        tile_pass = self.passes[upset.pass_index]
-        gemm = self.gemms(upset.image)[tile_pass.gemm]
-        a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
-        return gemm, tile_pass, a, b
+        return self._pass(upset)[:4]
+
+    def clean_tile(self, upset):
+        """The struck pass's clean tile (int32, padded to the array)."""
+        return self._pass(upset)[4]
+
+    def _pass(self, upset):
+        key = (upset.image, upset.pass_index)
+        if key not in self._passes:
+            if len(self._passes) > 4096:
+                self._passes.clear()
+            tile_pass = self.passes[upset.pass_index]
+            gemm = self.gemms(upset.image)[tile_pass.gemm]
+            a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
+            self._passes[key] = (gemm, tile_pass, a, b, tile_product(a, b))
+        return self._passes[key]
 
     def predict(self, upset):
         """The RTL-derived model's :class:`StruckTile` for ``upset``, or ``None``."""
-        _, tile_pass, a, b = self.pass_operands(upset)
-        view = predict_upset(self.options.config, a, b, upset.site, upset.bit, upset.cycle)
+        gemm, tile_pass, a, b = self.pass_operands(upset)
+        view = predict_upset(self.options.config, a, b, upset.site, upset.bit, upset.cycle,
+                             self.bounds.get(gemm.site))
         if view is None:
             return None
         return StruckTile(view.output[:tile_pass.valid_rows, :tile_pass.valid_cols],
                           view.abft_error, view.abft_corrected, view.range_flag)
 
     def judge(self, upsets, struck_tiles, predictions):
-        """:class:`ModelRecord` s of experiments that share one image, from the tiles the
-        host read; the rest of the inference runs batched in the twin."""
-        image = upsets[0].image
+        """:class:`ModelRecord` s of experiments from the tiles the host read: the rest of
+        every inference runs in the twin, in one batch (each experiment, its operation-level
+        twin and one clean run per image)."""
         splices, operation_splices, clean_tiles = [], [], []
         for upset, struck in zip(upsets, struck_tiles):
-            gemm, tile_pass, a, b = self.pass_operands(upset)
-            clean = tile_product(a, b)[:tile_pass.valid_rows, :tile_pass.valid_cols]
+            gemm, tile_pass, _, _ = self.pass_operands(upset)
+            clean = self.clean_tile(upset)[:tile_pass.valid_rows, :tile_pass.valid_cols]
             clean_tiles.append(clean)
             kept = None
             recompute = struck.hang or struck.range_flag or (struck.abft_error
@@ -201,16 +247,19 @@ class ModelCampaign:
                                   struck.output.to(torch.int64) - clean.to(torch.int64))
             splices.append(kept)
             operation_splices.append(self._operation_level_splice(upset, gemm))
-        all_splices = splices + operation_splices
-        batch = self.images[image][None].expand(len(all_splices), *self.images.shape[1:])
-        logits = self.quantized(batch, SpliceDatapath(all_splices))
-        clean_logits = self.quantized(self.images[image][None])[0]
-        label = int(self.labels[image])
-        clean_top1 = int(clean_logits.argmax())
-        clean_margin = float(_margin(clean_logits, label))
+        images = [upset.image for upset in upsets]
+        distinct = sorted(set(images))
+        clean_row = {image: 2 * len(upsets) + number for number, image in enumerate(distinct)}
+        logits = self.quantized(self.images[images + images + distinct],
+                                SpliceDatapath(splices + operation_splices
+                                               + [None] * len(distinct)))
         records = []
         for number, (upset, struck, prediction) in enumerate(zip(upsets, struck_tiles,
                                                                  predictions)):
+            image = upset.image
+            clean_logits = logits[clean_row[image]]
+            label = int(self.labels[image])
+            clean_top1 = int(clean_logits.argmax())
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(image)[tile_pass.gemm]
             top1 = int(logits[number].argmax())
@@ -226,7 +275,7 @@ class ModelCampaign:
                 action=action, outcome=outcome, label=label, clean_top1=clean_top1,
                 top1=clean_top1 if kept_clean else top1,
                 margin_change=0.0 if kept_clean else float(
-                    _margin(logits[number], label)) - clean_margin,
+                    _margin(logits[number], label) - _margin(clean_logits, label)),
                 predicted=prediction,
                 operation_level_sdc=int(logits[len(upsets) + number].argmax()) != clean_top1))
         return records
@@ -253,11 +302,11 @@ class ModelCampaign:
 
     def _strike_rtl(self, upsets):
         """The :class:`StruckTile` of each upset, from the campaign testbench on Verilator
-        (one batch per tile pass; the batch carries the pass's operands)."""
+        (one batch per tile pass, carrying the pass's operands; one round trip per image)."""
         from hw.register_map import Status
         from sim.campaign.messages import BatchTask, Experiment
         from sim.campaign.outcomes import STEP_COUNTER, watchdog_cycles
-        from sim.campaign.worker import run_batch
+        from sim.campaign.worker import run_batches
         from sim.campaign.workload import TileData
         config = self.options.config
         index = {site.path: number for number, site in enumerate(self.design_sites)}
@@ -267,21 +316,25 @@ class ModelCampaign:
         [step_width] = [site.width for site in self.design_sites if site.path == STEP_COUNTER]
         by_pass = defaultdict(list)
         for number, upset in enumerate(upsets):
-            by_pass[upset.pass_index].append(number)
-        struck = [None] * len(upsets)
-        for pass_index, numbers in sorted(by_pass.items()):
-            _, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
-            clean = tile_product(a, b)
+            by_pass[upset.image, upset.pass_index].append(number)
+        tasks, shapes = [], []
+        for (_, pass_index), numbers in sorted(by_pass.items()):
+            gemm, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
+            clean = self.clean_tile(upsets[numbers[0]])
+            bounds = self.bounds.get(gemm.site)
             tile = TileData.of(
-                f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}",
-                pass_index, a, b, tile_pass.valid_rows, tile_pass.valid_cols, clean)
-            task = BatchTask(config, site_paths, control_paths, tile,
-                             watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
-                             tuple(Experiment(number, index[upsets[number].site],
-                                              upsets[number].bit, upsets[number].cycle)
-                                   for number in numbers))
-            rows, cols = tile_pass.valid_rows, tile_pass.valid_cols
-            for result in run_batch(task).results:
+                f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}/"
+                f"{bounds!r}", pass_index, a, b, tile_pass.valid_rows, tile_pass.valid_cols,
+                clean, bounds)
+            tasks.append(BatchTask(config, site_paths, control_paths, tile,
+                                   watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
+                                   tuple(Experiment(number, index[upsets[number].site],
+                                                    upsets[number].bit, upsets[number].cycle)
+                                         for number in numbers)))
+            shapes.append((clean, tile_pass.valid_rows, tile_pass.valid_cols))
+        struck = [None] * len(upsets)
+        for batch, (clean, rows, cols) in zip(run_batches(tasks), shapes):
+            for result in batch.results:
                 if result.outcome == "hang":
                     struck[result.experiment] = StruckTile(None, hang=True)
                     continue
@@ -296,23 +349,20 @@ class ModelCampaign:
         return struck
 
     def _run(self, experiments, strike, twin=False):
-        by_image = defaultdict(list)
-        for upset in map(self.draw, experiments):
-            by_image[upset.image].append(upset)
+        upsets = [self.draw(number) for number in experiments]
+        struck = strike(upsets)
+        if twin:
+            predictions = ["equal"] * len(upsets)
+        else:
+            predictions = []
+            for upset, tile in zip(upsets, struck):
+                predicted = self.predict(upset)
+                predictions.append("not_modeled" if predicted is None else
+                                   "equal" if _same(predicted, tile) else "mismatch")
         records = []
-        for image in sorted(by_image):
-            upsets = by_image[image]
-            struck = strike(upsets)
-            if twin:
-                predictions = ["equal"] * len(upsets)
-            else:
-                predictions = []
-                for upset, tile in zip(upsets, struck):
-                    predicted = self.predict(upset)
-                    predictions.append(
-                        "not_modeled" if predicted is None else
-                        "equal" if _same(predicted, tile) else "mismatch")
-            records += self.judge(upsets, struck, predictions)
+        for start in range(0, len(upsets), JUDGE_BATCH):
+            part = slice(start, start + JUDGE_BATCH)
+            records += self.judge(upsets[part], struck[part], predictions[part])
         return sorted(records, key=lambda record: record.experiment)
 
 

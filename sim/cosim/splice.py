@@ -1,8 +1,8 @@
 """The splice: a ``Datapath`` that replaces tiles of chosen GEMMs, one choice per batch element.
 
 The twin carries a faulty tile through the rest of the inference: every batch element is
-the same image under a different experiment, and the element's GEMM output gets the
-difference between the tile the host read and the clean tile added where that tile sits.
+an image under one experiment, and the element's GEMM output gets the difference between
+the tile the host read and the clean tile added where that tile sits.
 """
 
 from dataclasses import dataclass
@@ -30,15 +30,17 @@ class SpliceDatapath(Datapath):
     element ``e``."""
 
     def __init__(self, splices):
-        self.splices = list(splices)
+        self.size = len(splices)
+        self.by_site = {}
+        for element, splice in enumerate(splices):
+            if splice is not None:
+                self.by_site.setdefault(splice.site, []).append((element, splice))
 
     def gemm(self, site, a, b):
         result = gemm_int8(a, b)
-        if a.shape[0] != len(self.splices):
-            raise ValueError(f"batch of {a.shape[0]} for {len(self.splices)} splices")
-        for element, splice in enumerate(self.splices):
-            if splice is None or splice.site != site.name:
-                continue
+        if a.shape[0] != self.size:
+            raise ValueError(f"batch of {a.shape[0]} for {self.size} splices")
+        for element, splice in self.by_site.get(site.name, ()):
             rows, cols = splice.delta.shape
             region = result[(element, *splice.index)][splice.row0:splice.row0 + rows,
                                                        splice.col0:splice.col0 + cols]

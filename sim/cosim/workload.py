@@ -19,9 +19,16 @@ import torch
 
 from sim.harness import window_cycles
 from sw.datapath import Datapath
-from sw.twin.gemm import tile_origins
+from sw.twin.gemm import gemm_int8, tile_origins
 
-__all__ = ["ModelGemm", "TilePass", "record_gemms", "tile_passes"]
+__all__ = ["ModelGemm", "TilePass", "record_gemms", "tile_passes", "pass_extremes",
+           "RANGE_MARGIN", "CALIBRATION_IMAGES"]
+
+#: The range checker's bound of a GEMM is this many times the largest |partial tile value|
+#: the calibration images produce there.
+RANGE_MARGIN = 2
+#: Training images whose inferences calibrate the range checker's bounds.
+CALIBRATION_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -101,3 +108,18 @@ def tile_passes(gemms, config):
                                        window_cycles(config, depth)))
     return passes
 
+
+
+def pass_extremes(quantized, images, k_max):
+    """Per GEMM site (``"blocks.0.attn.qkv"``), the largest |value| of any K pass's partial
+    tile over the inferences of ``images`` (N, C, H, W): what a range checker on the
+    accelerator's output sees, pass by pass."""
+    extremes = {}
+    for image in images:
+        for gemm in record_gemms(quantized, image):
+            k = gemm.a.shape[1]
+            for k0 in range(0, k, k_max):
+                partial = gemm_int8(gemm.a[:, k0:k0 + k_max], gemm.b[k0:k0 + k_max])
+                extremes[gemm.site] = max(extremes.get(gemm.site, 0),
+                                          int(partial.abs().max()))
+    return extremes

@@ -6,7 +6,7 @@ Runs inside the simulator, driven through a :class:`sim.simulator.SessionChannel
    up once and the design is reset;
 2. each batch (:class:`sim.campaign.messages.BatchTask`) carries a tile (its operands, K
    and expected result, computed by the twin), the watchdog bound and experiments. When
-   the tile changes, its operands are loaded over the host port (the buffers are
+   the tile changes, the harness loads its operands over the host port (the buffers are
    memories: reset does not clear them) and a golden run without an upset must reproduce
    the twin's result exactly at ``tile_cycles``;
 3. an experiment toggles the harness's ``run`` (the harness resets the accelerator, writes
@@ -32,10 +32,10 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from hw.register_map import Region, Status, pack_lanes
+from hw.register_map import Status, pack_lanes
 from sim.campaign.messages import BatchResult, ExperimentResult, SessionReady
 from sim.campaign.outcomes import classify
-from sim.harness import CLOCK_PERIOD_NS, experiment_cycles, start_offset
+from sim.harness import CLOCK_PERIOD_NS, experiment_cycles, load_cycles, start_offset
 from sim.host_bus import HostBus
 from sim.signal_access import RawSignal, resolve
 from sim.simulator import SessionChannel
@@ -51,13 +51,14 @@ class ExperimentRunner:
         self.registers = [RawSignal(resolve(dut.accelerator, path)) for path in site_paths]
         self.control = [RawSignal(resolve(dut.accelerator, path)) for path in control_paths]
         self.golden_control = None
-        self.run_toggle = 0
+        self.run_toggle = self.load_toggle = 0
         self.loaded_tile = None
         self._timers = {}
         self._run, self._finished = RawSignal(dut.run), RawSignal(dut.finished)
         self._hang, self._mismatch = RawSignal(dut.hang), RawSignal(dut.mismatch)
         self._observed, self._done_cycles = RawSignal(dut.observed), RawSignal(dut.done_cycles)
         self._status = RawSignal(dut.status)
+        self._load, self._loaded = RawSignal(dut.load), RawSignal(dut.loaded)
         self.start_offset = start_offset(config)
 
     def _wait(self, cycles):
@@ -69,14 +70,19 @@ class ExperimentRunner:
     async def load_tile(self, tile, watchdog_cycles):
         """Load operands and expectations, then check a golden run against the twin."""
         regs = self.config.register_map
-        writes = [(regs.address(Region.A, step), word) for step, word in enumerate(tile.a_words)]
-        writes += [(regs.address(Region.B, step), word) for step, word in enumerate(tile.b_words)]
-        await self.bus.write_many(writes)
+        self.dut.tile_k.value = tile.k
+        self.dut.load_a.value = _concatenate(tile.a_words, 8 * regs.rows)
+        self.dut.load_b.value = _concatenate(tile.b_words, 8 * regs.cols)
+        self.load_toggle ^= 1
+        self._load.deposit(self.load_toggle)
+        await self._wait(load_cycles(tile.k))
+        if not self._loaded.read():
+            raise AssertionError(f"the harness did not load tile {tile.key} in "
+                                 f"{load_cycles(tile.k)} cycles")
         self.tile_cycles = self.config.tile_cycles(tile.k)
         self.experiment_cycles = experiment_cycles(self.config, tile.k)
         self.watchdog = watchdog_cycles
         row_bits = 32 * regs.cols
-        self.dut.tile_k.value = tile.k
         self.dut.watchdog.value = watchdog_cycles
         self.dut.expected.value = sum(pack_lanes(row, 32) << (i * row_bits)
                                       for i, row in enumerate(tile.expected))
@@ -123,24 +129,38 @@ class ExperimentRunner:
             observed=self._observed_tile() if outcome in ("sdc", "detected") else None,
             latent=latent, status=0 if hang else int(status))
 
+    async def run_batch(self, batch):
+        """The :class:`BatchResult` of a :class:`BatchTask`."""
+        if (batch.tile.key, batch.watchdog_cycles) != self.loaded_tile:
+            await self.load_tile(batch.tile, batch.watchdog_cycles)
+        started = time.perf_counter()
+        results = tuple([await self.run(e.experiment, e.site, e.bit, e.cycle)
+                         for e in batch.experiments])
+        return BatchResult(results, time.perf_counter() - started)
+
     def _observed_tile(self):
         """The rows the host read: int32, little-endian, row by row."""
         regs = self.config.register_map
         return self._observed.read().to_bytes(4 * regs.rows * regs.cols, "little")
 
 
+def _concatenate(words, width):
+    """One integer of ``words``, each ``width`` bits, word 0 in the low bits."""
+    return int.from_bytes(b"".join(word.to_bytes(width // 8, "little") for word in words),
+                          "little")
+
+
 @cocotb.test()
 async def serve_experiments(dut):
-    """Serve set-up and batch messages until the session closes."""
+    """Serve set-up and batch messages (a batch, or a tuple of batches answered with a tuple
+    of results) until the session closes."""
     channel = SessionChannel()
     setup = channel.receive()
     runner = ExperimentRunner(dut, setup.config, setup.site_paths, setup.control_paths)
     await runner.bus.reset()
     channel.send(SessionReady())
-    while (batch := channel.receive()) is not None:
-        if (batch.tile.key, batch.watchdog_cycles) != runner.loaded_tile:
-            await runner.load_tile(batch.tile, batch.watchdog_cycles)
-        started = time.perf_counter()
-        results = tuple([await runner.run(e.experiment, e.site, e.bit, e.cycle)
-                         for e in batch.experiments])
-        channel.send(BatchResult(results, time.perf_counter() - started))
+    while (message := channel.receive()) is not None:
+        if isinstance(message, tuple):
+            channel.send(tuple([await runner.run_batch(batch) for batch in message]))
+        else:
+            channel.send(await runner.run_batch(message))

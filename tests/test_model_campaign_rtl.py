@@ -1,0 +1,89 @@
+"""Model campaigns on the RTL: the predictor and the twin engine against Verilator, resume
+after SIGKILL."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from hw.config import AcceleratorConfig
+from sim.campaign.worker import close_sessions
+from sim.cosim.campaign import run_model_campaign
+from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
+from sw.twin.upset import MODELED_CLASSES
+
+# K of 64 and 128 take several passes; the range checker gets profiled per-GEMM bounds.
+CONFIG = AcceleratorConfig(rows=4, cols=4, k_max=32)
+DESIGNS = [replace(CONFIG, abft="none"), replace(CONFIG, abft="col"),
+           replace(CONFIG, abft="rowcol", range_check=True)]
+
+
+@pytest.mark.parametrize("model", ["vit", "cnn"])
+@pytest.mark.parametrize("config", DESIGNS, ids=lambda config: config.label)
+def test_the_twin_engine_reproduces_the_rtl_experiment_by_experiment(model, config):
+    """Same draws on both engines: every modeled upset's RTL tile is predicted bit for bit,
+    so the records (outcome, top-1, margin, host action) are the same."""
+    options = ModelCampaignOptions(config, model=model, images=4, seed=11, engine="rtl",
+                                   classes=MODELED_CLASSES)
+    try:
+        rtl = ModelCampaign.prepare(options).run(range(90))
+    finally:
+        close_sessions()
+    twin = ModelCampaign.prepare(replace(options, engine="twin")).run(range(90))
+    assert [r.predicted for r in rtl] == ["equal"] * 90
+    assert rtl == twin
+    assert {r.fault_class for r in rtl} == set(MODELED_CLASSES)
+    assert Counter(r.tile_equal for r in rtl)[False] > 0
+
+
+def test_the_rtl_engine_counts_unmodeled_upsets_and_flags_range_alarms():
+    options = ModelCampaignOptions(DESIGNS[2], model="vit", images=4, seed=4, engine="rtl")
+    campaign = ModelCampaign.prepare(options)
+    try:
+        records = campaign.run(range(150))
+    finally:
+        close_sessions()
+    predicted = Counter((r.fault_class in MODELED_CLASSES, r.predicted) for r in records)
+    assert set(predicted) == {(True, "equal"), (False, "not_modeled")}
+    assert campaign.bounds and campaign.widened_bounds == 0
+    assert any(r.action == "recompute" for r in records)
+
+
+def _stored(db):
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("SELECT count(*) FROM model_experiments").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_campaign_killed_by_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    options = ModelCampaignOptions(replace(CONFIG, abft="col"), model="vit", images=6, seed=8,
+                                   engine="rtl")
+    reference = run_model_campaign(options, 1200, tmp_path / "reference.db")
+    db = tmp_path / "killed.db"
+    command = [sys.executable, "-m", "sim.cli", "vit", "campaign", "--model", "vit",
+               "--rows", "4", "--cols", "4", "--k-max", "32", "--abft", "col",
+               "--images", "6", "--seed", "8", "--injections", "1200", "--db", str(db),
+               "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while _stored(db) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 0 < _stored(db) < 1200, "killed before the first or after the last chunk"
+    resumed = subprocess.run(command + ["--json"], capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    for key in ("outcomes", "per_module", "per_class", "per_pe", "operation_level_cross_check",
+                "model_sdc_rate", "prediction"):
+        assert summary[key] == reference[key], key
+    assert summary["injections"] == 1200
