@@ -8,12 +8,10 @@ def main():
     print(simulation_speed.report(simulation_speed.measure(AcceleratorConfig(rows=8, cols=8,
                                                                         k_max=256))))
     print()
-    tile_only = campaign_speed.measure()
-    print(campaign_speed.report(tile_only))
+    print(campaign_speed.report(campaign_speed.measure()))
     print()
     for design in model_campaign_speed.measure_designs():
-        print(model_campaign_speed.report(design, tile_only["campaign_per_second"]
-                                          if design["config"].startswith("8x8") else None))
+        print(model_campaign_speed.report(design))
     print()
     print(software_injection_speed.report(software_injection_speed.measure()))
 

@@ -41,6 +41,18 @@ def _campaign_steady_state(prepared, batches):
     return rate
 
 
+def tile_only_campaign(config, k=64):
+    """A prepared tile-only campaign of one K=``k`` GEMM tile, for :func:`steady_state`."""
+    return prepare_campaign(CampaignOptions(config, Workload(config.rows, k, config.cols,
+                                                             seed=0), seed=0,
+                                            injections=10_000))
+
+
+def steady_state(prepared, batches=5):
+    """Injections per second of a prepared tile-only campaign, simulator already started."""
+    return _campaign_steady_state(prepared, batches)
+
+
 def _build_ceiling(build, directory, public):
     sources = [str(build.directory / name) for name in ("design.v", "harness.v")]
     control = [str(build.directory / "public.vlt")] if public else []

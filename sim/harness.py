@@ -27,7 +27,8 @@ from hw.netlist.generate import TOP_NAME
 from hw.register_map import Csr, Region, RegisterMap
 
 __all__ = ["ExperimentHarness", "HARNESS_NAME", "CLOCK_PERIOD_NS", "start_offset",
-           "experiment_cycles", "window_cycles", "load_cycles"]
+           "experiment_cycles", "window_cycles", "load_cycles", "load_segment",
+           "load_word_width"]
 
 HARNESS_NAME = "softerror_harness"
 #: Clock period of every simulation; the clock is generated in C++ (``harness_main.cpp``),
@@ -52,10 +53,25 @@ def experiment_cycles(config, k):
     return start_offset(config) + config.tile_cycles(k) + 1 + (config.rows + 2) + 1
 
 
-def load_cycles(k):
+#: Bits of the harness's ``load_data`` port, at most (the simulator's top-level ports are
+#: limited in total width).
+LOAD_DATA_BITS = 16384
+
+
+def load_word_width(register_map):
+    """Bits per word of ``load_data``: an A or a B buffer word, whichever is wider."""
+    return 8 * max(register_map.rows, register_map.cols)
+
+
+def load_segment(register_map):
+    """Words one load writes at most."""
+    return max(1, min(register_map.k_max, LOAD_DATA_BITS // load_word_width(register_map)))
+
+
+def load_cycles(count):
     """Cycles from the ``load`` toggle until ``loaded`` reads 1: the edge that sees the
-    toggle, then one write per A and B word."""
-    return 2 * k + 1
+    toggle, then one write per word."""
+    return count + 1
 
 
 def window_cycles(config, k):
@@ -80,13 +96,16 @@ class ExperimentHarness(wiring.Component):
     run : In(1)
         Toggle to start an experiment.
     tile_k : In(range(k_max + 1))
-        K of the experiment's tile (its operands are already in the buffers), and how
-        many words a load writes.
+        K of the experiment's tile (its operands are already in the buffers).
     load : In(1)
-        Toggle to write ``load_a`` and ``load_b`` into the operand buffers.
-    load_a, load_b : In(k_max * rows * 8), In(k_max * cols * 8)
-        The A and B buffer words (as :class:`hw.register_map.RegisterMap` packs them),
-        word 0 in the low bits.
+        Toggle to write ``load_data`` into an operand buffer.
+    load_region : In(2)
+        :class:`hw.register_map.Region` ``A`` or ``B``.
+    load_base, load_count : In(range(k_max)), In(range(load_segment + 1))
+        The first entry written and how many.
+    load_data : In(load_segment * load_word_width)
+        The words (as :class:`hw.register_map.RegisterMap` packs them, zero-extended to
+        :func:`load_word_width`), the first in the low bits.
     loaded : Out(1)
         Sticky from the end of a load until the next load.
     watchdog : In(32)
@@ -124,8 +143,10 @@ class ExperimentHarness(wiring.Component):
             "run": In(1),
             "tile_k": In(range(register_map.k_max + 1)),
             "load": In(1),
-            "load_a": In(register_map.k_max * register_map.rows * 8),
-            "load_b": In(register_map.k_max * register_map.cols * 8),
+            "load_region": In(2),
+            "load_base": In(range(register_map.k_max)),
+            "load_count": In(range(load_segment(register_map) + 1)),
+            "load_data": In(load_segment(register_map) * load_word_width(register_map)),
             "loaded": Out(1),
             "watchdog": In(32),
             **({name: In(32) for name in ("range_lower", "range_upper", "range_control")}
@@ -159,7 +180,7 @@ class ExperimentHarness(wiring.Component):
         )
 
         run_seen, load_seen, loaded = Signal(), Signal(), Signal()
-        load_index = Signal(range(regs.k_max))
+        load_index = Signal(range(load_segment(regs)))
         counter = Signal(32)
         read_index = Signal(range(rows + 2))
         observed = [Signal(row_bits, name=f"observed_{i}") for i in range(rows)]
@@ -186,19 +207,17 @@ class ExperimentHarness(wiring.Component):
                     m.next = "RESET"
                 with m.Elif(self.load != load_seen):
                     m.d.sync += [load_seen.eq(self.load), loaded.eq(0), load_index.eq(0)]
-                    m.next = "LOAD_A"
-            for region, words, lanes, following in ((Region.A, self.load_a, regs.rows, "LOAD_B"),
-                                                    (Region.B, self.load_b, regs.cols, "IDLE")):
-                with m.State(f"LOAD_{region.name}"):
-                    m.d.comb += [bus_addr.eq(regs.address(region, 0) + load_index),
-                                 bus_wdata.eq(words.word_select(load_index, 8 * lanes)),
-                                 bus_we.eq(1), bus_re.eq(0)]
-                    m.d.sync += load_index.eq(load_index + 1)
-                    with m.If(load_index == self.tile_k - 1):
-                        m.d.sync += load_index.eq(0)
-                        if following == "IDLE":
-                            m.d.sync += loaded.eq(1)
-                        m.next = following
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += [bus_addr.eq((self.load_region << regs.index_width)
+                                         | (self.load_base + load_index)),
+                             bus_wdata.eq(self.load_data.word_select(
+                                 load_index, load_word_width(regs))),
+                             bus_we.eq(1), bus_re.eq(0)]
+                m.d.sync += load_index.eq(load_index + 1)
+                with m.If(load_index == self.load_count - 1):
+                    m.d.sync += [load_index.eq(0), loaded.eq(1)]
+                    m.next = "IDLE"
             with m.State("RESET"):
                 m.d.comb += [accelerator_reset.eq(1), bus_we.eq(0), bus_re.eq(0)]
                 m.next = "CONFIGURE_0"

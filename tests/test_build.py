@@ -40,7 +40,7 @@ def test_only_harness_ports_and_fault_sites_are_public(protection):
     assert control[0] == "`verilator_config"
     range_ports = ["range_lower", "range_upper", "range_control"] if protection else []
     ports = ["clk", "rst", "addr", "wdata", "we", "re", "rdata", "irq", "run", "tile_k",
-             "watchdog", *range_ports, "expected", "row_mask", "lane_mask", "finished", "hang",
+             "load", "load_region", "load_base", "load_count", "load_data", "loaded", "watchdog", *range_ports, "expected", "row_mask", "lane_mask", "finished", "hang",
              "mismatch", "observed", "done_cycles", "status"]
     sites = build.fault_sites()
     classes = {site.fault_class for site in sites}

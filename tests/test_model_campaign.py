@@ -185,3 +185,19 @@ def test_the_command_prints_json_and_refuses_bad_options(tmp_path):
     assert bad.stderr.strip().splitlines()[-1] == (
         "softerror: error: --modules: modules must be among conv1, conv2, fc, not 'qkv'")
     assert not (tmp_path / "bad.db").exists()
+
+
+def test_report_puts_model_campaigns_side_by_side(tmp_path):
+    db = tmp_path / "both.db"
+    for model in ("vit", "cnn"):
+        options = ModelCampaignOptions(replace(CONFIG, abft="col"), model=model, images=3,
+                                       seed=1, engine="twin")
+        summary = run_model_campaign(options, 60, db)
+        assert summary["injections"] == 60
+    result = run_cli("report", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    comparison = result.stdout.split("model SDC rate per module [95%]")[1]
+    header = comparison.strip().splitlines()[0]
+    assert "vit col (twin)" in header and "cnn col (twin)" in header
+    upsets = [line for line in comparison.splitlines() if line.startswith("upsets")]
+    assert len(upsets) == 1 and upsets[0].split()[1:] == ["60", "60"]

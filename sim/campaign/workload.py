@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hw.register_map import pack_lanes
+import numpy as np
+
 from sw.twin.gemm import iter_tiles, random_operands, tile_product
 from sw.twin.protection import check_tile
 
@@ -37,10 +38,16 @@ class TileData:
         whose clean read is ``expected`` (int32 rows x cols)."""
         k = a_tile.shape[1]
         return cls(key=key, index=index, k=k, valid_rows=valid_rows, valid_cols=valid_cols,
-                   a_words=tuple(pack_lanes(a_tile[:, step].tolist(), 8) for step in range(k)),
-                   b_words=tuple(pack_lanes(b_tile[step].tolist(), 8) for step in range(k)),
+                   a_words=_words(a_tile.t()), b_words=_words(b_tile),
                    expected=tuple(tuple(row) for row in expected.tolist()),
                    range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero))
+
+
+def _words(lanes):
+    """Buffer words of int8 ``lanes`` (steps x lanes): lane 0 in the low byte, as
+    :func:`hw.register_map.pack_lanes` packs them."""
+    rows = lanes.contiguous().numpy().view(np.uint8)
+    return tuple(int.from_bytes(row.tobytes(), "little") for row in rows)
 
 
 @dataclass(frozen=True)

@@ -247,12 +247,18 @@ class ModelCampaign:
                                   struck.output.to(torch.int64) - clean.to(torch.int64))
             splices.append(kept)
             operation_splices.append(self._operation_level_splice(upset, gemm))
+        # One row per kept wrong tile (an equal or recomputed tile leaves the clean logits),
+        # one per operation-level flip, one clean row per image.
         images = [upset.image for upset in upsets]
         distinct = sorted(set(images))
-        clean_row = {image: 2 * len(upsets) + number for number, image in enumerate(distinct)}
-        logits = self.quantized(self.images[images + images + distinct],
-                                SpliceDatapath(splices + operation_splices
-                                               + [None] * len(distinct)))
+        spliced = [number for number, splice in enumerate(splices) if splice is not None]
+        rows = ([images[number] for number in spliced] + images + distinct)
+        logits = self.quantized(self.images[rows], SpliceDatapath(
+            [splices[number] for number in spliced] + operation_splices
+            + [None] * len(distinct)))
+        clean_row = {image: len(spliced) + len(upsets) + number
+                     for number, image in enumerate(distinct)}
+        experiment_row = {number: row for row, number in enumerate(spliced)}
         records = []
         for number, (upset, struck, prediction) in enumerate(zip(upsets, struck_tiles,
                                                                  predictions)):
@@ -262,7 +268,8 @@ class ModelCampaign:
             clean_top1 = int(clean_logits.argmax())
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(image)[tile_pass.gemm]
-            top1 = int(logits[number].argmax())
+            row = experiment_row.get(number, clean_row[image])
+            top1 = int(logits[row].argmax())
             action, outcome = classify_model(struck, clean_tiles[number], top1 != clean_top1)
             kept_clean = action == "recompute" or splices[number] is None
             records.append(ModelRecord(
@@ -275,9 +282,10 @@ class ModelCampaign:
                 action=action, outcome=outcome, label=label, clean_top1=clean_top1,
                 top1=clean_top1 if kept_clean else top1,
                 margin_change=0.0 if kept_clean else float(
-                    _margin(logits[number], label) - _margin(clean_logits, label)),
+                    _margin(logits[row], label) - _margin(clean_logits, label)),
                 predicted=prediction,
-                operation_level_sdc=int(logits[len(upsets) + number].argmax()) != clean_top1))
+                operation_level_sdc=int(logits[len(spliced) + number].argmax())
+                != clean_top1))
         return records
 
     def _operation_level_splice(self, upset, gemm):

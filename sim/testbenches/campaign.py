@@ -32,10 +32,17 @@ import time
 import cocotb
 from cocotb.triggers import Timer
 
-from hw.register_map import Status, pack_lanes
+from hw.register_map import Region, Status, pack_lanes
 from sim.campaign.messages import BatchResult, ExperimentResult, SessionReady
 from sim.campaign.outcomes import classify
-from sim.harness import CLOCK_PERIOD_NS, experiment_cycles, load_cycles, start_offset
+from sim.harness import (
+    CLOCK_PERIOD_NS,
+    experiment_cycles,
+    load_cycles,
+    load_segment,
+    load_word_width,
+    start_offset,
+)
 from sim.host_bus import HostBus
 from sim.signal_access import RawSignal, resolve
 from sim.simulator import SessionChannel
@@ -58,7 +65,9 @@ class ExperimentRunner:
         self._hang, self._mismatch = RawSignal(dut.hang), RawSignal(dut.mismatch)
         self._observed, self._done_cycles = RawSignal(dut.observed), RawSignal(dut.done_cycles)
         self._status = RawSignal(dut.status)
-        self._load, self._loaded = RawSignal(dut.load), RawSignal(dut.loaded)
+        self._load_signal, self._loaded = RawSignal(dut.load), RawSignal(dut.loaded)
+        self.load_segment = load_segment(config.register_map)
+        self.load_word_width = load_word_width(config.register_map)
         self.start_offset = start_offset(config)
 
     def _wait(self, cycles):
@@ -71,14 +80,8 @@ class ExperimentRunner:
         """Load operands and expectations, then check a golden run against the twin."""
         regs = self.config.register_map
         self.dut.tile_k.value = tile.k
-        self.dut.load_a.value = _concatenate(tile.a_words, 8 * regs.rows)
-        self.dut.load_b.value = _concatenate(tile.b_words, 8 * regs.cols)
-        self.load_toggle ^= 1
-        self._load.deposit(self.load_toggle)
-        await self._wait(load_cycles(tile.k))
-        if not self._loaded.read():
-            raise AssertionError(f"the harness did not load tile {tile.key} in "
-                                 f"{load_cycles(tile.k)} cycles")
+        await self._load(Region.A, tile.a_words)
+        await self._load(Region.B, tile.b_words)
         self.tile_cycles = self.config.tile_cycles(tile.k)
         self.experiment_cycles = experiment_cycles(self.config, tile.k)
         self.watchdog = watchdog_cycles
@@ -102,6 +105,21 @@ class ExperimentRunner:
                 f"Golden run of tile {tile.key} disagrees with the twin and the timing: "
                 f"outcome {golden.outcome} (STATUS {self._status.read():#x}), DONE after "
                 f"{golden.done_cycles} cycles (expected {self.tile_cycles})")
+
+    async def _load(self, region, words):
+        """Write ``words`` into operand buffer ``region`` through the harness's loader."""
+        for base in range(0, len(words), self.load_segment):
+            segment = words[base:base + self.load_segment]
+            self.dut.load_region.value = int(region)
+            self.dut.load_base.value = base
+            self.dut.load_count.value = len(segment)
+            self.dut.load_data.value = _concatenate(segment, self.load_word_width)
+            self.load_toggle ^= 1
+            self._load_signal.deposit(self.load_toggle)
+            await self._wait(load_cycles(len(segment)))
+            if not self._loaded.read():
+                raise AssertionError(f"the harness did not load {len(segment)} words in "
+                                     f"{load_cycles(len(segment))} cycles")
 
     async def run(self, experiment, site, bit, cycle):
         """One experiment; ``site=None`` runs without an upset."""
