@@ -1,8 +1,9 @@
 """Bit-exact twin of the integer LayerNorm unit and of its checkers (docs/nonlinear.md).
 
 Signed B-bit codes in, int8 codes of the next GEMM's input scale out: rounded mean by
-division, exact bit-serial square root of the sum of squares, a normalized reciprocal, and
-the affine part folded with the requantization into a per-channel gain and offset.
+division, exact bit-serial square root of the (normalized) sum of squares plus epsilon, a
+normalized reciprocal, and the affine part folded with the requantization into a
+per-channel gain and offset.
 """
 
 import math
@@ -47,6 +48,9 @@ class LayerNormParams:
         (|G| <= 32767) and ``C`` signed 32-bit, the affine part and the output scale.
     shift : int
         ``W``, 0 .. 63: the output is ``(z * G + C) >> W``.
+    eps_term : int
+        ``ε = round(n * eps / S**2)`` for inputs of scale ``S``, added to the sum of squares
+        before the square root; below ``2**(2B + L - 2)``.
     input_bits : int
         ``B``, 2 .. 24: width of the signed input codes.
     norm_bits : int
@@ -57,12 +61,14 @@ class LayerNormParams:
     TypeError
         A parameter, or one gain or offset, is not an integer in its range.
     ValueError
-        ``gain`` and ``offset`` differ in length or exceed ``length``.
+        ``gain`` and ``offset`` differ in length or exceed ``length``; ``eps_term`` does not
+        fit.
     """
     length: int
     gain: tuple
     offset: tuple
     shift: int
+    eps_term: int = 0
     input_bits: int = 16
     norm_bits: int = 14
 
@@ -86,20 +92,30 @@ class LayerNormParams:
         if len(self.gain) > self.length:
             raise ValueError(f"layernorm rows of {len(self.gain)} channels exceed the unit's "
                              f"length {self.length}")
+        check_int("layernorm eps_term", self.eps_term, 0, (1 << 62) - 1)
+        if self.eps_term >= self.eps_limit:
+            raise ValueError(f"layernorm eps_term {self.eps_term} does not fit below "
+                             f"2**{self.eps_limit.bit_length() - 1} (input_bits "
+                             f"{self.input_bits}, length {self.length})")
 
     @classmethod
-    def for_affine(cls, weight, bias, output_scale, length, input_bits=16, norm_bits=14):
+    def for_affine(cls, weight, bias, input_scale, output_scale, length, eps=1e-6,
+                   input_bits=16, norm_bits=14):
         """Parameters for a LayerNorm of affine ``weight``, ``bias`` (float sequences or
-        tensors) whose output is quantized with ``output_scale``: the largest ``W`` for
-        which every ``G`` and ``C`` fits."""
+        tensors) and epsilon ``eps``, on codes of ``input_scale``, whose output is quantized
+        with ``output_scale``: the largest ``W`` for which every ``G`` and ``C`` fits."""
         check_int("layernorm norm_bits", norm_bits, 4, 16)
+        input_scale = check_scale("layernorm input_scale", input_scale)
         output_scale = check_scale("layernorm output_scale", output_scale)
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps < 1:
+            raise TypeError(f"layernorm eps must be a number from 0 to 1, not {eps!r}")
         weight = [float(value) for value in weight]
         bias = [float(value) for value in bias]
         if len(weight) != len(bias):
             raise ValueError(f"layernorm weight has {len(weight)} channels but bias has "
                              f"{len(bias)}")
         root_n = math.sqrt(len(weight))
+        eps_term = _round(len(weight) * eps / input_scale ** 2)
         for shift in range(SCALE_SHIFT_MAX, -1, -1):
             gain = [_round(w * root_n / output_scale * 2.0 ** (shift - norm_bits))
                     for w in weight]
@@ -107,7 +123,8 @@ class LayerNormParams:
             offset = [_round(b / output_scale * 2.0 ** shift) + half for b in bias]
             if (all(abs(g) <= GAIN_LIMIT for g in gain)
                     and all(_OFFSET_MIN <= c <= _OFFSET_MAX for c in offset)):
-                return cls(length, tuple(gain), tuple(offset), shift, input_bits, norm_bits)
+                return cls(length, tuple(gain), tuple(offset), shift, eps_term, input_bits,
+                           norm_bits)
         raise ValueError(f"layernorm weight and bias do not fit 16-bit gains and 32-bit "
                          f"offsets at output_scale {output_scale!r}")
 
@@ -125,6 +142,20 @@ class LayerNormParams:
     def root_bits(self):
         """``H = B + ceil(L / 2)``, the width of the square root."""
         return self.input_bits + (self.index_bits + 1) // 2
+
+    @property
+    def eps_limit(self):
+        """``eps_term`` stays below ``2**(2B + L - 2)``."""
+        return 1 << (2 * self.input_bits + self.index_bits - 2)
+
+    def radicand(self, variance):
+        """``P << 2s`` and ``s`` for ``P = min(V + ε, 2**(2B + L) - 1)``: the even shift
+        that brings ``P > 0`` to ``2B + L - 1`` or ``2B + L`` bits before its square root
+        (``s = 0`` for ``P = 0``)."""
+        width = 2 * self.input_bits + self.index_bits
+        padded = (variance + self.eps_term).clamp(max=(1 << width) - 1)
+        scale = torch.where(padded > 0, (width - bit_length(padded.clamp(min=1))) >> 1, 0)
+        return padded << (2 * scale), scale
 
     @property
     def registers(self):
@@ -190,11 +221,13 @@ def layernorm(codes, params, hook=None):
     mean = stage("mean", divide(2 * total + n, torch.full_like(total, 2 * n), b) - (1 << (b - 1)))
     centred = stage("centred", values - mean)
     variance = stage("variance", (centred * centred).sum(dim=-1, keepdim=True))
-    root = stage("root", isqrt(variance))
+    radicand, scale = params.radicand(variance)
+    root = stage("root", isqrt(radicand))
     divisor = root.clamp(min=1)
-    normalize = bit_length(divisor) + GUARD_BITS
-    reciprocal = stage("reciprocal", divide(torch.ones_like(divisor) << (z + normalize),
+    length = bit_length(divisor)
+    reciprocal = stage("reciprocal", divide(torch.ones_like(divisor) << (z + GUARD_BITS + length),
                                             divisor, z + GUARD_BITS + 2))
+    normalize = (length + GUARD_BITS - scale).clamp(min=0)
     normalized = stage("normalized", ((centred * reciprocal) >> normalize)
                        .clamp(-(1 << (z + 1)), (1 << (z + 1)) - 1))
     affine = stage("affine", normalized * gain + offset)
@@ -216,19 +249,24 @@ def check_layernorm(trace, params):
     square = peak * peak
     mean_square = divide(variance, torch.full_like(variance, n), 2 * b + 1)
     spread = ~((square <= variance) & (mean_square <= square))
+    radicand, scale = params.radicand(variance)
     root = trace.root[..., 0]
-    exact_root = ~((root * root <= variance) & (variance <= root * root + 2 * root))
+    exact_root = ~((root * root <= radicand) & (radicand <= root * root + 2 * root))
     divisor = root.clamp(min=1)
     dividend = torch.ones_like(divisor) << (z + GUARD_BITS + bit_length(divisor))
     reciprocal = trace.reciprocal[..., 0]
     quotient = ~((reciprocal * divisor <= dividend) & (dividend < (reciprocal + 1) * divisor))
-    normalized = ~((centred.abs() <= trace.root).all(dim=-1)
+    normalized = ~(((centred.abs() << scale[..., None]) <= trace.root).all(dim=-1)
                    & (trace.normalized.abs() <= 1 << z).all(dim=-1))
     gain = torch.tensor(params.gain, dtype=torch.int64)
     offset = torch.tensor(params.offset, dtype=torch.int64)
     reach = gain.abs() << z
     low = ((offset - reach) >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
     high = ((offset + reach) >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
+    centre = (offset >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
+    normalized_value = trace.normalized
+    upper_side = (normalized_value == 0) | (gain == 0) | ((normalized_value < 0) == (gain < 0))
     output = trace.output.to(torch.int64)
-    in_range = ~((output >= low) & (output <= high)).all(dim=-1)
+    in_range = ~torch.where(upper_side, (output >= centre) & (output <= high),
+                            (output >= low) & (output <= centre)).all(dim=-1)
     return LayerNormFlags(mean, spread, exact_root, quotient, normalized, in_range)
