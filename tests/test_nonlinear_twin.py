@@ -494,11 +494,12 @@ def test_square_root_is_the_exact_floor():
 # Faults: the twin stays bit-exact, and each checker catches what it must
 # ---------------------------------------------------------------------------------------
 
-def random_flips(widths, n, row_stages_, rng, count):
+def random_flips(widths, n, per_row, rng, count):
+    """``count`` random (stage, element, bit) flips; ``per_row`` stages hold one value."""
     flips = []
     for _ in range(count):
         stage = rng.choice(sorted(widths))
-        index = 0 if stage in row_stages_ else rng.randrange(n)
+        index = 0 if stage in per_row else rng.randrange(n)
         flips.append((stage, index, rng.randrange(widths[stage][0])))
     return tuple(flips)
 
