@@ -39,7 +39,8 @@ from sw.twin.nonlinear.gelu import GeluParams
 from sw.twin.nonlinear.layernorm import LayerNormParams
 from sw.twin.nonlinear.softmax import ONE, SoftmaxParams
 
-__all__ = ["QuantizedViT", "VIT_KINDS", "NONLINEAR_MODES", "NORM_INPUT_BITS", "softmax", "layer_norm", "gelu"]
+__all__ = ["QuantizedViT", "VIT_KINDS", "NONLINEAR_MODES", "NORM_INPUT_BITS", "softmax",
+           "layer_norm", "gelu"]
 
 #: Module kinds of the ViT's sites, in the order a block runs them.
 VIT_KINDS = ("patch_embed", "layernorm", "qkv", "attn_scores", "softmax", "attn_context",
@@ -277,22 +278,23 @@ class QuantizedViT:
     def _block(self, index, block, x, datapath):
         prefix = f"blocks.{index}"
         norm1, norm2 = f"{prefix}.norm1", f"{prefix}.norm2"
-        fc1, act, fc2 = (self._sites[f"{prefix}.mlp.{name}"] for name in ("fc1", "act", "fc2"))
+        fc1_site, act_site, fc2_site = (self._sites[f"{prefix}.mlp.{name}"]
+                                        for name in ("fc1", "act", "fc2"))
         if self.nonlinear == "int":
             units = self.integer_blocks[index]
             codes = units.norm1(self._sites[norm1], x, datapath)
             x = x + self._attention(prefix, index, block, codes, datapath)
             codes = units.norm2(self._sites[norm2], x, datapath)
-            hidden = quantize_activation(block.fc1(fc1, codes, datapath), units.gelu_scale)
-            hidden = integer_gelu(hidden, units.gelu, _hook(act, datapath)).output
-            return x + units.fc2(fc2, hidden, datapath)
+            hidden = quantize_activation(block.fc1(fc1_site, codes, datapath), units.gelu_scale)
+            hidden = integer_gelu(hidden, units.gelu, _hook(act_site, datapath)).output
+            return x + units.fc2(fc2_site, hidden, datapath)
         normed = layer_norm(self._sites[norm1], x, block.norm1, datapath)
         codes = quantize_activation(normed, block.qkv.input_scale)
         x = x + self._attention(prefix, index, block, codes, datapath)
         normed = layer_norm(self._sites[norm2], x, block.norm2, datapath)
-        hidden = block.fc1.forward(fc1, normed, datapath)
-        hidden = gelu(act, hidden, datapath)
-        return x + block.fc2.forward(fc2, hidden, datapath)
+        hidden = block.fc1.forward(fc1_site, normed, datapath)
+        hidden = gelu(act_site, hidden, datapath)
+        return x + block.fc2.forward(fc2_site, hidden, datapath)
 
     @torch.no_grad()
     def __call__(self, images, datapath=None):
