@@ -136,7 +136,8 @@ def test_softmax_invariant_cost_is_counted_per_row():
     ({"stages": "most"}, TypeError,
      "stages must be one of 'full', 'lean' or (kind, stage) pairs, not 'most'"),
     ({"stages": [("gelu", "exp")]}, TypeError,
-     "stages must hold (kind, stage) pairs of NONLINEAR_STAGES, not ('gelu', 'exp')"),
+     "stages must hold (kind, stage) pairs of NONLINEAR_STAGES or INTEGER_NONLINEAR_STAGES, "
+     "not ('gelu', 'exp')"),
     ({"bounds": [(0, 1)]}, TypeError, "bounds must be a dict from profile_bounds, not [(0, 1)]"),
 ])
 def test_bad_options_are_named(options, error, message):

@@ -52,8 +52,24 @@ def on_a_terminal(*args):
 
 def test_eval_reports_float_and_int8_accuracy():
     report = run_json("vit", "eval", "--model", "vit")
+    assert set(report) == {"model", "dataset", "float_accuracy", "int8_accuracy"}
     assert report["float_accuracy"] > 0.95
     assert abs(report["int8_accuracy"] - report["float_accuracy"]) <= 0.01
+
+
+def test_eval_with_integer_nonlinear_units_reports_the_three_accuracies():
+    report = run_json("vit", "eval", "--model", "vit", "--nonlinear", "int")
+    assert set(report) == {"model", "dataset", "float_accuracy", "int8_accuracy",
+                           "int_nonlinear_accuracy", "nonlinear"}
+    assert (report["model"], report["dataset"], report["nonlinear"]) == ("vit", "digits", "int")
+    assert abs(report["int_nonlinear_accuracy"] - report["int8_accuracy"]) <= 0.01
+    result = softerror("vit", "eval", "--model", "vit", "--nonlinear", "int")
+    assert result.returncode == 0, result.stderr
+    percent = [f"{100 * report[key]:.1f}%"
+               for key in ("float_accuracy", "int8_accuracy", "int_nonlinear_accuracy")]
+    assert result.stdout == (
+        f"vit on digits: float {percent[0]}, int8 on the accelerator twin {percent[1]}, "
+        f"with integer softmax, GELU and LayerNorm {percent[2]} (test set)\n")
 
 
 def test_analyze_prints_the_documented_object_and_is_reproducible():
@@ -158,6 +174,11 @@ def test_a_rate_whose_flips_cannot_fit_in_memory_is_refused_in_one_line(action):
     (["vit", "analyze", "--model", "vit", "--targets", "weights"],
      "argument --targets: 'weights' is not a target (choose from a, b, product, partial_sum, "
      "output, nonlinear)"),
+    (["vit", "eval", "--model", "vit", "--nonlinear", "fixed"],
+     "argument --nonlinear: invalid choice: 'fixed' (choose from 'float', 'int')"),
+    (["vit", "eval", "--model", "cnn", "--nonlinear", "int"],
+     "--nonlinear int: the cnn has no softmax, GELU or LayerNorm (integer units are for "
+     "--model vit)"),
     (["vit", "eval", "--model", "vit", "--checkpoint-dir", "/nonexistent"],
      "no checkpoint for model 'vit' on dataset 'digits' at /nonexistent/vit_digits.pt; run "
      "`softerror train --model vit --dataset digits` to create it"),

@@ -83,10 +83,10 @@ def test_im2col_gemm_equals_the_integer_convolution(model, site, conv):
 def test_calibration_covers_every_quantized_tensor():
     network, _ = quantized_model("vit", "digits")
     max_abs = calibrate(network, load_dataset("digits").train_images[:64])
-    names = {"patch_embed.proj", "head"} | {
+    names = {"patch_embed.proj", "head", "norm"} | {
         f"blocks.{i}.{part}" for i in range(2)
         for part in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "attn.q", "attn.k",
-                     "attn.v", "attn.probs")}
+                     "attn.v", "attn.probs", "norm1", "norm2", "mlp.act")}
     assert set(max_abs) == names
     assert all(value > 0 for value in max_abs.values())
 
@@ -101,7 +101,7 @@ def test_vit_tiny_patch16_224_quantizes_with_random_weights():
         expected = model(images)
     logits = quantized(images, log)
     assert logits.shape == (2, 1000) and len(log.calls) == 1 + 6 * 12 + 1
-    assert dict((site.name, a) for site, a, _ in log.calls)["blocks.11.attn.scores"] == \
+    assert {site.name: a for site, a, _ in log.calls}["blocks.11.attn.scores"] == \
         (2, 3, 197, 64)
     assert functional.cosine_similarity(logits, expected, dim=1).min() > 0.98
 

@@ -104,16 +104,25 @@ def _cmd_train(args):
 
 def _cmd_eval(args):
     from sw.analysis.vulnerability import evaluate
+    if args.nonlinear != "float" and args.model != "vit":
+        raise UsageError(f"--nonlinear {args.nonlinear}: the {args.model} has no softmax, "
+                         "GELU or LayerNorm (integer units are for --model vit)")
     try:
-        report = evaluate(args.model, args.dataset, args.checkpoint_dir)
+        report = evaluate(args.model, args.dataset, args.checkpoint_dir,
+                          nonlinear=args.nonlinear)
     except _checkpoint_errors() as error:
         raise _bad_checkpoint(error) from None
     if args.json:
         print_json(report)
-    else:
+    elif args.nonlinear == "float":
         print(f"{args.model} on {args.dataset}: float {_percent(report['float_accuracy'])}, "
               f"int8 on the accelerator twin {_percent(report['int8_accuracy'])} "
               "(test set)")
+    else:
+        print(f"{args.model} on {args.dataset}: float {_percent(report['float_accuracy'])}, "
+              f"int8 on the accelerator twin {_percent(report['int8_accuracy'])}, "
+              f"with integer softmax, GELU and LayerNorm "
+              f"{_percent(report['int_nonlinear_accuracy'])} (test set)")
     return 0
 
 
@@ -250,6 +259,7 @@ def add_commands(commands, parser_class, design_options):
     the accelerator's options to a parser, for ``vit campaign``)."""
     from sw.inject.operation import TARGETS
     from sw.models.datasets import DATASETS
+    from sw.models.quantized_vit import NONLINEAR_MODES
     from sw.models.training import MODELS
 
     def model_options(parser, many=False):
@@ -272,6 +282,9 @@ def add_commands(commands, parser_class, design_options):
     actions = vit.add_subparsers(dest="action", required=True, parser_class=parser_class)
     evaluate = actions.add_parser("eval", help="float and int8 test accuracy")
     model_options(evaluate)
+    evaluate.add_argument("--nonlinear", choices=NONLINEAR_MODES, default="float",
+                          help="int: also the integer-only ViT, softmax, GELU and LayerNorm "
+                               "on the integer units (default float)")
     evaluate.set_defaults(handler=_cmd_eval)
 
     analyze = actions.add_parser("analyze", help="vulnerability under software fault injection")

@@ -20,7 +20,7 @@ import torch
 from sw.twin.gemm import to_signed
 
 __all__ = ["Flips", "MAX_FLIPS", "BYTES_PER_FLIP", "TooManyFlips", "check_flip_budget",
-           "sample_flips", "combine_flips", "flip_bits"]
+           "sample_flips", "combine_flips", "flip_bits", "flip_register_bits"]
 
 #: Most flips one draw may hold (about 1 GiB at :data:`BYTES_PER_FLIP`).
 MAX_FLIPS = 1 << 23
@@ -124,4 +124,20 @@ def flip_bits(values, element, bit):
     unique, mask = combine_flips(element, bit, width)
     pattern = flat[unique].to(torch.int64) & ((1 << width) - 1)
     flat[unique] = to_signed(pattern ^ mask, width).to(values.dtype)
+    return flat.view(values.shape)
+
+
+def flip_register_bits(values, element, bit, bits, signed):
+    """A copy of int64 register ``values`` with bit ``bit[i]`` of flat element
+    ``element[i]`` flipped, as a ``bits``-wide register (signed: two's complement) holds it.
+
+    For the integer nonlinear units' intermediates, whose registers are narrower than their
+    int64 tensors (``bits`` up to 62); ``values`` must already fit the register.
+    """
+    flat = values.reshape(-1).clone()
+    if element.numel() == 0:
+        return flat.view(values.shape)
+    unique, mask = combine_flips(element, bit, bits)
+    pattern = (flat[unique] & ((1 << bits) - 1)) ^ mask
+    flat[unique] = to_signed(pattern, bits) if signed else pattern
     return flat.view(values.shape)

@@ -11,20 +11,26 @@ per selected site, the targets and their sizes in bits are:
 - ``partial_sum``: int32 partial sums after each of the K accumulation steps: G * R * N * K * 32
 - ``output``: int32 accumulators leaving the array: G * R * N * 32
 - ``nonlinear``: float32 intermediates of softmax, GELU, LayerNorm, ReLU and pooling (the
-  stages of :data:`sw.datapath.NONLINEAR_STAGES`): elements * 32, per stage
+  stages of :data:`sw.datapath.NONLINEAR_STAGES`): elements * 32, per stage; on the ViT
+  with integer nonlinear units (``nonlinear="int"``), their registers (the stages of
+  :data:`sw.datapath.INTEGER_NONLINEAR_STAGES`) at their widths (``site.register(stage)``,
+  e.g. 8 bits for an output code, 20 for the softmax's exponent): elements * bits, per
+  stage
 
 with G the heads (1 for a Linear), R the rows (tokens) of the site (only the chosen token's
 rows at the patch granularity), K the reduction and N the output width. Flip counts are
 drawn Binomial(bits, bit_error_rate), their mean being exactly BER x elements x bit width.
 
-How each flip acts, exactly in the int32 wrap-around arithmetic: ``a`` and ``output``
-flips XOR the value; a ``b`` flip changes the weight as read by the rows it feeds (all
-rows, or only the chosen token's rows at the patch granularity), adding ``a[:, k] * delta``
-to column n; a ``product`` flip adds the change of that 16-bit product to its output; a
-``partial_sum`` flip of bit b at step k adds +-2**b (the sign given by bit b of the
-partial sum at step k) to its output, since every later step only adds to it. Flips of
-distinct elements combine exactly; two ``product``/``partial_sum`` flips of one output at
-different steps are applied independently (negligible at the rates of interest).
+How each flip acts, exactly in the int32 wrap-around arithmetic: ``a`` and ``output`` flips
+XOR the value (so do the flips of a float32 intermediate, in its IEEE 754 pattern, and of
+an integer unit's register, in its two's-complement or unsigned pattern of its width); a
+``b`` flip changes the weight as read by the rows it feeds (all rows, or only the chosen
+token's rows at the patch granularity), adding ``a[:, k] * delta`` to column n; a
+``product`` flip adds the change of that 16-bit product to its output; a ``partial_sum``
+flip of bit b at step k adds +-2**b (the sign given by bit b of the partial sum at step k)
+to its output, since every later step only adds to it. Flips of distinct elements combine
+exactly; two ``product``/``partial_sum`` flips of one output at different steps are applied
+independently (negligible at the rates of interest).
 """
 
 import itertools
@@ -34,7 +40,7 @@ import re
 import torch
 
 from sw.datapath import Datapath
-from sw.inject.bit_flips import combine_flips, flip_bits, sample_flips
+from sw.inject.bit_flips import combine_flips, flip_bits, flip_register_bits, sample_flips
 from sw.parameter_checks import check_integer, check_probability
 from sw.twin.gemm import gemm_int8, to_signed, wrap_int32
 
@@ -151,11 +157,15 @@ class FaultInjector(Datapath):
         self.flips.append((site, target, flips.counts))
         return flips
 
-    def _flip_rows(self, site, target, values, rows):
-        """Flip bits of ``values`` (B, G, M, F) in the given rows (None: all)."""
+    def _flip_rows(self, site, target, values, rows, register=None):
+        """Flip bits of ``values`` (B, G, M, F) in the given rows (None: all); ``register``
+        is ``(bits, signed)`` for an integer unit's register."""
         batch, groups, height, width_f = values.shape
         count = height if rows is None else len(rows)
-        width = _WIDTH["nonlinear" if values.dtype == torch.float32 else target]
+        if register is not None:
+            width = register[0]
+        else:
+            width = _WIDTH["nonlinear" if values.dtype == torch.float32 else target]
         flips = self._sample(site, target, batch, (groups, count, width_f), width)
         if flips.total == 0:
             return values
@@ -163,15 +173,18 @@ class FaultInjector(Datapath):
         if rows is not None:
             row = torch.tensor(rows, dtype=torch.int64)[row]
         element = ((flips.image * groups + group) * height + row) * width_f + column
+        if register is not None:
+            return flip_register_bits(values.contiguous(), element, flips.bit, *register)
         return flip_bits(values.contiguous(), element, flips.bit)
 
     def nonlinear(self, site, stage, values):
         rows = self._selected_rows(site)
         if rows == () or "nonlinear" not in self.targets:
             return values
+        register = site.register(stage) if site.integer else None
         shape = values.shape
         grouped = values.reshape(shape[0], -1, shape[-2], shape[-1])
-        return self._flip_rows(site, stage, grouped, rows).reshape(shape)
+        return self._flip_rows(site, stage, grouped, rows, register).reshape(shape)
 
     def gemm(self, site, a, b):
         rows = self._selected_rows(site)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["QMAX", "QuantizedLinear", "quantize_weight", "quantize_activation",
-           "activation_scale"]
+           "activation_scale", "code_limit"]
 
 #: Largest int8 code used; -128 is left out so the range is symmetric.
 QMAX = 127
@@ -36,19 +36,29 @@ def quantize_weight(weight):
     return codes.t().contiguous(), scale
 
 
-def activation_scale(max_abs):
-    """Per-tensor scale for values up to ``max_abs`` in magnitude (1.0 for an all-zero tensor)."""
-    return max_abs / QMAX if max_abs > 0 else 1.0
+def code_limit(bits):
+    """Largest symmetric code of ``bits``-bit signed codes: ``2**(bits - 1) - 1`` (127 for 8)."""
+    return (1 << (bits - 1)) - 1
 
 
-def quantize_activation(values, scale):
+def activation_scale(max_abs, bits=8):
+    """Per-tensor scale for values up to ``max_abs`` in magnitude (1.0 for an all-zero
+    tensor): ``max_abs / 127`` for int8 codes, ``max_abs / (2**(bits - 1) - 1)`` for wider
+    ones (the integer LayerNorm's input)."""
+    return max_abs / code_limit(bits) if max_abs > 0 else 1.0
+
+
+def quantize_activation(values, scale, bits=8):
     """int8 codes of float ``values``: round to nearest, saturate to +-127, NaN to 0.
 
     A fault upstream can make values infinite or NaN; the quantizer saturates the former
     and zeroes the latter, so what reaches the accelerator is always a valid int8 code.
+    With ``bits`` other than 8 (up to 24), int32 codes saturated to
+    ``+-(2**(bits - 1) - 1)`` instead.
     """
     codes = torch.round(torch.nan_to_num(values / scale, nan=0.0))
-    return torch.clamp(codes, -QMAX, QMAX).to(torch.int8)
+    limit = code_limit(bits)
+    return torch.clamp(codes, -limit, limit).to(torch.int8 if bits == 8 else torch.int32)
 
 
 @dataclass

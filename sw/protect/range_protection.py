@@ -24,6 +24,14 @@ do for every stage but the softmax sum, where it becomes 1): zero is the neutral
 an activation, a probability and a normalised output. +-Inf are clamped to the bound on
 their side.
 
+Integer units. On the ViT with integer nonlinear units (``nonlinear="int"``) the checked
+values are the units' registers (:data:`sw.datapath.INTEGER_NONLINEAR_STAGES`, int64):
+their profiled bounds are widened by the same margin, rounded outwards to integers and
+kept within the register's range; the float limits above do not apply to them (a GELU
+output code is not a GELU output), nor do the softmax invariants below, which are those of
+the float stages (the integer units' own checkers, :mod:`sw.twin.nonlinear`, are the
+hardware's invariants).
+
 Softmax invariants (``softmax="recompute"``, the default): beyond the ranges, every row of
 exponentials must have its largest value exactly 1 (the exponential of the row maximum
 minus itself), and every row of quotients must sum to 1 within ``tolerance``. A row that
@@ -45,7 +53,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hw.config import INT32_MAX, INT32_MIN
-from sw.datapath import NONLINEAR_STAGES, Datapath
+from sw.datapath import INTEGER_NONLINEAR_STAGES, NONLINEAR_STAGES, Datapath
 from sw.parameter_checks import check_positive_integer
 from sw.twin.gemm import gemm_int8
 
@@ -76,9 +84,11 @@ DEFAULT_MARGIN = 0.1
 #: whole row, a corrupted softmax sum its whole row of probabilities. Measured on the digits
 #: ViT, nonlinear faults only, BER 1e-3, 3 seeds: SDCs 101/89/84 unprotected, 31/36/35 with
 #: these stages and the softmax invariants (1.35% of the MACs), 30/36/35 with every stage
-#: (4.9%).
+#: (4.9%). On the integer units the same quantities are checked (the LayerNorm's sum of
+#: squares is its ``variance`` register); there they buy little (same test: 129/129/121
+#: unprotected, 126/127/115 lean at 0.96%, 112/116/108 full at 11%; docs/software-protection.md).
 LEAN_STAGES = frozenset({("layernorm", "input"), ("layernorm", "mean"), ("layernorm", "var"),
-                         ("softmax", "sum")})
+                         ("layernorm", "variance"), ("softmax", "sum")})
 #: Named sets of checked stages (``None``: every profiled stage).
 STAGE_SETS = {"full": None, "lean": LEAN_STAGES}
 #: Largest |row sum - 1| of softmax quotients accepted: far above float32 rounding for rows
@@ -199,8 +209,9 @@ class RangeProtection(Datapath):
     tolerance : float
         Largest accepted |row sum - 1| of softmax quotients.
     stages : "full", "lean" or iterable of (kind, stage)
-        Nonlinear stages to check: every profiled one, :data:`LEAN_STAGES`, or these. The
-        softmax invariants run in ``softmax="recompute"`` mode whatever the stages.
+        Nonlinear stages to check: every profiled one, :data:`LEAN_STAGES`, or these (float
+        or integer stage names). The softmax invariants run in ``softmax="recompute"`` mode
+        whatever the stages (float softmax only).
     gemm_outputs : bool
         Also check the int32 GEMM outputs (their bounds must have been profiled).
 
@@ -242,9 +253,11 @@ class RangeProtection(Datapath):
                                for stage in stages)
             for stage in stages:
                 if not (isinstance(stage, tuple) and len(stage) == 2
-                        and stage[1] in NONLINEAR_STAGES.get(stage[0], ())):
+                        and (stage[1] in NONLINEAR_STAGES.get(stage[0], ())
+                             or stage[1] in INTEGER_NONLINEAR_STAGES.get(stage[0], ()))):
                     raise TypeError(f"stages must hold (kind, stage) pairs of "
-                                    f"NONLINEAR_STAGES, not {stage!r}")
+                                    f"NONLINEAR_STAGES or INTEGER_NONLINEAR_STAGES, not "
+                                    f"{stage!r}")
         self.bounds = bounds
         self.inner = Datapath() if inner is None else inner
         self.margin, self.policy, self.softmax = float(margin), policy, softmax
@@ -274,6 +287,11 @@ class RangeProtection(Datapath):
             return max(INT32_MIN, math.floor(low)), min(INT32_MAX, math.ceil(high))
         if self.stages is not None and (site.kind, stage) not in self.stages:
             return None
+        if site.integer:
+            bits, signed = site.register(stage)
+            register_low, register_high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) \
+                if signed else (0, (1 << bits) - 1)
+            return max(register_low, math.floor(low)), min(register_high, math.ceil(high))
         natural_low, natural_high = NATURAL_LIMITS.get((site.kind, stage), (-math.inf, math.inf))
         return max(low, natural_low), min(high, natural_high)
 
@@ -311,7 +329,7 @@ class RangeProtection(Datapath):
     def nonlinear(self, site, stage, values):
         values = self.inner.nonlinear(site, stage, values)
         values, outside = self._check(site, stage, values)
-        if site.kind != "softmax" or self.softmax != "recompute":
+        if site.kind != "softmax" or self.softmax != "recompute" or site.integer:
             return values
         return self._softmax_invariants(site, stage, values, outside)
 
