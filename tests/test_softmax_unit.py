@@ -16,6 +16,7 @@ import torch
 from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
+from hw.netlist.fault_sites import enumerate_fault_sites
 from hw.nonlinear.softmax import SOFTMAX_CHECKS, SOFTMAX_REGISTERS, SoftmaxUnit
 from sw.twin.nonlinear import SoftmaxParams, check_softmax, softmax
 
@@ -445,3 +446,22 @@ def test_the_interface():
     assert (unit.index_bits, unit.precision, unit.quotient_bits) == (9, 24, 16)
     assert {stage: register.name for stage, register in unit.stage_registers.items()} == \
         SOFTMAX_REGISTERS
+
+
+def test_the_intermediates_are_flip_flops_named_after_them():
+    widths = {site.path: site.width for site in enumerate_fault_sites(SoftmaxUnit(length=8))}
+    assert {path: widths.get(path) for path in (
+        "maximum", "difference", "exponent", "exponential", "sum", "reciprocal",
+        "output_code", "checker.output_excess", "checker.output_peak",
+        "checker.exponent_integer", "divider.remainder", "divider.quotient",
+        *(f"checker.{name}_flag" for name in SOFTMAX_CHECKS),
+        *(f"checker.{name}_count" for name in SOFTMAX_CHECKS))} == {
+        "maximum": 32, "difference": 33, "exponent": 20, "exponential": 16, "sum": 19,
+        "reciprocal": 11, "output_code": 8, "checker.output_excess": 12,
+        "checker.output_peak": 8, "checker.exponent_integer": 5, "divider.remainder": 19,
+        "divider.quotient": 11, **{f"checker.{name}_flag": 1 for name in SOFTMAX_CHECKS},
+        **{f"checker.{name}_count": 16 for name in SOFTMAX_CHECKS}}
+    without = {site.path for site in enumerate_fault_sites(SoftmaxUnit(length=8,
+                                                                       checkers=False))}
+    assert not any(path.startswith("checker.") for path in without)
+    assert set(SOFTMAX_REGISTERS.values()) <= without

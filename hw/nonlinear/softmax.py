@@ -76,7 +76,7 @@ class SoftmaxUnit(wiring.Component):
     **Registers** (flip-flops, named as here): the twin's stages ``maximum`` (s32),
     ``difference`` (s33), ``exponent`` (u(E+5)), ``exponential`` (u(E+1)), ``sum``
     (u(E+L)), ``reciprocal`` (u(7+L)) and ``output_code`` (s8; ``output`` is a Verilog
-    keyword); the checkers' ``output_total`` (s(8+L), the running sum of the codes),
+    keyword); the checkers' ``output_excess`` (s(8+L), the running sum of the codes minus 127),
     ``output_peak`` (s8, the running maximum), ``exponent_integer`` (the previous
     ``u >> E``, checked against ``e``), ``zero_difference_seen`` and ``<check>_flag``,
     ``<check>_count``; control: the FSM state, ``step``, ``row_length``, ``write_index``,
@@ -279,29 +279,20 @@ class SoftmaxUnit(wiring.Component):
         start_error = Signal(name="start_error")
         idle = Signal()
 
-        score = row_read.data
-        stored_exponential = row_read.data[:e + 1]
-        m.d.comb += [
-            row_read.addr.eq(step),
-            output_read.addr.eq(self.out_addr),
-            self.out_data.eq(output_read.data),
-            self.busy.eq(~idle),
-            self.done.eq(row_done),
-            self.error.eq(start_error),
-        ]
-
         # -- the multiplier: d * M in pass 2, e * R and (check) s * R in pass 3 ----------
         multiplicand = Signal(signed(33), name="multiplicand")
         multiplier = Signal(16, name="multiplier")
         product = Signal(signed(49), name="product")
-        m.d.comb += product.eq(multiplicand * multiplier)
-
         shifted = product >> self.scale_shift
         exponent_next = Mux(shifted < 0, 0, Mux(shifted > u_max, u_max, shifted[:e + 5]))
         rounded = (product + (1 << (precision - 1))) >> precision
         output_next = Mux(rounded > ONE, ONE, rounded[:8])
+        score = row_read.data
+        stored_exponential = row_read.data[:e + 1]
 
         # -- the row pipeline ------------------------------------------------------------
+        # (Its registers are assigned before any comb statement aliases them to a memory
+        # port: the netlist then names each flip-flop after its register.)
         m.d.sync += [
             maximum_load.eq(0), difference_load.eq(0), output_load.eq(0),
             difference_valid.eq(difference_load),
@@ -315,17 +306,28 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += difference.eq(maximum - score)
         with m.If(difference_valid):
             m.d.sync += exponent.eq(exponent_next)
-        m.d.comb += shift_exponential.exponent.eq(exponent)
         with m.If(exponent_valid):
             m.d.sync += exponential.eq(shift_exponential.exponential)
         with m.If(exponential_valid):
             m.d.sync += [total.eq(total + exponential), write_index.eq(write_index + 1)]
         with m.If(output_load):
             m.d.sync += output.eq(output_next)
-        m.d.comb += [output_write.addr.eq(write_index), output_write.data.eq(output),
-                     output_write.en.eq(output_valid)]
         with m.If(output_valid):
             m.d.sync += write_index.eq(write_index + 1)
+
+        m.d.comb += [
+            product.eq(multiplicand * multiplier),
+            shift_exponential.exponent.eq(exponent),
+            row_read.addr.eq(step),
+            output_write.addr.eq(write_index),
+            output_write.data.eq(output),
+            output_write.en.eq(output_valid),
+            output_read.addr.eq(self.out_addr),
+            self.out_data.eq(output_read.data),
+            self.busy.eq(~idle),
+            self.done.eq(row_done),
+            self.error.eq(start_error),
+        ]
 
         # The row buffer's one write port: the host while idle, the exponentials in pass 2.
         with m.If(idle):
@@ -356,7 +358,7 @@ class SoftmaxUnit(wiring.Component):
                 checker.exponential_valid.eq(exponential_valid),
                 checker.sum.eq(total),
                 checker.reciprocal.eq(reciprocal),
-                checker.product.eq(product),
+                checker.product.eq(product[:len(checker.product)]),
                 checker.output.eq(output),
                 checker.output_valid.eq(output_valid),
                 self.flags.eq(checker.flags),

@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
-                                            ExponentialCheck, exponent_limit)
+                                            ExponentialCheck)
 from hw.validation import check_int
 
 __all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "FLAG_COUNT_BITS", "ONE"]
@@ -31,14 +31,20 @@ class SoftmaxChecker(wiring.Component):
     - ``sum`` unless ``2**E <= sum <= n << E`` (at ``sum_check``);
     - ``reciprocal`` unless ``product <= 127 << P < product + sum``, ``product`` being the
       unit's multiplier output ``R * s`` (at ``reciprocal_check``);
-    - ``total`` and ``peak`` from the running sum (``output_total``) and maximum
-      (``output_peak``) of the output codes (at ``finish``): ``127 - ceil_half(n) <= total
-      <= 127 + (n >> 1)`` and ``peak == (R + 2**(L-1)) >> L``.
+    - ``total`` and ``peak`` from the running sum (``output_excess``, the sum of the codes
+      minus 127) and maximum (``output_peak``) of the output codes (at ``finish``):
+      ``127 - ceil_half(n) <= total <= 127 + (n >> 1)`` and
+      ``peak == (R + 2**(L-1)) >> L``.
+
+    The comparisons are written on bit fields where that is cheaper (the sum against
+    ``n << E`` on its high and low parts, the quotient check on the high and low parts of
+    ``R s``, the total's two bounds as one comparison of ``2|v|`` with ``n``); they are
+    exactly the table's conditions for every register value, faulty or not.
 
     ``clear`` (the unit's accepted start) lowers the flags and restarts the running values;
     ``finish`` (the row's last cycle) adds each raised flag to its saturating counter.
     Registers: ``<check>_flag``, ``<check>_count``, ``zero_difference_seen``,
-    ``exponent_integer``, ``output_total`` (s(8+L): the sum of ``n`` codes never wraps),
+    ``exponent_integer``, ``output_excess`` (s(8+L): the sum of ``n`` codes never wraps),
     ``output_peak`` (s8).
 
     Parameters
@@ -62,7 +68,8 @@ class SoftmaxChecker(wiring.Component):
         ``e`` computed from the exponent of the previous ``exponent_valid`` cycle.
     sum : In(exp_bits + L)
     reciprocal : In(7 + L)
-    product : In(signed(49))
+    product : In(exp_bits + 2 * L + 7)
+        ``R * s``, from the unit's multiplier (it cannot exceed ``7 + L + E + L`` bits).
     output : In(signed(8))
     output_valid : In(1)
     flags : Out(6)
@@ -94,7 +101,7 @@ class SoftmaxChecker(wiring.Component):
             "exponential_valid": In(1),
             "sum": In(exp_bits + index),
             "reciprocal": In(7 + index),
-            "product": In(signed(49)),
+            "product": In(2 * index + exp_bits + 7),
             "output": In(signed(8)),
             "output_valid": In(1),
             "flags": Out(len(SOFTMAX_CHECKS)),
@@ -112,14 +119,14 @@ class SoftmaxChecker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         e, index = self._exp_bits, self._length.bit_length()
-        dividend = ONE << (e + index)
+        precision = e + index
         row_length = self.row_length
         flags = {name: Signal(name=f"{name}_flag") for name in SOFTMAX_CHECKS}
         counts = {name: Signal(FLAG_COUNT_BITS, name=f"{name}_count")
                   for name in SOFTMAX_CHECKS}
         zero_seen = Signal(name="zero_difference_seen")
         exponent_integer = Signal(EXPONENT_INTEGER_BITS, name="exponent_integer")
-        output_total = Signal(signed(8 + index), name="output_total")
+        output_excess = Signal(signed(8 + index), name="output_excess", init=-ONE)
         output_peak = Signal(signed(8), name="output_peak", init=-128)
         m.submodules.exponential_check = exponential_check = ExponentialCheck(exp_bits=e)
 
@@ -129,43 +136,66 @@ class SoftmaxChecker(wiring.Component):
                 m.d.sync += flags["maximum"].eq(1)
             with m.If(self.difference == 0):
                 m.d.sync += zero_seen.eq(1)
-        # exponential: u_i <= U_MAX, then e_i within the bounds of q_i = u_i >> E.
+
+        # exponential: u_i <= U_MAX = (E + 1) << E, then e_i within the bounds of
+        # q_i = u_i >> E.
+        integer, fraction = self.exponent[e:], self.exponent[:e]
+        above_limit = (integer > e + 1) | ((integer == e + 1) & fraction.any())
         with m.If(self.exponent_valid):
-            m.d.sync += exponent_integer.eq(self.exponent[e:])
-            with m.If(self.exponent > exponent_limit(e)):
+            m.d.sync += exponent_integer.eq(integer)
+            with m.If(above_limit):
                 m.d.sync += flags["exponential"].eq(1)
         m.d.comb += [exponential_check.integer.eq(exponent_integer),
                      exponential_check.exponential.eq(self.exponential)]
         with m.If(self.exponential_valid & ~exponential_check.in_bounds):
             m.d.sync += flags["exponential"].eq(1)
-        # sum, and the second half of maximum, once the sum is final.
+
+        # sum: 2**E <= s <= n << E, on the fields of s; and the second half of maximum.
+        sum_high, sum_low = self.sum[e:], self.sum[:e]
+        sum_bad = ((sum_high == 0) | (sum_high > row_length)
+                   | ((sum_high == row_length) & sum_low.any()))
         with m.If(self.sum_check):
-            with m.If((self.sum < (1 << e)) | (self.sum > (row_length << e))):
+            with m.If(sum_bad):
                 m.d.sync += flags["sum"].eq(1)
             with m.If(~zero_seen):
                 m.d.sync += flags["maximum"].eq(1)
-        # reciprocal: R s <= 127 * 2**P < (R + 1) s, with the unit's product R s.
-        quotient_ok = (self.product <= dividend) & (dividend < self.product + self.sum)
+
+        # reciprocal: p <= 127 << P < p + s with p = R s = high << P | low: either p is
+        # 127 << P itself (and s > 0), or high is 126 and low + s > 2**P.
+        high, low = self.product[precision:], self.product[:precision]
+        carried = Signal(precision + 1)
+        m.d.comb += carried.eq(low + self.sum)
+        quotient_ok = (((high == ONE) & ~low.any() & self.sum.any())
+                       | ((high == ONE - 1) & carried[precision] & carried[:precision].any()))
         with m.If(self.reciprocal_check & ~quotient_ok):
             m.d.sync += flags["reciprocal"].eq(1)
-        # total and peak: running sum and maximum of the codes as they are written.
+
+        # total: v = sum_i o_i - 127 (output_excess starts at -127) must satisfy
+        # -ceil_half(n) <= v <= n >> 1, i.e. 2|v| <= n for v >= 0 and 2(-v-1) + 1 <= n for
+        # v < 0: one comparison of Cat(sign, v ^ sign) with n.
         with m.If(self.output_valid):
-            m.d.sync += output_total.eq(output_total + self.output)
-            with m.If(self.output > output_peak):
-                m.d.sync += output_peak.eq(self.output)
-        total_bad = ((output_total < ONE - ((row_length + 1) >> 1))
-                     | (output_total > ONE + (row_length >> 1)))
-        peak_bad = output_peak != ((self.reciprocal + (1 << (index - 1))) >> index)
+            m.d.sync += output_excess.eq(output_excess + self.output)
+        sign = output_excess[-1]
+        magnitude = (output_excess ^ sign.replicate(len(output_excess)))[:-1]
+        total_bad = Cat(sign, magnitude) > row_length
+
+        # peak: the running maximum must be (R + 2**(L-1)) >> L, the maximum's output.
+        with m.If(self.output_valid & (self.output > output_peak)):
+            m.d.sync += output_peak.eq(self.output)
+        expected_peak = (self.reciprocal[index - 1:] + 1)[1:]
+        peak_bad = output_peak != expected_peak
+
         raised = dict(flags, total=flags["total"] | total_bad, peak=flags["peak"] | peak_bad)
         with m.If(self.finish):
             m.d.sync += [flags["total"].eq(raised["total"]), flags["peak"].eq(raised["peak"])]
             for name, count in counts.items():
-                with m.If(raised[name] & (count != (1 << FLAG_COUNT_BITS) - 1)):
-                    m.d.sync += count.eq(count + 1)
+                incremented = count + 1                 # carry out: the counter is full
+                with m.If(raised[name] & ~incremented[FLAG_COUNT_BITS]):
+                    m.d.sync += count.eq(incremented)
 
         with m.If(self.clear):
             m.d.sync += [*(flag.eq(0) for flag in flags.values()), zero_seen.eq(0),
-                         output_total.eq(0), output_peak.eq(-128)]
+                         output_excess.eq(-ONE), output_peak.eq(-128)]
 
         m.d.comb += [self.flags.eq(Cat(flags[name] for name in SOFTMAX_CHECKS)),
                      *(self.flag_counts[i].eq(counts[name])
