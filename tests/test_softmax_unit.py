@@ -362,6 +362,29 @@ def test_random_bit_flips_give_the_twins_outputs_flags_and_counts(corrupted_run)
                                                          for job in jobs]
 
 
+def set_to(value):
+    return lambda _: value
+
+
+def test_the_reciprocal_check_at_the_widest_quotient_equals_the_twin():
+    """length 256: R has 16 bits and R + 1 wraps at R = 65535 (a quotient that always
+    fails the check, as the wrapped product 0 makes it)."""
+    unit = SoftmaxUnit(length=256)
+    row = (1200, -300, 4000, 0, 3900)
+    multiplier, shift = csr(1e-3, 256, 15)
+    corruptions = [None, Corruption("reciprocal", 0, set_to(65535)),
+                   Corruption("reciprocal", 0, set_to(0)),
+                   Corruption("reciprocal", 0, add(1)), Corruption("reciprocal", 0, add(-1)),
+                   Corruption("sum", 0, set_to(32511)),         # the divider saturates
+                   Corruption("sum", 0, set_to(32513)), Corruption("sum", 0, set_to(0))]
+    jobs = [Job(row, multiplier, shift, corruption) for corruption in corruptions]
+    records = simulate(unit, jobs)
+    expected = [twin_row(unit, job) for job in jobs]
+    assert [(record.outputs, record.flags) for record in records] == expected
+    assert [("reciprocal" in flag_names(word)) for _, word in expected] == \
+        [False, True, True, True, True, True, False, True]
+
+
 # ---------------------------------------------------------------------------------------
 # Starts the unit refuses or ignores
 # ---------------------------------------------------------------------------------------

@@ -63,11 +63,13 @@ class SoftmaxUnit(wiring.Component):
     ``n+1 .. 2n+4``                pass 2: ``difference`` holds ``d_i`` in ``n+3+i``,
                                    ``exponent`` ``u_i`` in ``n+4+i``, ``exponential``
                                    ``e_i`` in ``n+5+i`` (summed and written back then)
-    ``2n+5``                       ``sum`` is final; the divider starts; sum check
+    ``2n+5``                       ``sum`` is final; the divider starts; sum and maximum
+                                   checks
     ``2n+6 .. 2n+Q+6``             the divider; ``reciprocal`` holds ``R`` from ``2n+Q+7``
-    ``2n+Q+7 .. 3n+Q+8``           pass 3: reciprocal check in ``2n+Q+7``;
+    ``2n+Q+7 .. 3n+Q+8``           pass 3: ``R s <= 127 << P`` checked in ``2n+Q+7``;
                                    ``output_code`` holds ``o_i`` in ``2n+Q+9+i``
-    ``3n+Q+9``                     total and peak checks, counters; ``done`` in ``3n+Q+10``
+    ``3n+Q+9``                     ``(R + 1) s > 127 << P``, total and peak checks,
+                                   counters; ``done`` in ``3n+Q+10``
     =============================  =====================================================
 
     :meth:`stage_cycle` answers the table for a testbench or a fault injector: a register
@@ -411,6 +413,12 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(step >= row_length + (_OUTPUT_DRAIN - 1)):
                     m.next = "FINISH"
             with m.State("FINISH"):
+                if self._checkers:
+                    # (R + 1) s for the reciprocal check. R + 1 wraps to 0 only for
+                    # L = 9 and R = 2**16 - 1, a quotient that fails the check whatever s
+                    # is (no integer s has 65535 s <= 127 << P < 65536 s), as it does with
+                    # the product 0.
+                    m.d.comb += [multiplicand.eq(total), multiplier.eq(reciprocal + 1)]
                 m.d.comb += finish.eq(1)
                 m.d.sync += row_done.eq(1)
                 m.next = "IDLE"

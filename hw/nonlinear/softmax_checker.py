@@ -29,17 +29,18 @@ class SoftmaxChecker(wiring.Component):
       outside ``[2**(E-1) >> q, 2**E >> q]``, ``q`` being the integer part of the exponent
       it was computed from (kept in ``exponent_integer`` for one cycle);
     - ``sum`` unless ``2**E <= sum <= n << E`` (at ``sum_check``);
-    - ``reciprocal`` unless ``product <= 127 << P < product + sum``, ``product`` being the
-      unit's multiplier output ``R * s`` (at ``reciprocal_check``);
+    - ``reciprocal`` unless ``R s <= 127 << P < (R + 1) s``, from the unit's multiplier
+      output ``product``: ``R s`` at ``reciprocal_check``, ``(R + 1) s`` at ``finish``
+      (two multiplies in cycles where the multiplier is idle, instead of an adder);
     - ``total`` and ``peak`` from the running sum (``output_excess``, the sum of the codes
       minus 127) and maximum (``output_peak``) of the output codes (at ``finish``):
       ``127 - ceil_half(n) <= total <= 127 + (n >> 1)`` and
       ``peak == (R + 2**(L-1)) >> L``.
 
     The comparisons are written on bit fields where that is cheaper (the sum against
-    ``n << E`` on its high and low parts, the quotient check on the high and low parts of
-    ``R s``, the total's two bounds as one comparison of ``2|v|`` with ``n``); they are
-    exactly the table's conditions for every register value, faulty or not.
+    ``n << E`` on its high and low parts, the products against ``127 << P`` on theirs,
+    the total's two bounds as one comparison of ``2|v|`` with ``n``); they are exactly the
+    table's conditions for every register value, faulty or not.
 
     ``clear`` (the unit's accepted start) lowers the flags and restarts the running values;
     ``finish`` (the row's last cycle) adds each raised flag to its saturating counter.
@@ -57,7 +58,7 @@ class SoftmaxChecker(wiring.Component):
     Members
     -------
     clear, sum_check, reciprocal_check, finish : In(1)
-        Strobes from the unit's schedule.
+        Strobes from the unit's schedule; ``finish`` is the row's last cycle.
     row_length : In(range(length + 1))
     difference : In(signed(33))
     difference_valid : In(1)
@@ -69,7 +70,8 @@ class SoftmaxChecker(wiring.Component):
     sum : In(exp_bits + L)
     reciprocal : In(7 + L)
     product : In(exp_bits + 2 * L + 7)
-        ``R * s``, from the unit's multiplier (it cannot exceed ``7 + L + E + L`` bits).
+        ``R * s`` at ``reciprocal_check``, ``(R + 1) * s`` at ``finish``, from the unit's
+        multiplier (``R + 1 <= 2**(7+L)`` and ``s < 2**(E+L)``: the product fits).
     output : In(signed(8))
     output_valid : In(1)
     flags : Out(6)
@@ -160,14 +162,12 @@ class SoftmaxChecker(wiring.Component):
             with m.If(~zero_seen):
                 m.d.sync += flags["maximum"].eq(1)
 
-        # reciprocal: p <= 127 << P < p + s with p = R s = high << P | low: either p is
-        # 127 << P itself (and s > 0), or high is 126 and low + s > 2**P.
+        # reciprocal: R s <= 127 << P (at reciprocal_check, product = R s) and
+        # (R + 1) s > 127 << P (at finish, product = (R + 1) s): one comparison with the
+        # constant on the product's high and low parts, used twice.
         high, low = self.product[precision:], self.product[:precision]
-        carried = Signal(precision + 1)
-        m.d.comb += carried.eq(low + self.sum)
-        quotient_ok = (((high == ONE) & ~low.any() & self.sum.any())
-                       | ((high == ONE - 1) & carried[precision] & carried[:precision].any()))
-        with m.If(self.reciprocal_check & ~quotient_ok):
+        above_dividend = (high > ONE) | ((high == ONE) & low.any())
+        with m.If(self.reciprocal_check & above_dividend):
             m.d.sync += flags["reciprocal"].eq(1)
 
         # total: v = sum_i o_i - 127 (output_excess starts at -127) must satisfy
@@ -185,9 +185,10 @@ class SoftmaxChecker(wiring.Component):
         expected_peak = (self.reciprocal[index - 1:] + 1)[1:]
         peak_bad = output_peak != expected_peak
 
-        raised = dict(flags, total=flags["total"] | total_bad, peak=flags["peak"] | peak_bad)
+        raised = dict(flags, reciprocal=flags["reciprocal"] | ~above_dividend,
+                      total=flags["total"] | total_bad, peak=flags["peak"] | peak_bad)
         with m.If(self.finish):
-            m.d.sync += [flags["total"].eq(raised["total"]), flags["peak"].eq(raised["peak"])]
+            m.d.sync += [flags[name].eq(raised[name]) for name in ("reciprocal", "total", "peak")]
             for name, count in counts.items():
                 incremented = count + 1                 # carry out: the counter is full
                 with m.If(raised[name] & ~incremented[FLAG_COUNT_BITS]):
