@@ -449,9 +449,9 @@ def test_the_parameters_are_checked():
     with pytest.raises(TypeError, match=r"^Softmax stage index must be an integer from 0 "
                                         r"to 0, not 1$"):
         unit.stage_cycle(4, "sum", 1)
-    with pytest.raises(ValueError, match=r"^Softmax stage must be one of \('maximum', "
-                                         r"'difference', 'exponent', 'exponential', 'sum', "
-                                         r"'reciprocal', 'output'\), not 'input'$"):
+    with pytest.raises(TypeError, match=r"^Softmax stage must be one of \('maximum', "
+                                        r"'difference', 'exponent', 'exponential', 'sum', "
+                                        r"'reciprocal', 'output'\), not 'input'$"):
         unit.stage_cycle(4, "input")
 
 

@@ -75,16 +75,17 @@ class SoftmaxUnit(wiring.Component):
     :meth:`stage_cycle` answers the table for a testbench or a fault injector: a register
     changed in that cycle (after the edge) is what the twin's ``hook`` changes.
 
-    **Registers** (flip-flops, named as here): the twin's stages ``maximum`` (s32),
-    ``difference`` (s33), ``exponent`` (u(E+5)), ``exponential`` (u(E+1)), ``sum``
-    (u(E+L)), ``reciprocal`` (u(7+L)) and ``output_code`` (s8; ``output`` is a Verilog
-    keyword); the checkers' ``output_excess`` (s(8+L), the running sum of the codes minus 127),
-    ``output_peak`` (s8, the running maximum), ``exponent_integer`` (the previous
-    ``u >> E``, checked against ``e``), ``zero_difference_seen`` and ``<check>_flag``,
-    ``<check>_count``; control: the FSM state, ``step``, ``row_length``, ``write_index``,
-    the pipeline's valid bits and the divider's ``remainder``, ``quotient``, ``step``,
-    ``saturated``. :attr:`stage_registers` maps the twin's stage names to them. The row
-    and output buffers are memories, not fault sites.
+    **Registers** (flip-flops, named as here in the netlist): the twin's stages
+    ``maximum`` (s32), ``difference`` (s33), ``exponent`` (u(E+5)), ``exponential``
+    (u(E+1)), ``sum`` (u(E+L)), ``reciprocal`` (u(7+L)) and ``output_code`` (s8;
+    ``output`` is a Verilog keyword); in ``checker``, ``output_excess`` (s(8+L), the
+    running sum of the codes minus 127), ``output_peak`` (s8, their running maximum),
+    ``exponent_integer`` (the previous ``u >> E``, checked against ``e``),
+    ``zero_difference_seen``, ``<check>_flag`` and ``<check>_count``; control: the FSM
+    state ``softmax_state``, ``step``, ``row_length``, ``write_index``, the pipeline's
+    valid bits, ``done`` and ``error``, and in ``divider`` its ``remainder``,
+    ``quotient``, ``step``, ``saturated``. :attr:`stage_registers` maps the twin's stage
+    names to them. The row and output buffers are memories, not fault sites.
 
     Parameters
     ----------
@@ -207,7 +208,10 @@ class SoftmaxUnit(wiring.Component):
 
     def latency(self, n):
         """Clock edges from the one that samples ``start`` to the one after which ``done``
-        is high: ``3n + L + 17`` (``3n + 26`` for ``length`` 256).
+        is high: ``3n + L + 17`` (``3n + 26`` for ``length`` 256), the spec's
+        ``3n + L + 8`` plus a pipeline depth of 9 (the first read, the maximum's last
+        compare, four stages of pass 2, the divider's start and result cycles, two stages
+        of pass 3, the final checks).
 
         Raises ``TypeError`` if ``n`` is not an integer from 1 to ``length``.
         """
@@ -226,20 +230,19 @@ class SoftmaxUnit(wiring.Component):
         Raises
         ------
         TypeError
-            If ``n`` or ``index`` is out of range.
-        ValueError
-            If ``stage`` is not a register stage.
+            If ``n`` or ``index`` is out of range, or ``stage`` is not a register stage.
         """
         n = self._check_n(n)
         per_element = {"difference": n + 3, "exponent": n + 4, "exponential": n + 5,
                        "output": 2 * n + self.quotient_bits + 9}
-        per_row = {"maximum": n + 2, "sum": 2 * n + 5, "reciprocal": 2 * n + self.quotient_bits + 7}
+        per_row = {"maximum": n + 2, "sum": 2 * n + 5,
+                   "reciprocal": 2 * n + self.quotient_bits + 7}
         if stage in per_element:
             return per_element[stage] + check_int("Softmax stage index", index, 0, n - 1)
         if stage in per_row:
             check_int("Softmax stage index", index, 0, 0)
             return per_row[stage]
-        raise ValueError(f"Softmax stage must be one of {tuple(SOFTMAX_REGISTERS)}, "
+        raise TypeError(f"Softmax stage must be one of {tuple(SOFTMAX_REGISTERS)}, "
                          f"not {stage!r}")
 
     def elaborate(self, platform):
