@@ -1,0 +1,1 @@
+"""The integer nonlinear units of docs/nonlinear.md and the arithmetic blocks they share."""
