@@ -1,6 +1,6 @@
 """The GEMM accelerator: operand buffers, skew, systolic array, drain, control, host port."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -12,7 +12,10 @@ from hw.gemm.systolic_array import SystolicArray
 from hw.gemm.tile_controller import TileController
 from hw.protect.checksum_unit import ChecksumUnit
 from hw.protect.range_checker import RangeChecker
-from hw.register_map import Csr, Region, Status
+from hw.config import NONLINEAR_UNITS
+from hw.nonlinear.units import build_unit
+from hw.register_map import (NONLINEAR_REGION_BASE, UNIT_FLAGS_SHIFT, Csr, Region, Status,
+                             UnitCsr, UnitWindow)
 
 __all__ = ["GemmAccelerator"]
 
@@ -30,6 +33,10 @@ class GemmAccelerator(wiring.Component):
     each tile as it drains and, in ``rowcol`` mode, corrects single-row or single-column
     errors as the host reads; a range checker (:class:`hw.protect.range_checker.RangeChecker`)
     clamps what the host reads to programmable bounds. Neither adds a cycle to a tile.
+
+    Optional nonlinear units (``config.nonlinear``: softmax, GELU, LayerNorm of
+    docs/nonlinear.md) sit beside the array behind the same host port, each in its own
+    address region with a row buffer and CSRs; they share nothing with the array.
 
     Timing: the tile is busy for :meth:`tile_cycles` cycles after the edge that samples
     START (buffer read, skew, wavefront, drain); :meth:`tile_cycles` is the number a
@@ -121,7 +128,8 @@ class GemmAccelerator(wiring.Component):
             Csr.TILES: controller.tiles,
             Csr.CONFIG: config.register_map.config_word,
         })
-        self._read_port(m, index, region, csr_values, result_row)
+        units = [self._nonlinear_unit(m, name, index, region) for name in config.nonlinear]
+        self._read_port(m, index, region, csr_values, result_row, units)
         m.d.comb += self.irq.eq(controller.done)
         return m
 
@@ -226,8 +234,66 @@ class GemmAccelerator(wiring.Component):
                            Csr.RANGE_COUNT: range_checker.count})
         return range_checker.lanes_out, range_checker.flag
 
-    def _read_port(self, m, index, region, csr_values, result_row):
-        """Host reads, registered: a CSR or a result row, the word addressed last cycle."""
+    def _nonlinear_unit(self, m, name, index, region):
+        """A nonlinear unit and its CSRs (register map: ``UnitWindow``, ``UnitCsr``).
+
+        Returns ``(region code, {CSR entry: value}, row read, output code)``: the bus reads
+        of the unit's CSR window, and whether the row buffer is addressed (its codes come
+        with the buffer's one cycle of read latency, like any registered read)."""
+        regs = self._config.register_map
+        length = self._config.nonlinear_length
+        unit = build_unit(name, length)
+        m.submodules[name] = unit
+        code = NONLINEAR_REGION_BASE + NONLINEAR_UNITS.index(name)
+        entry_bits = regs.unit_window.bit_length() - 1
+        entry, window = index[:entry_bits], index[entry_bits:entry_bits + 2]
+        write = self.we & (region == code)
+        csr_write = write & (window == UnitWindow.CSR)
+        # A row length above the buffer reads back as 0, which START refuses.
+        n = Signal(range(length + 1), name=f"{name}_n", init=1)
+        with m.If(csr_write & (entry == UnitCsr.N)):
+            m.d.sync += n.eq(Mux(self.wdata > length, 0, self.wdata))
+        values = {UnitCsr.N: n}
+        csr = UnitCsr.PARAM
+        for parameter in regs.unit_parameters(name):
+            port = getattr(unit, parameter)
+            register = Signal(len(port), name=f"{name}_{parameter}")
+            for word in range(0, len(port), 32):
+                with m.If(csr_write & (entry == csr)):
+                    m.d.sync += register[word:word + 32].eq(self.wdata)
+                values[csr] = register[word:word + 32]
+                csr += 1
+            m.d.comb += port.eq(register)
+        row = (window == UnitWindow.ROW) & (entry < length)
+        m.d.comb += [
+            unit.n.eq(n),
+            unit.start.eq(csr_write & (entry == UnitCsr.CTRL) & self.wdata[0]),
+            unit.in_we.eq(write & row),
+            unit.in_addr.eq(entry),
+            unit.in_data.eq(self.wdata[:32]),
+            unit.out_addr.eq(entry),
+        ]
+        for table in ("gain", "offset"):       # LayerNorm's per-channel memories
+            if hasattr(unit, f"{table}_we"):
+                m.d.comb += [
+                    getattr(unit, f"{table}_we").eq(
+                        write & (window == UnitWindow[table.upper()]) & (entry < length)),
+                    getattr(unit, f"{table}_addr").eq(entry),
+                    getattr(unit, f"{table}_data").eq(self.wdata),
+                ]
+        status = Signal(UNIT_FLAGS_SHIFT + len(unit.flags), name=f"{name}_status")
+        m.d.comb += status.eq(Cat(unit.busy, unit.done, unit.error, unit.flags.any(),
+                                  Const(0, UNIT_FLAGS_SHIFT - 4), unit.flags))
+        values[UnitCsr.STATUS] = status
+        for check in range(len(unit.flags)):
+            values[UnitCsr.COUNT + check] = unit.flag_counts[check]
+        return code, values, (region == code) & row, unit.out_data
+
+    def _read_port(self, m, index, region, csr_values, result_row, units=()):
+        """Host reads, registered: a CSR, a result row or a nonlinear unit's register, the
+        word addressed last cycle (a unit's row codes come from its buffer's registered
+        read port)."""
+        regs = self._config.register_map
         read_value = Signal(self._config.register_map.data_width)
         with m.Switch(region):
             with m.Case(Region.CSR):
@@ -238,7 +304,18 @@ class GemmAccelerator(wiring.Component):
             with m.Case(Region.RESULT):
                 with m.If(index < self._config.rows):
                     m.d.comb += read_value.eq(result_row.as_value())
+            for code, values, _, _ in units:
+                with m.Case(code):
+                    with m.Switch(index):
+                        for entry, value in values.items():
+                            with m.Case(regs.unit_window * UnitWindow.CSR + entry):
+                                m.d.comb += read_value.eq(value)
         rdata = Signal(self._config.register_map.data_width, name="rdata_reg",
                        attrs={"fault_class": "output"})
         m.d.sync += rdata.eq(read_value)
-        m.d.comb += self.rdata.eq(rdata)
+        word = rdata
+        for (_, _, row_read, code), name in zip(units, self._config.nonlinear):
+            row_was_read = Signal(name=f"{name}_row_read")
+            m.d.sync += row_was_read.eq(row_read)
+            word = Mux(row_was_read, code.as_unsigned(), word)
+        m.d.comb += self.rdata.eq(word)

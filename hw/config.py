@@ -9,13 +9,14 @@ by itself (wrong type, out of its range, not one of the choices), ``ValueError``
 that are each legal but do not fit together.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from hw.register_map import RegisterMap
 from hw.validation import check_int
 
 __all__ = ["AcceleratorConfig", "ABFT_MODES", "MAX_DIMENSION", "MAX_K", "INT32_MIN",
-           "INT32_MAX", "BUFFER_READ_LATENCY", "compute_cycles", "busy_cycles"]
+           "INT32_MAX", "BUFFER_READ_LATENCY", "compute_cycles", "busy_cycles",
+           "NONLINEAR_UNITS", "MAX_NONLINEAR_LENGTH"]
 
 #: Checksum modes of the generator, in the order of their CONFIG code.
 ABFT_MODES = ("none", "col", "rowcol")
@@ -27,6 +28,11 @@ MAX_K = 4096
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Cycles from a buffer address to its data (the operand memories' read port is registered).
 BUFFER_READ_LATENCY = 1
+#: The nonlinear units a design can carry beside the array (docs/nonlinear.md), in the
+#: order of their address regions.
+NONLINEAR_UNITS = ("softmax", "gelu", "layernorm")
+#: Longest row each unit's arithmetic takes (docs/nonlinear.md).
+MAX_NONLINEAR_LENGTH = {"softmax": 511, "gelu": 65535, "layernorm": 1023}
 
 
 def compute_cycles(rows, cols, k):
@@ -54,6 +60,12 @@ class AcceleratorConfig:
         ``"rowcol"`` (row and column checksums: also correct).
     range_check : bool
         Whether the output path has a range checker.
+    nonlinear : tuple of str
+        Nonlinear units beside the array (any of :data:`NONLINEAR_UNITS`; a list is
+        accepted and put in that order). Default none: the design is the GEMM accelerator
+        alone, with its original addresses.
+    nonlinear_length : int
+        The longest row the nonlinear units take (their row buffers' depth).
 
     Raises
     ------
@@ -65,6 +77,8 @@ class AcceleratorConfig:
     k_max: int = 256
     abft: str = "none"
     range_check: bool = False
+    nonlinear: tuple = ()
+    nonlinear_length: int = 256
 
     def __post_init__(self):
         check_int("Array rows", self.rows, 1, MAX_DIMENSION)
@@ -75,6 +89,28 @@ class AcceleratorConfig:
                             f"not {self.abft!r}")
         if not isinstance(self.range_check, bool):
             raise TypeError(f"range_check must be True or False, not {self.range_check!r}")
+        units = self.nonlinear
+        if (not isinstance(units, (tuple, list)) or len(set(units)) != len(units)
+                or any(unit not in NONLINEAR_UNITS for unit in units)):
+            raise TypeError(f"nonlinear must be distinct units among "
+                            f"{', '.join(NONLINEAR_UNITS)}, not {units!r}")
+        object.__setattr__(self, "nonlinear",
+                           tuple(unit for unit in NONLINEAR_UNITS if unit in units))
+        longest = min((MAX_NONLINEAR_LENGTH[unit] for unit in self.nonlinear),
+                      default=max(MAX_NONLINEAR_LENGTH.values()))
+        check_int("nonlinear_length", self.nonlinear_length, 1, longest)
+
+    @property
+    def fields(self):
+        """The parameters as a dict (``AcceleratorConfig(**fields)`` rebuilds it); the
+        nonlinear ones only when there are units, so that records of designs without them
+        read as before."""
+        fields = asdict(self)
+        if not self.nonlinear:
+            del fields["nonlinear"], fields["nonlinear_length"]
+        else:
+            fields["nonlinear"] = list(self.nonlinear)
+        return fields
 
     @property
     def register_map(self):
@@ -96,4 +132,7 @@ class AcceleratorConfig:
         """A short name for builds and reports, for example ``8x8-k256-rowcol-range``."""
         protection = ("" if self.abft == "none" else f"-{self.abft}") + (
             "-range" if self.range_check else "")
-        return f"{self.rows}x{self.cols}-k{self.k_max}{protection}"
+        units = "".join(f"-{unit}" for unit in self.nonlinear)
+        if units:
+            units += f"-len{self.nonlinear_length}"
+        return f"{self.rows}x{self.cols}-k{self.k_max}{protection}{units}"

@@ -33,6 +33,15 @@ region       index  R/W   contents
                           corrected by the checksums and range-checked when those exist
 ===========  =====  ====  =============================================================
 
+A design with nonlinear units (``AcceleratorConfig.nonlinear``) has a third region bit:
+region ``4 + u`` belongs to unit ``u`` of :data:`hw.config.NONLINEAR_UNITS` (softmax 4,
+GELU 5, LayerNorm 6). Its index is ``window * W + entry`` with ``W`` =
+:attr:`RegisterMap.unit_window` entries per window (:class:`UnitWindow`): ``ROW`` (write:
+input element ``entry``, signed, the unit's low bits; read: output code ``entry``, int8,
+zero-extended), ``CSR`` (:class:`UnitCsr`, the unit's parameters in :data:`UNIT_PARAMS`
+from ``PARAM`` on, then the checker counters from ``COUNT``), and for LayerNorm ``GAIN``
+and ``OFFSET`` (the per-channel ``G_j`` and ``C_j``, write only).
+
 Writes take effect at the clock edge that samples ``we``. Reads are registered: ``rdata``
 shows the word addressed in the previous cycle. ``re`` marks a read the host consumes:
 reads have no side effect except that a RESULT read with ``re`` counts out-of-range values.
@@ -45,7 +54,9 @@ lacks read as zero.
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes"]
+__all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes",
+           "UnitWindow", "UnitCsr", "UnitStatus", "UNIT_PARAMS", "UNIT_CHECKS",
+           "UNIT_FLAGS_SHIFT", "UNIT_COUNT_BITS", "NONLINEAR_REGION_BASE"]
 
 
 class Region(IntEnum):
@@ -85,6 +96,63 @@ class Status(IntEnum):
 
 
 
+#: Region of the first nonlinear unit; unit ``u`` of NONLINEAR_UNITS is at ``BASE + u``.
+NONLINEAR_REGION_BASE = 4
+
+
+class UnitWindow(IntEnum):
+    """The top index bits of a nonlinear unit's region."""
+    ROW = 0
+    CSR = 1
+    GAIN = 2
+    OFFSET = 3
+
+
+class UnitCsr(IntEnum):
+    """A nonlinear unit's control and status registers (its ``CSR`` window)."""
+    CTRL = 0
+    """W: bit 0 START (refused while busy or with an illegal N: ERROR)."""
+    STATUS = 1
+    """R: :class:`UnitStatus` bits, the last row's checker flags from bit 8."""
+    N = 2
+    """R/W: the row length, 1 .. nonlinear_length (reset 1)."""
+    PARAM = 3
+    """R/W from here: the unit's parameters (:data:`UNIT_PARAMS`), one word each, or
+    two (low, high) for a parameter wider than 32 bits."""
+    COUNT = 16
+    """R from here: the checkers' counters (rows that raised each flag, saturating)."""
+
+
+class UnitStatus(IntEnum):
+    """Bit positions of a nonlinear unit's STATUS register."""
+    BUSY = 0
+    DONE = 1
+    ERROR = 2
+    FLAG = 3
+    """Some checker flag of the last row: the host recomputes the row."""
+
+
+#: STATUS bit of a unit's first checker flag.
+UNIT_FLAGS_SHIFT = 8
+#: Bits of each checker counter (COUNT registers): rows that raised the flag, saturating.
+UNIT_COUNT_BITS = 8
+#: Each unit's parameters (the unit's ports), in CSR order from PARAM; their widths are in
+#: :meth:`RegisterMap.unit_parameter_widths` and docs/nonlinear.md.
+UNIT_PARAMS = {
+    "softmax": ("scale_m", "scale_shift"),
+    "gelu": ("scale_m", "scale_shift"),
+    "layernorm": ("out_shift", "epsilon"),
+}
+#: LayerNorm's input width B (docs/nonlinear.md), which sets the epsilon CSR's width.
+LAYERNORM_INPUT_BITS = 16
+#: Each unit's checkers, in the order of its flag bits (docs/nonlinear.md).
+UNIT_CHECKS = {
+    "softmax": ("maximum", "exponential", "sum", "reciprocal", "total", "peak"),
+    "gelu": ("exponential", "quotient", "sigmoid", "output"),
+    "layernorm": ("mean", "variance", "root", "reciprocal", "normalized", "output"),
+}
+
+
 def _bits_for(count):
     """Address bits needed to index ``count`` entries (at least one)."""
     return max(1, (count - 1).bit_length())
@@ -117,12 +185,45 @@ class RegisterMap:
         return self.config.range_check
 
     @property
+    def nonlinear(self):
+        return self.config.nonlinear
+
+    @property
+    def unit_window(self):
+        """Entries per window of a nonlinear unit's region (0 without units)."""
+        if not self.nonlinear:
+            return 0
+        return 1 << _bits_for(max(self.config.nonlinear_length, 2 * UnitCsr.COUNT))
+
+    @property
     def index_width(self):
-        return _bits_for(max(self.k_max, self.rows, 16))
+        return _bits_for(max(self.k_max, self.rows, 16, 4 * self.unit_window))
 
     @property
     def addr_width(self):
-        return self.index_width + 2
+        return self.index_width + (3 if self.nonlinear else 2)
+
+    def unit_parameters(self, unit):
+        """The parameter ports of ``unit`` in CSR order (see :data:`UNIT_PARAMS`)."""
+        return UNIT_PARAMS[unit]
+
+    def unit_parameter_widths(self, unit):
+        """Bits of each parameter of ``unit``: a parameter wider than 32 bits takes two
+        CSR words, its low bits first."""
+        index_bits = self.config.nonlinear_length.bit_length()
+        widths = {"scale_m": 16, "scale_shift": 6, "out_shift": 6,
+                  "epsilon": 2 * LAYERNORM_INPUT_BITS + index_bits - 2}
+        return {name: widths[name] for name in UNIT_PARAMS[unit]}
+
+    def unit_address(self, unit, window, entry):
+        """Bus address of ``entry`` of ``window`` (:class:`UnitWindow`) of nonlinear
+        ``unit`` (``"softmax"``, ``"gelu"``, ``"layernorm"``)."""
+        from hw.config import NONLINEAR_UNITS
+        if unit not in self.nonlinear:
+            raise ValueError(f"the design has no {unit} unit (it has "
+                             f"{', '.join(self.nonlinear) or 'none'})")
+        region = NONLINEAR_REGION_BASE + NONLINEAR_UNITS.index(unit)
+        return self.address(region, int(window) * self.unit_window + entry)
 
     @property
     def data_width(self):

@@ -14,19 +14,44 @@ import os
 from hw.accelerator import GemmAccelerator
 from hw.config import AcceleratorConfig
 from hw.netlist.area import synthesize
-from hw.netlist.generate import generate_rtlil
+from hw.netlist.generate import TOP_NAME, generate_rtlil
 from sim.build import cache_root
 
-__all__ = ["area_report", "area_overhead"]
+__all__ = ["area_report", "area_overhead", "nonlinear_area"]
 
 logger = logging.getLogger("softerror.area")
 
 
 def area_report(config: AcceleratorConfig):
     """The synthesis report of ``config`` as a dict (``cells``, ``flip_flops``, ...)."""
-    rtlil = generate_rtlil(GemmAccelerator(config))
+    return _synthesized(generate_rtlil(GemmAccelerator(config)), config.label)
+
+
+def nonlinear_area(config: AcceleratorConfig):
+    """Per nonlinear unit of ``config``: its cells with and without its checkers."""
+    from amaranth.back import rtlil
+
+    from hw.nonlinear.units import build_unit
+    reports = []
+    for unit in config.nonlinear:
+        length = config.nonlinear_length
+        cells = {checkers: _synthesized(
+            rtlil.convert(build_unit(unit, length, checkers), name=TOP_NAME),
+            f"{unit}-len{length}-{'checked' if checkers else 'bare'}")
+            for checkers in (False, True)}
+        reports.append({
+            "unit": unit, "length": length, "cells_without_checkers": cells[False]["cells"],
+            "cells": cells[True]["cells"],
+            "checker_overhead_pct": 100 * (cells[True]["cells"] - cells[False]["cells"])
+            / cells[False]["cells"],
+            "flip_flops_without_checkers": cells[False]["flip_flops"],
+            "flip_flops": cells[True]["flip_flops"]})
+    return reports
+
+
+def _synthesized(rtlil, label):
     digest = hashlib.sha256(rtlil.encode()).hexdigest()[:20]
-    path = cache_root() / "area" / f"{config.label}-{digest}.json"
+    path = cache_root() / "area" / f"{label}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
     report = dataclasses.asdict(synthesize(rtlil))

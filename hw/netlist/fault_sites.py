@@ -6,7 +6,9 @@ their names) and every flip-flop cell is traced back, through the module hierarc
 named register it drives. A register added to the generator is therefore a new site with
 no other change. Its class comes from the ``fault_class`` attribute the generator put on
 the signal (``operand``, ``accumulator``, ``output``, ...); a register without one is
-``control`` state (FSM state, counters, valid bits, configuration registers).
+``control`` state (FSM state, counters, valid bits, configuration registers). Every
+register inside a nonlinear unit (the ``softmax``, ``gelu`` and ``layernorm`` submodules
+of the top level) has the unit's name as its class, checkers included.
 
 Memories (the operand buffers) are not fault sites: Yosys keeps them as memory cells,
 not flip-flops, and upsets in SRAM are a different fault model (ECC territory). Registers
@@ -22,13 +24,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw.config import NONLINEAR_UNITS
 from hw.netlist.generate import TOP_NAME, generate_rtlil
 
 __all__ = ["FaultSite", "enumerate_fault_sites", "sites_per_class", "FAULT_CLASSES",
            "DEFAULT_CLASS"]
 
 #: Every class a site can have, in reporting order.
-FAULT_CLASSES = ("operand", "accumulator", "control", "output", "checksum", "range")
+FAULT_CLASSES = ("operand", "accumulator", "control", "output", "checksum", "range",
+                 *NONLINEAR_UNITS)
 DEFAULT_CLASS = "control"
 
 
@@ -74,14 +78,14 @@ def _register_name(module, q_bits):
     return candidates[0]
 
 
-def _walk(modules, module_name, prefix, sites):
+def _walk(modules, module_name, prefix, sites, unit=None):
     module = modules[module_name]
     for cell in module["cells"].values():
         if _is_flip_flop(cell["type"]):
             q_bits = cell["connections"]["Q"]
             name = _register_name(module, q_bits)
             attributes = module["netnames"][name]["attributes"]
-            fault_class = attributes.get("fault_class", DEFAULT_CLASS)
+            fault_class = unit or attributes.get("fault_class", DEFAULT_CLASS)
             if fault_class not in FAULT_CLASSES:
                 raise ValueError(f"Register {prefix}{name} has unknown fault_class "
                                  f"{fault_class!r}")
@@ -89,7 +93,8 @@ def _walk(modules, module_name, prefix, sites):
                                    width=len(q_bits), fault_class=fault_class))
     for instance, cell in module["cells"].items():
         if cell["type"] in modules:
-            _walk(modules, cell["type"], f"{prefix}{instance}.", sites)
+            inner = unit or (instance if not prefix and instance in NONLINEAR_UNITS else None)
+            _walk(modules, cell["type"], f"{prefix}{instance}.", sites, inner)
 
 
 def enumerate_fault_sites(accelerator):

@@ -46,7 +46,7 @@ def _terminate(signum, frame):
 
 
 def _add_design_options(parser):
-    from hw.config import ABFT_MODES, MAX_DIMENSION, MAX_K
+    from hw.config import ABFT_MODES, MAX_DIMENSION, MAX_K, NONLINEAR_UNITS
     parser.add_argument("--rows", type=int_range(1, MAX_DIMENSION), default=8,
                         help="array rows (default 8)")
     parser.add_argument("--cols", type=int_range(1, MAX_DIMENSION), default=8,
@@ -57,6 +57,22 @@ def _add_design_options(parser):
                         help="block checksums: none, col (detect), rowcol (also correct)")
     parser.add_argument("--range-check", action="store_true",
                         help="a range checker on the output path")
+    parser.add_argument("--nonlinear", type=_unit_list, default=(), metavar="UNIT,...",
+                        help=f"nonlinear units beside the array: {','.join(NONLINEAR_UNITS)}"
+                             " (default none)")
+    parser.add_argument("--nonlinear-length", type=int_range(1, 65535), default=256,
+                        metavar="L", help="the nonlinear units' longest row (default 256)")
+
+
+def _unit_list(text):
+    """An argparse type: a comma-separated list of nonlinear units."""
+    from hw.config import NONLINEAR_UNITS
+    units = tuple(unit.strip() for unit in text.split(",") if unit.strip())
+    for unit in units:
+        if unit not in NONLINEAR_UNITS:
+            raise argparse.ArgumentTypeError(
+                f"must be units among {', '.join(NONLINEAR_UNITS)}, not {unit!r}")
+    return units
 
 
 def _add_range_options(parser):
@@ -84,9 +100,16 @@ def _range_bounds(args):
 
 def _design(args):
     from hw.config import AcceleratorConfig
-    return AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
-                        abft=getattr(args, "abft", "none"),
-                        range_check=getattr(args, "range_check", False))
+    nonlinear = getattr(args, "nonlinear", ())
+    try:
+        return AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
+                                 abft=getattr(args, "abft", "none"),
+                                 range_check=getattr(args, "range_check", False),
+                                 nonlinear=nonlinear,
+                                 nonlinear_length=getattr(args, "nonlinear_length", 256)
+                                 if nonlinear else 256)
+    except TypeError as error:
+        raise UsageError(f"--nonlinear-length: {error}") from None
 
 
 def _gemm_table(reports):
@@ -155,6 +178,32 @@ def _cmd_verify_gemm(args):
         if args.waves:
             print(f"waveform: {args.waves}")
     return 0 if _passed(report) else 1
+
+
+def _cmd_verify_nonlinear(args):
+    from hw.config import MAX_NONLINEAR_LENGTH
+    from sim.verify_nonlinear import verify_nonlinear
+    if args.length > MAX_NONLINEAR_LENGTH[args.unit]:
+        raise UsageError(f"--length must be at most {MAX_NONLINEAR_LENGTH[args.unit]} for "
+                         f"the {args.unit} unit, not {args.length}")
+    _check_waves_name(args.waves)
+    if args.waves is not None:
+        check_output_file("--waves", args.waves)
+    try:
+        report = verify_nonlinear(args.unit, length=args.length, rows=args.rows,
+                                  seed=args.seed, waves_file=args.waves)
+    except ValueError as error:
+        raise UsageError(f"--unit {args.unit}: {error}") from None
+    if args.json:
+        print_json(report)
+    else:
+        verdict = "bit-exact" if report["bit_exact"] else (
+            f"{report['mismatches']} rows differ (first: {report['first_mismatch']})"
+            if report["mismatches"] else "the checker counters differ")
+        print(f"{args.unit} unit, rows of up to {args.length} ({report['design']}): "
+              f"{args.rows} rows, {report['cycles']} cycles, {report['flags']} checker "
+              f"flags, RTL against the twin: {verdict}")
+    return 0 if report["bit_exact"] else 1
 
 
 def _cmd_sites(args):
@@ -357,10 +406,11 @@ def _cmd_replay(args):
 
 def _cmd_area(args):
     from hw.config import AcceleratorConfig
-    from sim.area import area_overhead
+    from sim.area import area_overhead, nonlinear_area
     from sim.cli.table import format_table
     config = _design(args)
     report = area_overhead(config)
+    report["nonlinear"] = nonlinear_area(config)
     # The checks run during the drain and the correction on the read path, so the tile
     # controller's timing is the same for every protection; the co-verification tests hold
     # the RTL of every mode to it (DONE exactly tile_cycles(k) after START).
@@ -378,8 +428,16 @@ def _cmd_area(args):
               f"{report['overhead_pct']:.1f}%",
               f"{report['flip_flops_base']:,} -> {report['flip_flops']:,}",
               report["extra_cycles_per_tile"]]]))
+        if report["nonlinear"]:
+            print(format_table(
+                ["unit", "length", "cells (no checkers)", "cells", "checker overhead",
+                 "flip-flops"],
+                [[r["unit"], r["length"], f"{r['cells_without_checkers']:,}",
+                  f"{r['cells']:,}", f"{r['checker_overhead_pct']:.1f}%",
+                  f"{r['flip_flops_without_checkers']:,} -> {r['flip_flops']:,}"]
+                 for r in report["nonlinear"]]))
         print("Yosys generic synthesis, flattened, to gates without ABC; the operand buffers "
-              "are RAM macros, not counted.")
+              "and the units' row buffers are RAM macros, not counted.")
     return 0
 
 
@@ -467,6 +525,17 @@ def _parser():
     gemm.add_argument("--waves", metavar="FILE", help="write a waveform (.fst or .vcd)")
     gemm.add_argument("--json", action="store_true", help="print one JSON object")
     gemm.set_defaults(handler=_cmd_verify_gemm)
+    nonlinear = verify_kinds.add_parser(
+        "nonlinear", help="random rows through a nonlinear unit (on a 2x2 array)")
+    nonlinear.add_argument("--unit", required=True, choices=("softmax", "gelu", "layernorm"))
+    nonlinear.add_argument("--length", type=int_range(1, 65535), default=64,
+                           help="the unit's longest row (default 64)")
+    nonlinear.add_argument("--rows", type=int_range(1, 100_000), default=100,
+                           help="rows to run (default 100)")
+    nonlinear.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    nonlinear.add_argument("--waves", metavar="FILE", help="write a waveform (.fst or .vcd)")
+    nonlinear.add_argument("--json", action="store_true", help="print one JSON object")
+    nonlinear.set_defaults(handler=_cmd_verify_nonlinear)
 
     sites = commands.add_parser("sites", help="list the design's fault sites")
     _add_design_options(sites)
