@@ -131,7 +131,7 @@ def _source_digest():
 
 def _build_key(config, waves):
     description = {
-        "design": asdict(config),
+        "design": config.fields,
         "waves": waves,
         "flags": [VERILATOR_FLAGS, CXX_FLAGS, MAKE_OPTIMIZATION],
         "versions": toolchain.versions(),

@@ -149,7 +149,7 @@ def prepare_campaign(options: CampaignOptions):
                     "the alarm; widen the bounds")
     design_digest = hashlib.sha256((build.directory / "design.v").read_bytes()).hexdigest()
     identity = {
-        "design": asdict(config), "design_verilog_sha256": design_digest,
+        "design": config.fields, "design_verilog_sha256": design_digest,
         "workload": asdict(workload), "seed": options.seed, "classes": list(classes),
         "exhaustive_cycle": options.exhaustive_cycle,
         "range_bounds": None if options.bounds is None else asdict(options.bounds),

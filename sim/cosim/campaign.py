@@ -58,7 +58,7 @@ def run_chunk(chunk: ModelChunk):
 def identity_of(options):
     """What decides a model campaign's experiments."""
     fields = dataclasses.asdict(options)
-    fields["config"] = dataclasses.asdict(options.config)
+    fields["config"] = options.config.fields
     return {"kind": "model", **fields}
 
 
