@@ -242,7 +242,7 @@ class GemmAccelerator(wiring.Component):
         with the buffer's one cycle of read latency, like any registered read)."""
         regs = self._config.register_map
         length = self._config.nonlinear_length
-        unit = build_unit(name, length)
+        unit = build_unit(name, length, self._config.nonlinear_checkers)
         m.submodules[name] = unit
         code = NONLINEAR_REGION_BASE + NONLINEAR_UNITS.index(name)
         entry_bits = regs.unit_window.bit_length() - 1

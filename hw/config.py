@@ -66,6 +66,9 @@ class AcceleratorConfig:
         alone, with its original addresses.
     nonlinear_length : int
         The longest row the nonlinear units take (their row buffers' depth).
+    nonlinear_checkers : bool
+        Whether the nonlinear units carry their checkers (flags and counters read 0
+        without them).
 
     Raises
     ------
@@ -79,6 +82,7 @@ class AcceleratorConfig:
     range_check: bool = False
     nonlinear: tuple = ()
     nonlinear_length: int = 256
+    nonlinear_checkers: bool = True
 
     def __post_init__(self):
         check_int("Array rows", self.rows, 1, MAX_DIMENSION)
@@ -99,6 +103,9 @@ class AcceleratorConfig:
         longest = min((MAX_NONLINEAR_LENGTH[unit] for unit in self.nonlinear),
                       default=max(MAX_NONLINEAR_LENGTH.values()))
         check_int("nonlinear_length", self.nonlinear_length, 1, longest)
+        if not isinstance(self.nonlinear_checkers, bool):
+            raise TypeError(f"nonlinear_checkers must be True or False, not "
+                            f"{self.nonlinear_checkers!r}")
 
     @property
     def fields(self):
@@ -107,7 +114,7 @@ class AcceleratorConfig:
         read as before."""
         fields = asdict(self)
         if not self.nonlinear:
-            del fields["nonlinear"], fields["nonlinear_length"]
+            del fields["nonlinear"], fields["nonlinear_length"], fields["nonlinear_checkers"]
         else:
             fields["nonlinear"] = list(self.nonlinear)
         return fields
@@ -134,5 +141,6 @@ class AcceleratorConfig:
             "-range" if self.range_check else "")
         units = "".join(f"-{unit}" for unit in self.nonlinear)
         if units:
-            units += f"-len{self.nonlinear_length}"
+            units += f"-len{self.nonlinear_length}" + (
+                "" if self.nonlinear_checkers else "-unchecked")
         return f"{self.rows}x{self.cols}-k{self.k_max}{protection}{units}"

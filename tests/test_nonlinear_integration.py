@@ -26,6 +26,8 @@ def test_units_are_put_in_order_and_checked():
     assert config.nonlinear == ("softmax", "layernorm")
     assert config.label == "8x8-k256-softmax-layernorm-len100"
     assert AcceleratorConfig(**json.loads(json.dumps(config.fields))) == config
+    assert AcceleratorConfig(nonlinear=("gelu",), nonlinear_checkers=False).label == (
+        "8x8-k256-gelu-len256-unchecked")
     with pytest.raises(TypeError, match="nonlinear must be distinct units"):
         AcceleratorConfig(nonlinear=("softmax", "softmax"))
     with pytest.raises(TypeError, match="nonlinear_length must be an integer from 1 to 511"):

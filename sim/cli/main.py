@@ -62,6 +62,9 @@ def _add_design_options(parser):
                              " (default none)")
     parser.add_argument("--nonlinear-length", type=int_range(1, 65535), default=256,
                         metavar="L", help="the nonlinear units' longest row (default 256)")
+    parser.add_argument("--no-nonlinear-checkers", dest="nonlinear_checkers",
+                        action="store_false", help="build the nonlinear units without their "
+                                                   "checkers")
 
 
 def _unit_list(text):
@@ -107,7 +110,8 @@ def _design(args):
                                  range_check=getattr(args, "range_check", False),
                                  nonlinear=nonlinear,
                                  nonlinear_length=getattr(args, "nonlinear_length", 256)
-                                 if nonlinear else 256)
+                                 if nonlinear else 256,
+                                 nonlinear_checkers=getattr(args, "nonlinear_checkers", True))
     except TypeError as error:
         raise UsageError(f"--nonlinear-length: {error}") from None
 
