@@ -11,7 +11,7 @@ that are each legal but do not fit together.
 
 from dataclasses import asdict, dataclass
 
-from hw.register_map import RegisterMap
+from hw.register_map import NONLINEAR_UNITS, RegisterMap
 from hw.validation import check_int
 
 __all__ = ["AcceleratorConfig", "ABFT_MODES", "MAX_DIMENSION", "MAX_K", "INT32_MIN",
@@ -28,9 +28,6 @@ MAX_K = 4096
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Cycles from a buffer address to its data (the operand memories' read port is registered).
 BUFFER_READ_LATENCY = 1
-#: The nonlinear units a design can carry beside the array (docs/nonlinear.md), in the
-#: order of their address regions.
-NONLINEAR_UNITS = ("softmax", "gelu", "layernorm")
 #: Longest row each unit's arithmetic takes (docs/nonlinear.md).
 MAX_NONLINEAR_LENGTH = {"softmax": 511, "gelu": 65535, "layernorm": 1023}
 

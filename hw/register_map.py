@@ -56,7 +56,7 @@ from enum import IntEnum
 
 __all__ = ["Region", "Csr", "Status", "RegisterMap", "pack_lanes", "unpack_lanes",
            "UnitWindow", "UnitCsr", "UnitStatus", "UNIT_PARAMS", "UNIT_CHECKS",
-           "UNIT_FLAGS_SHIFT", "UNIT_COUNT_BITS", "NONLINEAR_REGION_BASE"]
+           "UNIT_FLAGS_SHIFT", "UNIT_COUNT_BITS", "NONLINEAR_REGION_BASE", "NONLINEAR_UNITS"]
 
 
 class Region(IntEnum):
@@ -96,6 +96,9 @@ class Status(IntEnum):
 
 
 
+#: The nonlinear units a design can carry beside the array (docs/nonlinear.md), in the
+#: order of their address regions (re-exported by :mod:`hw.config`).
+NONLINEAR_UNITS = ("softmax", "gelu", "layernorm")
 #: Region of the first nonlinear unit; unit ``u`` of NONLINEAR_UNITS is at ``BASE + u``.
 NONLINEAR_REGION_BASE = 4
 
@@ -218,7 +221,6 @@ class RegisterMap:
     def unit_address(self, unit, window, entry):
         """Bus address of ``entry`` of ``window`` (:class:`UnitWindow`) of nonlinear
         ``unit`` (``"softmax"``, ``"gelu"``, ``"layernorm"``)."""
-        from hw.config import NONLINEAR_UNITS
         if unit not in self.nonlinear:
             raise ValueError(f"the design has no {unit} unit (it has "
                              f"{', '.join(self.nonlinear) or 'none'})")

@@ -80,7 +80,7 @@ CAMPAIGN = ["campaign", "--rows", "8", "--cols", "8", "--k-max", "256", "--m", "
 @pytest.mark.parametrize("args, message", [
     (["--sites", "operand,bogus"],
      "argument --sites: unknown class 'bogus' (classes: operand, accumulator, control, output, "
-     "checksum, range)"),
+     "checksum, range, softmax, gelu, layernorm)"),
     (["--sites", "checksum"],
      "--sites: this design has no 'checksum' sites (it has: operand, accumulator, control, "
      "output)"),
