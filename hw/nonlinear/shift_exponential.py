@@ -1,0 +1,131 @@
+"""The shift exponential ``exp2neg`` of the softmax and GELU units and its range check
+(docs/nonlinear.md, "The shift exponential")."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.validation import check_int
+
+__all__ = ["MIN_EXP_BITS", "MAX_EXP_BITS", "exponent_limit", "ShiftExponential",
+           "ExponentialCheck"]
+
+#: Range of the generator parameter ``exp_bits`` (``E``).
+MIN_EXP_BITS, MAX_EXP_BITS = 8, 15
+
+
+def exponent_limit(exp_bits):
+    """``U_MAX = (E + 1) << E``: the exponent where the exponential reaches 0."""
+    return (exp_bits + 1) << exp_bits
+
+
+class ShiftExponential(wiring.Component):
+    """``e = exp2neg(u) ~ 2^E 2^(-u / 2^E)``: two-segment linear mantissa, then a shift.
+
+    Combinational: shifts, four adders, a multiplexer and a barrel shifter. ``q = u >> E``
+    is the integer part, ``t = u & (2^E - 1)`` the fraction; the mantissa ``m`` is
+    ``2^E - (t>>1) - (t>>4) - (t>>5) + (t>>7)`` for ``t < 2^(E-1)`` and
+    ``M_H - (t'>>2) - (t'>>3) - (t'>>5) - (t'>>7)``, ``t' = t - 2^(E-1)``, above;
+    ``e = m >> q`` (0 when ``q > E``).
+
+    Parameters
+    ----------
+    exp_bits : int
+        ``E``, 8 .. 15: fraction bits of the exponent and of the exponential.
+
+    Members
+    -------
+    exponent : In(exp_bits + 5)
+        ``u``, any value (the units saturate it at ``U_MAX`` before).
+    exponential : Out(exp_bits + 1)
+        ``e``, at most ``2^E``.
+    mantissa : Out(exp_bits + 1)
+        ``m``, between ``2^(E-1) + 1`` and ``2^E``.
+
+    Raises
+    ------
+    TypeError
+        If ``exp_bits`` is not an integer from 8 to 15.
+    """
+
+    def __init__(self, *, exp_bits):
+        self._exp_bits = check_int("Shift exponential exp_bits", exp_bits, MIN_EXP_BITS,
+                                   MAX_EXP_BITS)
+        super().__init__({
+            "exponent": In(exp_bits + 5),
+            "exponential": Out(exp_bits + 1),
+            "mantissa": Out(exp_bits + 1),
+        })
+
+    @property
+    def exp_bits(self):
+        return self._exp_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        e = self._exp_bits
+        integer = self.exponent[e:]
+        fraction = self.exponent[:e]
+        upper = fraction[:e - 1]   # t - 2^(E-1) when the top fraction bit is set
+        mantissa_half = (1 << e) - (1 << (e - 2)) - (1 << (e - 5)) - (1 << (e - 6)) + (1 << (e - 8))
+        low = (1 << e) - (fraction >> 1) - (fraction >> 4) - (fraction >> 5) + (fraction >> 7)
+        high = mantissa_half - (upper >> 2) - (upper >> 3) - (upper >> 5) - (upper >> 7)
+        # Both segments are positive and at most 2^E: the truncation to E + 1 bits is exact.
+        m.d.comb += [
+            self.mantissa.eq(Mux(fraction[e - 1], high, low)),
+            self.exponential.eq(self.mantissa >> integer),
+        ]
+        return m
+
+
+class ExponentialCheck(wiring.Component):
+    """The ``exponential`` checker: ``u <= U_MAX`` and ``2^(E-1) >> q <= e <= 2^E >> q``.
+
+    Combinational; ``fail`` is high when the pair ``(u, e)`` violates a property that
+    every fault-free ``e = exp2neg(u)`` has, ``q = u >> E``.
+
+    Parameters
+    ----------
+    exp_bits : int
+        ``E``, 8 .. 15.
+
+    Members
+    -------
+    exponent : In(exp_bits + 5)
+        ``u``.
+    exponential : In(exp_bits + 1)
+        ``e``.
+    fail : Out(1)
+
+    Raises
+    ------
+    TypeError
+        If ``exp_bits`` is not an integer from 8 to 15.
+    """
+
+    def __init__(self, *, exp_bits):
+        self._exp_bits = check_int("Exponential check exp_bits", exp_bits, MIN_EXP_BITS,
+                                   MAX_EXP_BITS)
+        super().__init__({
+            "exponent": In(exp_bits + 5),
+            "exponential": In(exp_bits + 1),
+            "fail": Out(1),
+        })
+
+    @property
+    def exp_bits(self):
+        return self._exp_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        e = self._exp_bits
+        integer = self.exponent[e:]
+        lower = Signal(e + 1)
+        upper = Signal(e + 1)
+        m.d.comb += [
+            lower.eq((1 << (e - 1)) >> integer),
+            upper.eq((1 << e) >> integer),
+            self.fail.eq((self.exponent > exponent_limit(e)) | (self.exponential < lower)
+                         | (self.exponential > upper)),
+        ]
+        return m
