@@ -38,6 +38,9 @@ class RestoringDivider(wiring.Component):
         Width of the unsigned divisor ``s``.
     quotient_bits : int
         ``Q``: width of the quotient and number of iterations.
+    src_loc_at : int
+        Stack frames above the caller to attribute the instance to (Amaranth's
+        convention; a unit that creates its divider in ``__init__`` passes 1).
 
     Members
     -------
@@ -64,7 +67,7 @@ class RestoringDivider(wiring.Component):
         If ``dividend_bits`` is less than ``quotient_bits``.
     """
 
-    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits):
+    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits, src_loc_at=0):
         self._dividend_bits = check_int("Divider dividend_bits", dividend_bits, 1, 128)
         self._divisor_bits = check_int("Divider divisor_bits", divisor_bits, 1, 64)
         self._quotient_bits = check_int("Divider quotient_bits", quotient_bits, 1, 64)

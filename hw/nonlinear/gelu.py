@@ -147,7 +147,7 @@ class GeluUnit(wiring.Component):
         e, k = exp_bits, sigmoid_bits
         datapath = {"fault_class": "nonlinear"}
         self._divider = RestoringDivider(dividend_bits=e + 1 + k, divisor_bits=e + 2,
-                                         quotient_bits=k)
+                                         quotient_bits=k, src_loc_at=1)
         self._registers = {
             "x": Signal(signed(8), name="x", attrs=datapath),
             "x_back": Signal(signed(8), name="x_back", attrs=datapath),
@@ -161,7 +161,15 @@ class GeluUnit(wiring.Component):
             "phase": Signal(range(k + 2), name="phase"),
             "element": Signal(range(length + 2), name="element"),
             "count": self._divider.count,
+            "busy_reg": Signal(name="busy_reg"),
+            "done_reg": Signal(name="done_reg"),
         }
+        if checkers:
+            checker = {"fault_class": "checker"}
+            self._registers["flag_reg"] = Signal(checks, name="flag_reg", attrs=checker)
+            for index in range(checks):
+                self._registers[f"flag_count_{index}"] = Signal(
+                    _COUNT_BITS, name=f"flag_count_{index}", attrs=checker)
 
     @property
     def length(self):
@@ -225,8 +233,7 @@ class GeluUnit(wiring.Component):
                                                ("x", "x_back", "u", "e", "sigma", "o"))
         phase, element = reg["phase"], reg["element"]
         g = reg["g"]
-        busy = Signal(name="busy_reg")
-        done = Signal(name="done_reg")
+        busy, done = reg["busy_reg"], reg["done_reg"]
         m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
 
         # Buffers: the host writes codes and reads results; the unit reads and writes.
@@ -327,7 +334,6 @@ class GeluUnit(wiring.Component):
         reg = self._registers
         x_back, u, exponential, g, sigma, o = (reg[name] for name in
                                                ("x_back", "u", "e", "g", "sigma", "o"))
-        checker = {"fault_class": "checker"}
 
         m.submodules.exponential_check = exponential_check = ExponentialCheck(exp_bits=e)
         m.d.comb += [exponential_check.exponent.eq(u),
@@ -345,7 +351,7 @@ class GeluUnit(wiring.Component):
             at(0) & back_valid & sigmoid_fail,
             at(1) & back_valid & output_fail))
 
-        flags = Signal(len(GELU_CHECKS), name="flag_reg", attrs=checker)
+        flags = reg["flag_reg"]
         with m.If(self.start):
             m.d.sync += flags.eq(0)
         with m.Else():
@@ -354,7 +360,7 @@ class GeluUnit(wiring.Component):
 
         row_flags = flags | raised
         for index in range(len(GELU_CHECKS)):
-            count = Signal(_COUNT_BITS, name=f"flag_count_{index}", attrs=checker)
+            count = reg[f"flag_count_{index}"]
             with m.If(last & ~self.start & row_flags[index]
                       & (count != (1 << _COUNT_BITS) - 1)):
                 m.d.sync += count.eq(count + 1)
