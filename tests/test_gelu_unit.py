@@ -26,12 +26,14 @@ torch.set_num_threads(1)
 @dataclass(frozen=True)
 class Row:
     """One call of the unit: the codes, the CSRs, the CSR ``n`` if it differs from the
-    number of codes, and upsets ``(stage, element, bit)``."""
+    number of codes, upsets ``(stage, element, bit)`` and corruptions ``(stage, element,
+    value)`` (the register is overwritten with ``value``)."""
     codes: tuple
     multiplier: int
     shift: int
     n: int = None
     flips: tuple = ()
+    sets: tuple = ()
 
     @property
     def elements(self):
@@ -49,10 +51,6 @@ class RowResult:
 # ---------------------------------------------------------------------------------------
 # Driver and monitor
 # ---------------------------------------------------------------------------------------
-
-def flipped(value, bit, bits, signed):
-    return int(fit(value ^ (1 << bit), bits, signed))
-
 
 def simulate(unit, rows, before=None):
     """Run ``rows`` one after the other on ``unit``; a :class:`RowResult` each.
@@ -91,15 +89,18 @@ def simulate(unit, rows, before=None):
                 watch.setdefault(unit.register_cycle(name, index), []).append((stage, index))
         for stage, index, bit in row.flips:
             cycle = unit.register_cycle(GELU_STAGE_REGISTERS[stage], index)
-            upsets.setdefault(cycle, []).append((stage, bit))
+            upsets.setdefault(cycle, []).append((stage, lambda value, bit=bit: value ^ 1 << bit))
+        for stage, index, new in row.sets:
+            cycle = unit.register_cycle(GELU_STAGE_REGISTERS[stage], index)
+            upsets.setdefault(cycle, []).append((stage, lambda value, new=new: new))
         stages = {stage: [None] * n for stage in GELU_STAGES}
         latency = unit.latency(n)
         for cycle in range(1, latency + 1):
             assert (ctx.get(unit.busy), ctx.get(unit.done)) == \
                 ((1, 0) if cycle < latency else (0, 1)), cycle
-            for stage, bit in upsets.get(cycle, ()):
+            for stage, change in upsets.get(cycle, ()):
                 register = registers[GELU_STAGE_REGISTERS[stage]]
-                ctx.set(register, flipped(ctx.get(register), bit, *widths[stage]))
+                ctx.set(register, int(fit(change(ctx.get(register)), *widths[stage])))
             for stage, index in watch.get(cycle, ()):
                 stages[stage][index] = ctx.get(registers[GELU_STAGE_REGISTERS[stage]])
             if cycle < latency:
@@ -128,12 +129,15 @@ def simulate(unit, rows, before=None):
 # Model and comparison
 # ---------------------------------------------------------------------------------------
 
-def flip_hook(flips):
+def upset_hook(flips, sets):
     def hook(stage, values):
+        values = values.clone()
         for flip_stage, index, bit in flips:
             if flip_stage == stage:
-                values = values.clone()
                 values[index] ^= 1 << bit
+        for set_stage, index, value in sets:
+            if set_stage == stage:
+                values[index] = value
         return values
     return hook
 
@@ -144,7 +148,7 @@ def twin_row(unit, row):
                         unit.sigmoid_bits)
     n = min(row.elements, unit.length)
     trace = gelu(torch.tensor(row.codes[:n], dtype=torch.int64), params,
-                 hook=flip_hook(row.flips))
+                 hook=upset_hook(row.flips, row.sets))
     flags = check_gelu(trace, params)
     return ({stage: getattr(trace, stage).tolist() for stage in GELU_STAGES},
             {name for name in GELU_CHECKS if bool(getattr(flags, name))})
@@ -300,6 +304,9 @@ def test_a_start_while_busy_restarts_the_row():
 # ---------------------------------------------------------------------------------------
 
 UPSET_CODES = (-128, -3, 0, 5, 127)
+#: The check that reads each stage register it is meant to watch.
+STAGE_CHECK = {"exponent": "exponential", "exponential": "exponential",
+               "quotient": "quotient", "sigmoid": "sigmoid", "output": "output"}
 
 
 def upset_rows(unit, element):
@@ -319,10 +326,48 @@ def test_every_single_bit_upset_of_a_stage_register_equals_the_twin(element):
     for row, result in zip(rows, results, strict=True):
         raised.setdefault(row.flips[0][0], set()).update(result.flags)
     # Each checker catches some upset of the register it watches.
-    for stage, check in [("exponent", "exponential"), ("exponential", "exponential"),
-                         ("quotient", "quotient"), ("sigmoid", "sigmoid"),
-                         ("output", "output")]:
+    for stage, check in STAGE_CHECK.items():
         assert check in raised[stage], stage
+
+
+def bound_rows(unit, codes, multiplier, shift):
+    """For every element, one row per value just inside and just outside each bound of
+    each check, written into the register the check reads."""
+    e, k = unit.exp_bits, unit.sigmoid_bits
+    params = GeluParams(unit.length, multiplier, shift, e, k)
+    clean = gelu(torch.tensor(codes), params)
+    rows = []
+    for index, x in enumerate(codes):
+        q = int(clean.exponent[index]) >> e
+        exponential = int(clean.exponential[index])
+        half = 1 << (k - 1)
+        values = {
+            "exponential": [(1 << (e - 1)) >> q, ((1 << (e - 1)) >> q) - 1,
+                            (1 << e) >> q, ((1 << e) >> q) + 1],
+            "exponent": [(e + 1) << e, ((e + 1) << e) + 1],
+            "quotient": [exponential >> (e + 1 - k), (exponential >> (e + 1 - k)) - 1,
+                         exponential >> (e - k), (exponential >> (e - k)) + 1],
+            "sigmoid": [half - 1, half, half + 1, 1 << k, (1 << k) + 1],
+            "output": [(x + 1) >> 1, ((x + 1) >> 1) - 1, max(x, 0), max(x, 0) + 1],
+        }
+        rows += [Row(codes, multiplier, shift, sets=((stage, index, value),))
+                 for stage, choices in values.items() for value in choices if value >= -128]
+    return rows
+
+
+@pytest.mark.parametrize("exp_bits, sigmoid_bits", [(15, 8), (9, 9)])
+def test_corruptions_at_the_checkers_bounds_equal_the_twin(exp_bits, sigmoid_bits):
+    unit = GeluUnit(length=4, exp_bits=exp_bits, sigmoid_bits=sigmoid_bits)
+    rows = []
+    for m, sh in csr_choices(exp_bits)[:2]:
+        rows += bound_rows(unit, (-128, -1, 0, 127), m, sh)
+    results = run_and_compare(unit, rows)
+    # Both sides of every bound occur: the check raises on some values and not on others.
+    sides = {}
+    for row, result in zip(rows, results, strict=True):
+        stage = row.sets[0][0]
+        sides.setdefault(stage, set()).add(STAGE_CHECK[stage] in result.flags)
+    assert sides == {stage: {False, True} for stage in STAGE_CHECK}
 
 
 def test_upsets_of_several_stages_and_elements_equal_the_twin():

@@ -111,7 +111,7 @@ class RestoringDivider(wiring.Component):
         m = Module()
         q = self._quotient_bits
         high = self.dividend[q:]
-        overflow = (self.divisor == 0) | (high >= self.divisor)
+        overflow = high >= self.divisor   # also when s == 0
 
         # The partial remainder: the remainder and the quotient's top bit shifted in, < 2s.
         partial = Cat(self.quotient[q - 1], self.remainder)
