@@ -74,3 +74,13 @@ def test_exponential_check_is_the_specification(exp_bits):
     assert [bool(fail) for fail, in results] == [twin_check_fails(u, e, exp_bits)
                                                  for u, e in cases]
     assert not any(fail for fail, in results[:len(clean)])
+
+
+def test_exponential_check_on_every_integer_part_and_exponential():
+    """E = 8: every ``q`` (0 .. 31) with every ``e`` (0 .. 511), fraction 0 and not 0."""
+    rng = random.Random(0)
+    cases = [(q << 8 | fraction, e) for q in range(32) for e in range(512)
+             for fraction in (0, rng.randrange(1, 256))]
+    results = evaluate(ExponentialCheck(exp_bits=8), ["exponent", "exponential"], ["fail"],
+                       cases)
+    assert [bool(fail) for fail, in results] == [twin_check_fails(u, e, 8) for u, e in cases]

@@ -341,7 +341,8 @@ class GeluUnit(wiring.Component):
         half = 1 << (k - 1)
         quotient_fail = (g < (exponential >> (e + 1 - k))) | (g > (exponential >> (e - k)))
         sigmoid_fail = Mux(x_back >= 0, (sigma < half) | (sigma > (1 << k)), sigma > half)
-        output_fail = (o < ((x_back + 1) >> 1)) | (o > Mux(x_back >= 0, x_back, 0))
+        # o < (x + 1) >> 1 is 2o < x, and o > max(x, 0) is o > x and o > 0: no adder.
+        output_fail = ((o << 1) < x_back) | ((o > x_back) & (o > 0))
 
         # Each check in the cycle its registers hold the same element (see register_cycle).
         raised = Signal(len(GELU_CHECKS), name="flag_raised")
@@ -361,7 +362,7 @@ class GeluUnit(wiring.Component):
         row_flags = flags | raised
         for index in range(len(GELU_CHECKS)):
             count = reg[f"flag_count_{index}"]
-            with m.If(last & ~self.start & row_flags[index]
-                      & (count != (1 << _COUNT_BITS) - 1)):
-                m.d.sync += count.eq(count + 1)
+            incremented = count + 1   # its carry out is the saturation: count == 2^16 - 1
+            with m.If(last & ~self.start & row_flags[index] & ~incremented[-1]):
+                m.d.sync += count.eq(incremented)
             m.d.comb += self.flag_counts[index].eq(count)

@@ -1,7 +1,7 @@
 """The shift exponential ``exp2neg`` of the softmax and GELU units and its range check
 (docs/nonlinear.md, "The shift exponential")."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -84,6 +84,13 @@ class ExponentialCheck(wiring.Component):
     Combinational; ``fail`` is high when the pair ``(u, e)`` violates a property that
     every fault-free ``e = exp2neg(u)`` has, ``q = u >> E``.
 
+    The bounds are powers of two, so the comparisons are bit tests rather than
+    subtractions: with ``p = E - q``, ``e >= 2^(p-1)`` when some bit of ``e`` at ``p - 1``
+    or above is set, and ``e <= 2^p`` when no bit above ``p`` is set and, if bit ``p`` is,
+    no bit below it; a suffix and a prefix OR of ``e`` give these for every ``q`` at once,
+    and ``q`` selects one. ``u > U_MAX = (E + 1) << E`` is ``q > E + 1``, or ``q = E + 1``
+    with a non-zero fraction.
+
     Parameters
     ----------
     exp_bits : int
@@ -120,12 +127,31 @@ class ExponentialCheck(wiring.Component):
         m = Module()
         e = self._exp_bits
         integer = self.exponent[e:]
-        lower = Signal(e + 1)
-        upper = Signal(e + 1)
-        m.d.comb += [
-            lower.eq((1 << (e - 1)) >> integer),
-            upper.eq((1 << e) >> integer),
-            self.fail.eq((self.exponent > exponent_limit(e)) | (self.exponential < lower)
-                         | (self.exponential > upper)),
-        ]
+        fraction = self.exponent[:e]
+        bits = self.exponential
+        # at_or_above[i]: some bit of e at position i or above; at_or_below[i]: at i or below.
+        at_or_above = [None] * (e + 2)
+        at_or_below = [None] * (e + 1)
+        at_or_above[e + 1] = Const(0)
+        for i in range(e, -1, -1):
+            at_or_above[i] = Signal(name=f"at_or_above_{i}")
+            m.d.comb += at_or_above[i].eq(bits[i] | at_or_above[i + 1])
+        for i in range(e + 1):
+            at_or_below[i] = Signal(name=f"at_or_below_{i}")
+            m.d.comb += at_or_below[i].eq(bits[i] | (at_or_below[i - 1] if i else 0))
+
+        outside = []    # outside[q]: e is not within the bounds of q, for q = 0 .. E + 1
+        for q in range(e + 1):
+            p = e - q
+            above_upper = at_or_above[p + 1] | (bits[p] & (at_or_below[p - 1] if p else 0))
+            below_lower = ~at_or_above[p - 1] if p else 0
+            outside.append(above_upper | below_lower)
+        outside.append(at_or_above[0])   # q = E + 1: both bounds are 0
+        # q > E + 1 fails through the exponent limit: pad the selection with ones.
+        outside += [Const(1)] * ((1 << len(integer)) - len(outside))
+        selected = Signal(1 << len(integer), name="outside_bounds")
+        m.d.comb += selected.eq(Cat(*outside))
+
+        over_limit = (integer > e + 1) | ((integer == e + 1) & (fraction != 0))
+        m.d.comb += self.fail.eq(over_limit | selected.bit_select(integer, 1))
         return m
