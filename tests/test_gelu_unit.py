@@ -83,10 +83,17 @@ def simulate(unit, rows, before=None):
         await ctx.tick()                   # edge 1: start sampled
         ctx.set(unit.start, 0)
         n = min(row.elements, unit.length)
-        watch, upsets = {}, {}
+        watch, held, upsets = {}, {}, {}
         for stage, name in GELU_STAGE_REGISTERS.items():
             for index in range(n):
-                watch.setdefault(unit.register_cycle(name, index), []).append((stage, index))
+                cycle = unit.register_cycle(name, index)
+                watch.setdefault(cycle, []).append((stage, index))
+                if name != "g":            # the others hold their value for a period
+                    held.setdefault(cycle + unit.period - 1, []).append((stage, index))
+        for index in range(n):                 # x_back: x again, for the back stages
+            for cycle in (0, unit.period - 1):
+                cycle += unit.register_cycle("x_back", index)
+                held.setdefault(cycle, []).append(("input", index))
         for stage, index, bit in row.flips:
             cycle = unit.register_cycle(GELU_STAGE_REGISTERS[stage], index)
             upsets.setdefault(cycle, []).append((stage, lambda value, bit=bit: value ^ 1 << bit))
@@ -103,6 +110,11 @@ def simulate(unit, rows, before=None):
                 ctx.set(register, int(fit(change(ctx.get(register)), *widths[stage])))
             for stage, index in watch.get(cycle, ()):
                 stages[stage][index] = ctx.get(registers[GELU_STAGE_REGISTERS[stage]])
+            for stage, index in held.get(cycle, ()):
+                name = GELU_STAGE_REGISTERS[stage]
+                if stage == "input" and cycle >= unit.register_cycle("x_back", index):
+                    name = "x_back"
+                assert ctx.get(registers[name]) == stages[stage][index], (name, index)
             if cycle < latency:
                 await ctx.tick()
         output = []

@@ -208,13 +208,13 @@ class GeluUnit(wiring.Component):
         """Clock edges, counted from the one that samples ``start`` (1), after which
         register ``name`` holds element ``index``'s value.
 
-        It holds it from then on for ``P = K + 2`` cycles, except ``g`` (from
-        ``index P + K + 6``, for one cycle: the divider works in ``quotient`` before),
-        ``x`` (from ``index P + 3`` for ``P + 2`` cycles, the last two when ``x_back``
-        holds it as well) and ``u``, ``e``, ``sigma``, ``o``, ``x_back`` (``P`` cycles).
-        Offsets: ``x`` 3, ``u`` 4, ``e`` 5, ``x_back`` ``K + 5``, ``g`` ``K + 6``,
-        ``sigma`` ``K + 7``, ``o`` ``K + 8``; element ``index`` of the output buffer is
-        written at edge ``index P + K + 9``.
+        ``index P`` plus ``x`` 3, ``u`` 4, ``e`` 5, ``x_back`` ``K + 5``, ``g`` ``K + 6``,
+        ``sigma`` ``K + 7``, ``o`` ``K + 8``, ``P = K + 2``. Each holds the value for ``P``
+        cycles from then on, except ``g`` (one cycle: the divider's ``quotient`` is its
+        working register before and the next division's after). Element ``index`` of the
+        output buffer is written at edge ``index P + K + 9``. Upsetting a register in the
+        cycle given here is the twin's ``hook`` replacing that element of the stage
+        (:data:`GELU_STAGE_REGISTERS`): every later stage and check sees it.
         """
         k = self._sigmoid_bits
         offsets = {"x": 3, "u": 4, "e": 5, "x_back": k + 5, "g": k + 6, "sigma": k + 7,
@@ -338,9 +338,13 @@ class GeluUnit(wiring.Component):
         m.submodules.exponential_check = exponential_check = ExponentialCheck(exp_bits=e)
         m.d.comb += [exponential_check.exponent.eq(u),
                      exponential_check.exponential.eq(exponential)]
-        half = 1 << (k - 1)
         quotient_fail = (g < (exponential >> (e + 1 - k))) | (g > (exponential >> (e - k)))
-        sigmoid_fail = Mux(x_back >= 0, (sigma < half) | (sigma > (1 << k)), sigma > half)
+        # The sigmoid bounds are powers of two: bit tests on sigma[K], sigma[K-1] and the rest.
+        low_bits = sigma[:k - 1] != 0
+        below_half = ~sigma[k] & ~sigma[k - 1]
+        above_one = sigma[k] & (sigma[k - 1] | low_bits)
+        above_half = sigma[k] | (sigma[k - 1] & low_bits)
+        sigmoid_fail = Mux(x_back[-1], above_half, below_half | above_one)
         # o < (x + 1) >> 1 is 2o < x, and o > max(x, 0) is o > x and o > 0: no adder.
         output_fail = ((o << 1) < x_back) | ((o > x_back) & (o > 0))
 
