@@ -15,6 +15,7 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
+from hw.netlist import fault_sites
 from hw.nonlinear.gelu import GELU_CHECKS, GELU_STAGE_REGISTERS, GeluUnit
 from sw.twin.nonlinear import GeluParams, check_gelu, gelu
 from sw.twin.nonlinear.arithmetic import fit
@@ -410,12 +411,36 @@ def test_flag_counts_saturate_and_are_kept_across_rows():
 
 
 # ---------------------------------------------------------------------------------------
+# Fault sites: every register under its own name in the netlist
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("checkers", [True, False])
+def test_the_netlist_names_every_register(monkeypatch, checkers):
+    # The unit's classes are not yet among the accelerator's (hw/netlist/fault_sites.py).
+    monkeypatch.setattr(fault_sites, "FAULT_CLASSES",
+                        fault_sites.FAULT_CLASSES + ("nonlinear", "checker"))
+    sites = {site.path: (site.width, site.fault_class)
+             for site in fault_sites.enumerate_fault_sites(GeluUnit(length=8,
+                                                                     checkers=checkers))}
+    expected = {"x": (8, "nonlinear"), "x_back": (8, "nonlinear"), "u": (20, "nonlinear"),
+                "e": (16, "nonlinear"), "divider.quotient": (8, "nonlinear"),
+                "divider.remainder": (17, "nonlinear"), "divider.saturated": (1, "nonlinear"),
+                "sigma": (9, "nonlinear"), "o": (8, "nonlinear"),
+                "divider.count": (4, "control"), "phase": (4, "control"),
+                "element": (4, "control"), "busy": (1, "control"), "done": (1, "control")}
+    if checkers:
+        expected["flags"] = (4, "checker")
+        expected.update({f"flag_count_{i}": (16, "checker") for i in range(4)})
+    assert sites == expected
+
+
+# ---------------------------------------------------------------------------------------
 # Without checkers
 # ---------------------------------------------------------------------------------------
 
 def test_without_checkers_the_outputs_are_the_same_and_flags_read_zero():
     unit = GeluUnit(length=5, checkers=False)
-    assert "flag_reg" not in unit.registers
+    assert "flags" not in unit.registers and "flag_count_0" not in unit.registers
     rng = random.Random(6)
     rows = [Row(random_codes(rng, rng.randint(1, 5)), m, sh) for m, sh in csr_choices(15)]
     rows += upset_rows(unit, 2)[::3]

@@ -72,8 +72,9 @@ class GeluUnit(wiring.Component):
     input code, ``s 8``), ``x_back`` (``x`` of the element in the back stages, ``s 8``),
     ``u`` (``u (E+5)``), ``e`` (``u (E+1)``), the divider's ``quotient`` (``g``, ``u K``),
     ``remainder`` (``u (E+2)``) and ``saturated``, ``sigma`` (``u (K+1)``), ``o`` (``s 8``).
-    Control: ``phase``, ``element``, the divider's ``count``, ``busy_reg``, ``done_reg``;
-    checker state (class ``checker``): ``flag_reg``, ``flag_count_{c}``.
+    Control: ``phase``, ``element``, the divider's ``count``, ``busy``, ``done`` (the ports
+    are the registers); checker state (class ``checker``): ``flags`` (the port),
+    ``flag_count_{c}``.
 
     Parameters
     ----------
@@ -161,12 +162,13 @@ class GeluUnit(wiring.Component):
             "phase": Signal(range(k + 2), name="phase"),
             "element": Signal(range(length + 2), name="element"),
             "count": self._divider.count,
-            "busy_reg": Signal(name="busy_reg"),
-            "done_reg": Signal(name="done_reg"),
+            "busy": self.busy,
+            "done": self.done,
         }
         if checkers:
             checker = {"fault_class": "checker"}
-            self._registers["flag_reg"] = Signal(checks, name="flag_reg", attrs=checker)
+            self.flags.attrs.update(checker)
+            self._registers["flags"] = self.flags
             for index in range(checks):
                 self._registers[f"flag_count_{index}"] = Signal(
                     _COUNT_BITS, name=f"flag_count_{index}", attrs=checker)
@@ -233,25 +235,11 @@ class GeluUnit(wiring.Component):
                                                ("x", "x_back", "u", "e", "sigma", "o"))
         phase, element = reg["phase"], reg["element"]
         g = reg["g"]
-        busy, done = reg["busy_reg"], reg["done_reg"]
-        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
+        busy, done = self.busy, self.done
 
-        # Buffers: the host writes codes and reads results; the unit reads and writes.
-        m.submodules.input_buffer = input_buffer = memory.Memory(
-            shape=signed(8), depth=length, init=[])
-        host_write = input_buffer.write_port()
-        unit_read = input_buffer.read_port()
-        m.submodules.output_buffer = output_buffer = memory.Memory(
-            shape=signed(8), depth=length, init=[])
-        unit_write = output_buffer.write_port()
-        host_read = output_buffer.read_port()
-        m.d.comb += [
-            host_write.en.eq(self.in_we),
-            host_write.addr.eq(self.in_addr),
-            host_write.data.eq(self.in_data[:8]),
-            host_read.addr.eq(self.out_addr),
-            self.out_data.eq(host_read.data),
-        ]
+        # The sync domain is used first: Amaranth names a flip-flop after the first signal
+        # it meets on its net, so the registers' statements come before the comb ones that
+        # copy them into ports of the submodules (fault sites are found by name).
 
         # Schedule: period j (element = j + 1) reads element j + 1 (front), divides
         # element j, and finishes element j - 1 (back). A row runs from phase K - 2 of
@@ -277,6 +265,23 @@ class GeluUnit(wiring.Component):
                 m.d.sync += phase.eq(phase + 1)
             with m.If(last):
                 m.d.sync += [busy.eq(0), done.eq(1)]
+
+        # Buffers: the host writes codes and reads results; the unit reads and writes.
+        m.submodules.input_buffer = input_buffer = memory.Memory(
+            shape=signed(8), depth=length, init=[])
+        host_write = input_buffer.write_port()
+        unit_read = input_buffer.read_port()
+        m.submodules.output_buffer = output_buffer = memory.Memory(
+            shape=signed(8), depth=length, init=[])
+        unit_write = output_buffer.write_port()
+        host_read = output_buffer.read_port()
+        m.d.comb += [
+            host_write.en.eq(self.in_we),
+            host_write.addr.eq(self.in_addr),
+            host_write.data.eq(self.in_data[:8]),
+            host_read.addr.eq(self.out_addr),
+            self.out_data.eq(host_read.data),
+        ]
 
         # Front: read at phase K - 2, x at K - 1 (x_back takes the previous x), u at K
         # (the multiplier), e at K + 1.
@@ -356,12 +361,11 @@ class GeluUnit(wiring.Component):
             at(0) & back_valid & sigmoid_fail,
             at(1) & back_valid & output_fail))
 
-        flags = reg["flag_reg"]
+        flags = self.flags
         with m.If(self.start):
             m.d.sync += flags.eq(0)
         with m.Else():
             m.d.sync += flags.eq(flags | raised)
-        m.d.comb += self.flags.eq(flags)
 
         row_flags = flags | raised
         for index in range(len(GELU_CHECKS)):
