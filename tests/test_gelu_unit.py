@@ -230,8 +230,8 @@ def test_every_row_length_equals_the_twin():
     run_and_compare(unit, rows)
 
 
-@pytest.mark.parametrize("length, exp_bits, sigmoid_bits", [(5, 8, 2), (3, 15, 15),
-                                                            (6, 12, 5)])
+@pytest.mark.parametrize("length, exp_bits, sigmoid_bits", [(1, 15, 8), (5, 8, 2),
+                                                            (3, 15, 15), (6, 12, 5)])
 def test_other_generator_parameters_equal_the_twin(length, exp_bits, sigmoid_bits):
     unit = GeluUnit(length=length, exp_bits=exp_bits, sigmoid_bits=sigmoid_bits)
     rng = random.Random(length)
