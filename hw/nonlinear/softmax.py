@@ -84,7 +84,7 @@ class SoftmaxUnit(wiring.Component):
     ``zero_difference_seen``, ``<check>_flag`` and ``<check>_count``; control: the FSM
     state ``softmax_state``, ``step``, ``row_length``, ``write_index``, the pipeline's
     valid bits, ``done`` and ``error``, and in ``divider`` its ``remainder``,
-    ``quotient``, ``step``, ``saturated``. :attr:`stage_registers` maps the twin's stage
+    ``quotient``, ``count``, ``saturated``. :attr:`stage_registers` maps the twin's stage
     names to them. The row and output buffers are memories, not fault sites.
 
     Parameters

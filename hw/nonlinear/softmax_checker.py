@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
-                                            ExponentialCheck)
+                                            ExponentialCheck, exponent_over_limit)
 from hw.validation import check_int
 
 __all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "FLAG_COUNT_BITS", "ONE"]
@@ -139,17 +139,16 @@ class SoftmaxChecker(wiring.Component):
             with m.If(self.difference == 0):
                 m.d.sync += zero_seen.eq(1)
 
-        # exponential: u_i <= U_MAX = (E + 1) << E, then e_i within the bounds of
-        # q_i = u_i >> E.
-        integer, fraction = self.exponent[e:], self.exponent[:e]
-        above_limit = (integer > e + 1) | ((integer == e + 1) & fraction.any())
+        # exponential: u_i <= U_MAX = (E + 1) << E when u_i is in its register, then e_i
+        # within the bounds of q_i = u_i >> E, kept for that one cycle (the check reads u
+        # through q and its fraction, here 0: the limit was tested on the whole u).
         with m.If(self.exponent_valid):
-            m.d.sync += exponent_integer.eq(integer)
-            with m.If(above_limit):
+            m.d.sync += exponent_integer.eq(self.exponent[e:])
+            with m.If(exponent_over_limit(self.exponent, e)):
                 m.d.sync += flags["exponential"].eq(1)
-        m.d.comb += [exponential_check.integer.eq(exponent_integer),
+        m.d.comb += [exponential_check.exponent.eq(exponent_integer << e),
                      exponential_check.exponential.eq(self.exponential)]
-        with m.If(self.exponential_valid & ~exponential_check.in_bounds):
+        with m.If(self.exponential_valid & exponential_check.fail):
             m.d.sync += flags["exponential"].eq(1)
 
         # sum: 2**E <= s <= n << E, on the fields of s; and the second half of maximum.

@@ -1,0 +1,478 @@
+# amaranth: UnusedElaboratable=no
+"""The GELU unit (hw/nonlinear/gelu.py) in Amaranth's simulator against the bit-exact twin.
+
+The bench is made of parts: a driver that writes a row into the input buffer, sets the
+CSRs and pulses ``start``; a monitor that reads every stage register in the cycle it holds
+each element (``GeluUnit.register_cycle``), upsets registers there when a row asks for it,
+watches ``busy``/``done`` and reads the output buffer; the model (the twin,
+``sw.twin.nonlinear.gelu``, given the same upsets through its hook); and the comparisons.
+"""
+
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from hw.netlist import fault_sites
+from hw.nonlinear.gelu import GELU_CHECKS, GELU_STAGE_REGISTERS, GeluUnit
+from sw.twin.nonlinear import GeluParams, check_gelu, gelu
+from sw.twin.nonlinear.arithmetic import fit
+from sw.twin.nonlinear.gelu import GELU_STAGES
+
+torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One call of the unit: the codes, the CSRs, the CSR ``n`` if it differs from the
+    number of codes, upsets ``(stage, element, bit)`` and corruptions ``(stage, element,
+    value)`` (the register is overwritten with ``value``)."""
+    codes: tuple
+    multiplier: int
+    shift: int
+    n: int = None
+    flips: tuple = ()
+    sets: tuple = ()
+
+    @property
+    def elements(self):
+        return len(self.codes) if self.n is None else self.n
+
+
+@dataclass(frozen=True)
+class RowResult:
+    output: list
+    stages: dict
+    flags: set
+    flag_counts: list
+
+
+# ---------------------------------------------------------------------------------------
+# Driver and monitor
+# ---------------------------------------------------------------------------------------
+
+def simulate(unit, rows, before=None):
+    """Run ``rows`` one after the other on ``unit``; a :class:`RowResult` each.
+
+    ``before(ctx)``, if given, runs once before the first row (to preset registers)."""
+    registers = unit.registers
+    widths = {stage: (len(registers[name]), registers[name].shape().signed)
+              for stage, name in GELU_STAGE_REGISTERS.items()}
+    results = []
+    noise = random.Random(len(rows))
+
+    async def bench(ctx):
+        if before is not None:
+            before(ctx)
+        for row in rows:
+            results.append(await run_row(ctx, row))
+
+    async def run_row(ctx, row):
+        for address, code in enumerate(row.codes):
+            ctx.set(unit.in_we, 1)
+            ctx.set(unit.in_addr, address)
+            # The upper 24 bits of the word are ignored: fill them with noise.
+            ctx.set(unit.in_data, int(fit(noise.getrandbits(24) << 8 | code & 0xFF, 32, True)))
+            await ctx.tick()
+        ctx.set(unit.in_we, 0)
+        ctx.set(unit.n, row.elements)
+        ctx.set(unit.scale_m, row.multiplier)
+        ctx.set(unit.scale_shift, row.shift)
+        ctx.set(unit.start, 1)
+        await ctx.tick()                   # edge 1: start sampled
+        ctx.set(unit.start, 0)
+        n = min(row.elements, unit.length)
+        watch, held, upsets = {}, {}, {}
+        for stage, name in GELU_STAGE_REGISTERS.items():
+            for index in range(n):
+                cycle = unit.register_cycle(name, index)
+                watch.setdefault(cycle, []).append((stage, index))
+                if name != "g":            # the others hold their value for a period
+                    held.setdefault(cycle + unit.period - 1, []).append((stage, index))
+        for index in range(n):                 # x_back: x again, for the back stages
+            for cycle in (0, unit.period - 1):
+                cycle += unit.register_cycle("x_back", index)
+                held.setdefault(cycle, []).append(("input", index))
+        for stage, index, bit in row.flips:
+            cycle = unit.register_cycle(GELU_STAGE_REGISTERS[stage], index)
+            upsets.setdefault(cycle, []).append((stage, lambda value, bit=bit: value ^ 1 << bit))
+        for stage, index, new in row.sets:
+            cycle = unit.register_cycle(GELU_STAGE_REGISTERS[stage], index)
+            upsets.setdefault(cycle, []).append((stage, lambda value, new=new: new))
+        stages = {stage: [None] * n for stage in GELU_STAGES}
+        latency = unit.latency(n)
+        for cycle in range(1, latency + 1):
+            assert (ctx.get(unit.busy), ctx.get(unit.done)) == \
+                ((1, 0) if cycle < latency else (0, 1)), cycle
+            for stage, change in upsets.get(cycle, ()):
+                register = registers[GELU_STAGE_REGISTERS[stage]]
+                ctx.set(register, int(fit(change(ctx.get(register)), *widths[stage])))
+            for stage, index in watch.get(cycle, ()):
+                stages[stage][index] = ctx.get(registers[GELU_STAGE_REGISTERS[stage]])
+            for stage, index in held.get(cycle, ()):
+                name = GELU_STAGE_REGISTERS[stage]
+                if stage == "input" and cycle >= unit.register_cycle("x_back", index):
+                    name = "x_back"
+                assert ctx.get(registers[name]) == stages[stage][index], (name, index)
+            if cycle < latency:
+                await ctx.tick()
+        output = []
+        for address in range(n + 1):
+            if address < n:
+                ctx.set(unit.out_addr, address)
+            if address:
+                output.append(ctx.get(unit.out_data))
+            await ctx.tick()
+        assert ctx.get(unit.done) and not ctx.get(unit.busy)   # sticky
+        flags = ctx.get(unit.flags)
+        return RowResult(output, stages, {name for i, name in enumerate(GELU_CHECKS)
+                                          if flags >> i & 1},
+                         [ctx.get(unit.flag_counts[i]) for i in range(len(GELU_CHECKS))])
+
+    simulator = Simulator(unit)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Model and comparison
+# ---------------------------------------------------------------------------------------
+
+def upset_hook(flips, sets):
+    def hook(stage, values):
+        values = values.clone()
+        for flip_stage, index, bit in flips:
+            if flip_stage == stage:
+                values[index] ^= 1 << bit
+        for set_stage, index, value in sets:
+            if set_stage == stage:
+                values[index] = value
+        return values
+    return hook
+
+
+def twin_row(unit, row):
+    """The twin's stages, output and raised checks for ``row``."""
+    params = GeluParams(unit.length, row.multiplier, row.shift, unit.exp_bits,
+                        unit.sigmoid_bits)
+    n = min(row.elements, unit.length)
+    trace = gelu(torch.tensor(row.codes[:n], dtype=torch.int64), params,
+                 hook=upset_hook(row.flips, row.sets))
+    flags = check_gelu(trace, params)
+    return ({stage: getattr(trace, stage).tolist() for stage in GELU_STAGES},
+            {name for name in GELU_CHECKS if bool(getattr(flags, name))})
+
+
+def assert_matches_twin(unit, rows, results, checkers=True):
+    counts = [0] * len(GELU_CHECKS)
+    for row, result in zip(rows, results, strict=True):
+        stages, raised = twin_row(unit, row)
+        assert result.output == stages["output"], row
+        assert result.stages == stages, row
+        assert result.flags == (raised if checkers else set()), row
+        for index, name in enumerate(GELU_CHECKS):
+            counts[index] += checkers and name in raised
+        assert result.flag_counts == counts, row
+
+
+def run_and_compare(unit, rows, checkers=True):
+    results = simulate(unit, rows)
+    assert_matches_twin(unit, rows, results, checkers)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------
+
+#: CSR pairs (M, sh): typical scales from the host's rule, and the corners (u saturated
+#: for every x != 0, u = 0 for every x, M = 0).
+def csr_choices(exp_bits):
+    typical = [GeluParams.for_scale(scale, 1, exp_bits, exp_bits)
+               for scale in (6 / 127, 0.5, 0.004)]
+    return [(p.multiplier, p.shift) for p in typical] + [(65535, 0), (40000, 63), (0, 0)]
+
+
+def every_code_rows(length, seed):
+    codes = list(range(-128, 128))
+    random.Random(seed).shuffle(codes)
+    return [tuple(codes[i:i + length]) for i in range(0, len(codes), length)]
+
+
+def random_codes(rng, n):
+    extremes = (-128, 127, 0, -1, 1)
+    return tuple(rng.choice(extremes) if rng.random() < 0.25 else rng.randint(-128, 127)
+                 for _ in range(n))
+
+
+# ---------------------------------------------------------------------------------------
+# Clean rows: bit-exact, latency, quiet checkers
+# ---------------------------------------------------------------------------------------
+
+def test_every_code_with_every_csr_choice_equals_the_twin_and_raises_no_flag():
+    unit = GeluUnit(length=8)
+    rows = [Row(codes, m, sh) for m, sh in csr_choices(15)
+            for codes in every_code_rows(8, seed=1)]
+    for result in run_and_compare(unit, rows):
+        assert result.flags == set()
+        assert result.flag_counts == [0, 0, 0, 0]
+
+
+def test_every_row_length_equals_the_twin():
+    unit = GeluUnit(length=8)
+    rng = random.Random(2)
+    m, sh = csr_choices(15)[0]
+    rows = [Row(random_codes(rng, n), m, sh) for n in range(1, 9) for _ in range(2)]
+    run_and_compare(unit, rows)
+
+
+@pytest.mark.parametrize("length, exp_bits, sigmoid_bits", [(1, 15, 8), (5, 8, 2),
+                                                            (3, 15, 15), (6, 12, 5)])
+def test_other_generator_parameters_equal_the_twin(length, exp_bits, sigmoid_bits):
+    unit = GeluUnit(length=length, exp_bits=exp_bits, sigmoid_bits=sigmoid_bits)
+    rng = random.Random(length)
+    rows = [Row(random_codes(rng, rng.randint(1, length)), m, sh)
+            for m, sh in csr_choices(exp_bits) for _ in range(3)]
+    rows += [Row(codes, *csr_choices(exp_bits)[0])
+             for codes in every_code_rows(length, seed=3)[:12]]
+    for result in run_and_compare(unit, rows):
+        assert result.flags == set()
+
+
+def test_latency_is_the_schedule():
+    unit = GeluUnit(length=8, sigmoid_bits=8)
+    assert [unit.latency(n) for n in (0, 1, 8)] == [7, 17, 87]
+    assert GeluUnit(length=3, exp_bits=8, sigmoid_bits=2).latency(3) == 19
+    assert unit.period == 10
+    assert [unit.register_cycle(name, 2) for name in ("x", "u", "e", "g", "sigma", "o")] == \
+        [23, 24, 25, 34, 35, 36]
+
+
+def test_an_empty_row_and_a_row_longer_than_the_buffer():
+    """``n = 0``: done after latency(0), nothing written, no flag; ``n > length`` is
+    taken as ``length`` (the port of ``length = 5`` holds up to 7)."""
+    unit = GeluUnit(length=5)
+    m, sh = csr_choices(15)[0]
+    rows = [Row((1, 2, 3, 4, 5), m, sh), Row((), m, sh), Row((-5, 6, -7, 8, 9), m, sh, n=7)]
+    results = simulate(unit, rows)
+    assert results[1].output == [] and results[1].flags == set()
+    assert_matches_twin(unit, rows[2:], results[2:])
+    assert len(results[2].output) == 5
+
+
+def test_register_widths_are_the_twins():
+    unit = GeluUnit(length=4, exp_bits=13, sigmoid_bits=6)
+    params = GeluParams(4, 1, 1, 13, 6)
+    registers = unit.registers
+    for stage, (bits, signed) in params.registers.items():
+        register = registers[GELU_STAGE_REGISTERS[stage]]
+        assert (len(register), register.shape().signed) == (bits, signed), stage
+
+
+def test_a_start_while_busy_restarts_the_row():
+    unit = GeluUnit(length=4)
+    m, sh = csr_choices(15)[0]
+    codes = (-100, 50, 3, 127)
+    outputs = {}
+
+    async def bench(ctx):
+        for address, code in enumerate(codes):
+            ctx.set(unit.in_we, 1)
+            ctx.set(unit.in_addr, address)
+            ctx.set(unit.in_data, code)
+            await ctx.tick()
+        ctx.set(unit.in_we, 0)
+        ctx.set(unit.n, 4)
+        ctx.set(unit.scale_m, m)
+        ctx.set(unit.scale_shift, sh)
+        for _ in range(2):                 # the first row is abandoned after 20 cycles
+            ctx.set(unit.start, 1)
+            await ctx.tick()
+            ctx.set(unit.start, 0)
+            for _ in range(19):
+                await ctx.tick()
+        for _ in range(unit.latency(4) - 20):
+            assert ctx.get(unit.busy) and not ctx.get(unit.done)
+            await ctx.tick()
+        assert ctx.get(unit.done)
+        for address in range(4):
+            ctx.set(unit.out_addr, address)
+            await ctx.tick()
+            outputs[address] = ctx.get(unit.out_data)
+
+    simulator = Simulator(unit)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    params = GeluParams(4, m, sh)
+    assert [outputs[a] for a in range(4)] == gelu(torch.tensor(codes), params).output.tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# Upsets: the same corruption in the unit and in the twin
+# ---------------------------------------------------------------------------------------
+
+UPSET_CODES = (-128, -3, 0, 5, 127)
+#: The check that reads each stage register it is meant to watch.
+STAGE_CHECK = {"exponent": "exponential", "exponential": "exponential",
+               "quotient": "quotient", "sigmoid": "sigmoid", "output": "output"}
+
+
+def upset_rows(unit, element):
+    """One row per bit of every stage register of ``element``, for two CSR choices."""
+    params = GeluParams(unit.length, 1, 1, unit.exp_bits, unit.sigmoid_bits)
+    m, sh = csr_choices(unit.exp_bits)[0]
+    return [Row(UPSET_CODES, m, sh, flips=((stage, element, bit),))
+            for stage, (bits, _) in params.registers.items() for bit in range(bits)]
+
+
+@pytest.mark.parametrize("element", [1, 3])
+def test_every_single_bit_upset_of_a_stage_register_equals_the_twin(element):
+    unit = GeluUnit(length=5)
+    rows = upset_rows(unit, element)
+    results = run_and_compare(unit, rows)
+    raised = {}
+    for row, result in zip(rows, results, strict=True):
+        raised.setdefault(row.flips[0][0], set()).update(result.flags)
+    # Each checker catches some upset of the register it watches.
+    for stage, check in STAGE_CHECK.items():
+        assert check in raised[stage], stage
+
+
+def bound_rows(unit, codes, multiplier, shift):
+    """For every element, one row per value just inside and just outside each bound of
+    each check, written into the register the check reads."""
+    e, k = unit.exp_bits, unit.sigmoid_bits
+    params = GeluParams(unit.length, multiplier, shift, e, k)
+    clean = gelu(torch.tensor(codes), params)
+    rows = []
+    for index, x in enumerate(codes):
+        q = int(clean.exponent[index]) >> e
+        exponential = int(clean.exponential[index])
+        half = 1 << (k - 1)
+        values = {
+            "exponential": [(1 << (e - 1)) >> q, ((1 << (e - 1)) >> q) - 1,
+                            (1 << e) >> q, ((1 << e) >> q) + 1],
+            "exponent": [(e + 1) << e, ((e + 1) << e) + 1],
+            "quotient": [exponential >> (e + 1 - k), (exponential >> (e + 1 - k)) - 1,
+                         exponential >> (e - k), (exponential >> (e - k)) + 1],
+            "sigmoid": [half - 1, half, half + 1, 1 << k, (1 << k) + 1],
+            "output": [(x + 1) >> 1, ((x + 1) >> 1) - 1, max(x, 0), max(x, 0) + 1],
+        }
+        rows += [Row(codes, multiplier, shift, sets=((stage, index, value),))
+                 for stage, choices in values.items() for value in choices if value >= -128]
+    return rows
+
+
+@pytest.mark.parametrize("exp_bits, sigmoid_bits", [(15, 8), (9, 9)])
+def test_corruptions_at_the_checkers_bounds_equal_the_twin(exp_bits, sigmoid_bits):
+    unit = GeluUnit(length=4, exp_bits=exp_bits, sigmoid_bits=sigmoid_bits)
+    rows = []
+    for m, sh in csr_choices(exp_bits)[:2]:
+        rows += bound_rows(unit, (-128, -1, 0, 127), m, sh)
+    results = run_and_compare(unit, rows)
+    # Both sides of every bound occur: the check raises on some values and not on others.
+    sides = {}
+    for row, result in zip(rows, results, strict=True):
+        stage = row.sets[0][0]
+        sides.setdefault(stage, set()).add(STAGE_CHECK[stage] in result.flags)
+    assert sides == {stage: {False, True} for stage in STAGE_CHECK}
+
+
+def test_upsets_of_several_stages_and_elements_equal_the_twin():
+    unit = GeluUnit(length=8, exp_bits=10, sigmoid_bits=4)
+    rng = random.Random(5)
+    params = GeluParams(8, 1, 1, 10, 4)
+    rows = []
+    for _ in range(24):
+        n = rng.randint(1, 8)
+        flips = tuple((stage, rng.randrange(n), rng.randrange(params.registers[stage][0]))
+                      for stage in rng.sample(GELU_STAGES, 2))
+        rows.append(Row(random_codes(rng, n), *rng.choice(csr_choices(10)), flips=flips))
+    run_and_compare(unit, rows)
+
+
+def test_flag_counts_saturate_and_are_kept_across_rows():
+    unit = GeluUnit(length=2)
+    m, sh = csr_choices(15)[0]
+    top = (1 << 16) - 1
+
+    def preset(ctx):
+        ctx.set(unit.registers["flag_count_0"], top - 1)
+
+    upset = Row((7, -7), m, sh, flips=(("exponential", 0, 15),))
+    results = simulate(unit, [upset, upset, Row((7, -7), m, sh)], before=preset)
+    assert [result.flag_counts[0] for result in results] == [top, top, top]
+    assert [result.flags for result in results][2] == set()
+
+
+# ---------------------------------------------------------------------------------------
+# Fault sites: every register under its own name in the netlist
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("checkers", [True, False])
+def test_the_netlist_names_every_register(monkeypatch, checkers):
+    # The unit's classes are not yet among the accelerator's (hw/netlist/fault_sites.py).
+    monkeypatch.setattr(fault_sites, "FAULT_CLASSES",
+                        fault_sites.FAULT_CLASSES + ("nonlinear", "checker"))
+    sites = {site.path: (site.width, site.fault_class)
+             for site in fault_sites.enumerate_fault_sites(GeluUnit(length=8,
+                                                                     checkers=checkers))}
+    expected = {"x": (8, "nonlinear"), "x_back": (8, "nonlinear"), "u": (20, "nonlinear"),
+                "e": (16, "nonlinear"), "divider.quotient": (8, "control"),
+                "divider.remainder": (17, "control"), "divider.saturated": (1, "control"),
+                "sigma": (9, "nonlinear"), "o": (8, "nonlinear"),
+                "divider.count": (4, "control"), "phase": (4, "control"),
+                "element": (4, "control"), "busy": (1, "control"), "done": (1, "control")}
+    if checkers:
+        expected["flags"] = (4, "checker")
+        expected.update({f"flag_count_{i}": (16, "checker") for i in range(4)})
+    assert sites == expected
+
+
+# ---------------------------------------------------------------------------------------
+# Without checkers
+# ---------------------------------------------------------------------------------------
+
+def test_without_checkers_the_outputs_are_the_same_and_flags_read_zero():
+    unit = GeluUnit(length=5, checkers=False)
+    assert "flags" not in unit.registers and "flag_count_0" not in unit.registers
+    rng = random.Random(6)
+    rows = [Row(random_codes(rng, rng.randint(1, 5)), m, sh) for m, sh in csr_choices(15)]
+    rows += upset_rows(unit, 2)[::3]
+    results = run_and_compare(unit, rows, checkers=False)
+    assert all(result.flags == set() for result in results)
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"length": 0}, TypeError, "GELU length must be an integer from 1 to 65535, not 0"),
+    ({"length": 65536}, TypeError,
+     "GELU length must be an integer from 1 to 65535, not 65536"),
+    ({"length": 8, "exp_bits": 16}, TypeError,
+     "GELU exp_bits must be an integer from 8 to 15, not 16"),
+    ({"length": 8, "sigmoid_bits": 1}, TypeError,
+     "GELU sigmoid_bits must be an integer from 2 to 15, not 1"),
+    ({"length": 8, "exp_bits": 9, "sigmoid_bits": 10}, ValueError,
+     "GELU sigmoid_bits 10 exceeds exp_bits 9"),
+    ({"length": 8, "checkers": 1}, TypeError, "GELU checkers must be a bool, not 1"),
+])
+def test_parameter_errors_name_the_parameter(kwargs, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        GeluUnit(**kwargs)
+
+
+def test_latency_and_register_cycle_check_their_arguments():
+    unit = GeluUnit(length=4)
+    with pytest.raises(TypeError, match="^GELU row length n must be an integer from 0 to 4, "
+                                        "not 5$"):
+        unit.latency(5)
+    with pytest.raises(TypeError, match="^GELU register name must be one of"):
+        unit.register_cycle("phase", 0)
