@@ -26,19 +26,14 @@ torch.set_num_threads(1)
 
 @dataclass(frozen=True)
 class Row:
-    """One call of the unit: the codes, the CSRs, the CSR ``n`` if it differs from the
-    number of codes, upsets ``(stage, element, bit)`` and corruptions ``(stage, element,
-    value)`` (the register is overwritten with ``value``)."""
+    """One call of the unit: the codes (``n`` is their number), the CSRs, upsets
+    ``(stage, element, bit)`` and corruptions ``(stage, element, value)`` (the register is
+    overwritten with ``value``)."""
     codes: tuple
     multiplier: int
     shift: int
-    n: int = None
     flips: tuple = ()
     sets: tuple = ()
-
-    @property
-    def elements(self):
-        return len(self.codes) if self.n is None else self.n
 
 
 @dataclass(frozen=True)
@@ -52,6 +47,46 @@ class RowResult:
 # ---------------------------------------------------------------------------------------
 # Driver and monitor
 # ---------------------------------------------------------------------------------------
+
+async def load_row(ctx, unit, codes, noise):
+    """Write ``codes`` into the input buffer, one per cycle."""
+    for address, code in enumerate(codes):
+        ctx.set(unit.in_we, 1)
+        ctx.set(unit.in_addr, address)
+        # The upper 24 bits of the word are ignored: fill them with noise.
+        ctx.set(unit.in_data, int(fit(noise.getrandbits(24) << 8 | code & 0xFF, 32, True)))
+        await ctx.tick()
+    ctx.set(unit.in_we, 0)
+
+
+async def start_row(ctx, unit, n, multiplier, shift):
+    """Set the CSRs and pulse ``start`` for one edge (edge 1 of the row)."""
+    ctx.set(unit.n, n)
+    ctx.set(unit.scale_m, multiplier)
+    ctx.set(unit.scale_shift, shift)
+    ctx.set(unit.start, 1)
+    await ctx.tick()
+    ctx.set(unit.start, 0)
+
+
+async def read_output(ctx, unit, n):
+    """The first ``n`` codes of the output buffer (one cycle of read latency)."""
+    output = []
+    for address in range(n + 1):
+        if address < n:
+            ctx.set(unit.out_addr, address)
+        if address:
+            output.append(ctx.get(unit.out_data))
+        await ctx.tick()
+    return output
+
+
+def run_bench(unit, bench):
+    simulator = Simulator(unit)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+
 
 def simulate(unit, rows, before=None):
     """Run ``rows`` one after the other on ``unit``; a :class:`RowResult` each.
@@ -70,20 +105,9 @@ def simulate(unit, rows, before=None):
             results.append(await run_row(ctx, row))
 
     async def run_row(ctx, row):
-        for address, code in enumerate(row.codes):
-            ctx.set(unit.in_we, 1)
-            ctx.set(unit.in_addr, address)
-            # The upper 24 bits of the word are ignored: fill them with noise.
-            ctx.set(unit.in_data, int(fit(noise.getrandbits(24) << 8 | code & 0xFF, 32, True)))
-            await ctx.tick()
-        ctx.set(unit.in_we, 0)
-        ctx.set(unit.n, row.elements)
-        ctx.set(unit.scale_m, row.multiplier)
-        ctx.set(unit.scale_shift, row.shift)
-        ctx.set(unit.start, 1)
-        await ctx.tick()                   # edge 1: start sampled
-        ctx.set(unit.start, 0)
-        n = min(row.elements, unit.length)
+        n = len(row.codes)
+        await load_row(ctx, unit, row.codes, noise)
+        await start_row(ctx, unit, n, row.multiplier, row.shift)
         watch, held, upsets = {}, {}, {}
         for stage, name in GELU_STAGE_REGISTERS.items():
             for index in range(n):
@@ -104,8 +128,8 @@ def simulate(unit, rows, before=None):
         stages = {stage: [None] * n for stage in GELU_STAGES}
         latency = unit.latency(n)
         for cycle in range(1, latency + 1):
-            assert (ctx.get(unit.busy), ctx.get(unit.done)) == \
-                ((1, 0) if cycle < latency else (0, 1)), cycle
+            assert (ctx.get(unit.busy), ctx.get(unit.done), ctx.get(unit.error)) == \
+                ((1, 0, 0) if cycle < latency else (0, 1, 0)), cycle
             for stage, change in upsets.get(cycle, ()):
                 register = registers[GELU_STAGE_REGISTERS[stage]]
                 ctx.set(register, int(fit(change(ctx.get(register)), *widths[stage])))
@@ -118,23 +142,14 @@ def simulate(unit, rows, before=None):
                 assert ctx.get(registers[name]) == stages[stage][index], (name, index)
             if cycle < latency:
                 await ctx.tick()
-        output = []
-        for address in range(n + 1):
-            if address < n:
-                ctx.set(unit.out_addr, address)
-            if address:
-                output.append(ctx.get(unit.out_data))
-            await ctx.tick()
+        output = await read_output(ctx, unit, n)
         assert ctx.get(unit.done) and not ctx.get(unit.busy)   # sticky
         flags = ctx.get(unit.flags)
         return RowResult(output, stages, {name for i, name in enumerate(GELU_CHECKS)
                                           if flags >> i & 1},
                          [ctx.get(unit.flag_counts[i]) for i in range(len(GELU_CHECKS))])
 
-    simulator = Simulator(unit)
-    simulator.add_clock(1e-6)
-    simulator.add_testbench(bench)
-    simulator.run()
+    run_bench(unit, bench)
     return results
 
 
@@ -159,8 +174,7 @@ def twin_row(unit, row):
     """The twin's stages, output and raised checks for ``row``."""
     params = GeluParams(unit.length, row.multiplier, row.shift, unit.exp_bits,
                         unit.sigmoid_bits)
-    n = min(row.elements, unit.length)
-    trace = gelu(torch.tensor(row.codes[:n], dtype=torch.int64), params,
+    trace = gelu(torch.tensor(row.codes, dtype=torch.int64), params,
                  hook=upset_hook(row.flips, row.sets))
     flags = check_gelu(trace, params)
     return ({stage: getattr(trace, stage).tolist() for stage in GELU_STAGES},
@@ -245,23 +259,11 @@ def test_other_generator_parameters_equal_the_twin(length, exp_bits, sigmoid_bit
 
 def test_latency_is_the_schedule():
     unit = GeluUnit(length=8, sigmoid_bits=8)
-    assert [unit.latency(n) for n in (0, 1, 8)] == [7, 17, 87]
+    assert [unit.latency(n) for n in (1, 8)] == [17, 87]
     assert GeluUnit(length=3, exp_bits=8, sigmoid_bits=2).latency(3) == 19
     assert unit.period == 10
     assert [unit.register_cycle(name, 2) for name in ("x", "u", "e", "g", "sigma", "o")] == \
         [23, 24, 25, 34, 35, 36]
-
-
-def test_an_empty_row_and_a_row_longer_than_the_buffer():
-    """``n = 0``: done after latency(0), nothing written, no flag; ``n > length`` is
-    taken as ``length`` (the port of ``length = 5`` holds up to 7)."""
-    unit = GeluUnit(length=5)
-    m, sh = csr_choices(15)[0]
-    rows = [Row((1, 2, 3, 4, 5), m, sh), Row((), m, sh), Row((-5, 6, -7, 8, 9), m, sh, n=7)]
-    results = simulate(unit, rows)
-    assert results[1].output == [] and results[1].flags == set()
-    assert_matches_twin(unit, rows[2:], results[2:])
-    assert len(results[2].output) == 5
 
 
 def test_register_widths_are_the_twins():
@@ -273,43 +275,106 @@ def test_register_widths_are_the_twins():
         assert (len(register), register.shape().signed) == (bits, signed), stage
 
 
-def test_a_start_while_busy_restarts_the_row():
+# ---------------------------------------------------------------------------------------
+# Starts the unit refuses or ignores
+# ---------------------------------------------------------------------------------------
+
+def flip_register(ctx, unit, name, bit):
+    register = unit.registers[name]
+    ctx.set(register, ctx.get(register) ^ 1 << bit)
+
+
+def test_illegal_row_lengths_are_refused_and_set_error():
+    """``n = 0`` and ``n > length`` (the port of ``length = 5`` holds up to 7): the unit
+    stays idle, ``done`` falls, ``error`` rises; the previous row's flags and the counters
+    stay. The next accepted ``start`` clears ``error`` and runs its row."""
+    unit = GeluUnit(length=5)
+    m, sh = csr_choices(15)[0]
+    codes = (-5, 6, -7, 8, 9)
+    upset = Row(codes, m, sh, flips=(("exponential", 1, 15),))
+    seen = {}
+
+    def state(ctx):
+        return (ctx.get(unit.error), ctx.get(unit.done), ctx.get(unit.busy),
+                ctx.get(unit.flags), list(ctx.get(unit.flag_counts)))
+
+    async def bench(ctx):
+        await load_row(ctx, unit, codes, random.Random(0))
+        await start_row(ctx, unit, 5, m, sh)
+        for cycle in range(1, unit.latency(5)):
+            if cycle == unit.register_cycle("e", 1):
+                flip_register(ctx, unit, "e", 15)
+            await ctx.tick()
+        seen["upset"] = state(ctx)
+        for n in (0, 6, 7):
+            await start_row(ctx, unit, n, m, sh)
+            await ctx.tick()
+            seen[n] = state(ctx)
+        await start_row(ctx, unit, 5, m, sh)
+        seen["accepted"] = state(ctx)
+        await ctx.tick().repeat(unit.latency(5) - 1)
+        seen["legal"] = state(ctx), await read_output(ctx, unit, 5)
+
+    run_bench(unit, bench)
+    _, raised = twin_row(unit, upset)
+    flags = sum(1 << i for i, name in enumerate(GELU_CHECKS) if name in raised)
+    counts = [int(name in raised) for name in GELU_CHECKS]
+    assert flags != 0
+    assert seen["upset"] == (0, 1, 0, flags, counts)
+    assert [seen[n] for n in (0, 6, 7)] == [(1, 0, 0, flags, counts)] * 3
+    assert seen["accepted"] == (0, 0, 1, 0, counts)
+    stages, _ = twin_row(unit, Row(codes, m, sh))
+    assert seen["legal"] == ((0, 1, 0, 0, counts), stages["output"])
+
+
+@pytest.mark.parametrize("when", ["first", "middle", "last"])
+def test_a_start_and_a_write_while_busy_are_ignored_and_the_start_sets_error(when):
+    """A second ``start`` (with another ``n``) and a write of the input buffer in the
+    first, a middle or the last busy cycle: the row goes on as if neither came (outputs,
+    flags, counts, latency); ``error`` is set from the next edge until the next accepted
+    ``start``, which finds the input buffer as it was."""
     unit = GeluUnit(length=4)
     m, sh = csr_choices(15)[0]
     codes = (-100, 50, 3, 127)
-    outputs = {}
+    upset = Row(codes, m, sh, flips=(("exponential", 2, 15),))
+    latency = unit.latency(4)
+    disturb = {"first": 1, "middle": 20, "last": latency - 1}[when]
+    seen = {"trace": []}
 
     async def bench(ctx):
-        for address, code in enumerate(codes):
-            ctx.set(unit.in_we, 1)
-            ctx.set(unit.in_addr, address)
-            ctx.set(unit.in_data, code)
-            await ctx.tick()
-        ctx.set(unit.in_we, 0)
-        ctx.set(unit.n, 4)
-        ctx.set(unit.scale_m, m)
-        ctx.set(unit.scale_shift, sh)
-        for _ in range(2):                 # the first row is abandoned after 20 cycles
-            ctx.set(unit.start, 1)
+        await load_row(ctx, unit, codes, random.Random(0))
+        await start_row(ctx, unit, 4, m, sh)
+        for cycle in range(1, latency):
+            if cycle == unit.register_cycle("e", 2):
+                flip_register(ctx, unit, "e", 15)
+            if cycle == disturb:
+                ctx.set(unit.start, 1)
+                ctx.set(unit.n, 1)
+                ctx.set(unit.in_we, 1)
+                ctx.set(unit.in_addr, 3)
+                ctx.set(unit.in_data, -128)
             await ctx.tick()
             ctx.set(unit.start, 0)
-            for _ in range(19):
-                await ctx.tick()
-        for _ in range(unit.latency(4) - 20):
-            assert ctx.get(unit.busy) and not ctx.get(unit.done)
-            await ctx.tick()
-        assert ctx.get(unit.done)
-        for address in range(4):
-            ctx.set(unit.out_addr, address)
-            await ctx.tick()
-            outputs[address] = ctx.get(unit.out_data)
+            ctx.set(unit.in_we, 0)
+            seen["trace"].append((ctx.get(unit.busy), ctx.get(unit.done), ctx.get(unit.error)))
+        seen["upset"] = (await read_output(ctx, unit, 4), ctx.get(unit.flags),
+                         list(ctx.get(unit.flag_counts)))
+        await start_row(ctx, unit, 4, m, sh)
+        assert not ctx.get(unit.error)
+        await ctx.tick().repeat(latency - 1)
+        seen["again"] = (await read_output(ctx, unit, 4), ctx.get(unit.flags),
+                         list(ctx.get(unit.flag_counts)), ctx.get(unit.error))
 
-    simulator = Simulator(unit)
-    simulator.add_clock(1e-6)
-    simulator.add_testbench(bench)
-    simulator.run()
-    params = GeluParams(4, m, sh)
-    assert [outputs[a] for a in range(4)] == gelu(torch.tensor(codes), params).output.tolist()
+    run_bench(unit, bench)
+    stages, raised = twin_row(unit, upset)
+    flags = sum(1 << i for i, name in enumerate(GELU_CHECKS) if name in raised)
+    counts = [int(name in raised) for name in GELU_CHECKS]
+    assert flags != 0
+    assert seen["trace"] == [(1, 0, int(cycle > disturb)) for cycle in range(2, latency)] + \
+        [(0, 1, 1)]
+    assert seen["upset"] == (stages["output"], flags, counts)
+    clean, _ = twin_row(unit, Row(codes, m, sh))
+    assert seen["again"] == (clean["output"], 0, counts, 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -427,7 +492,8 @@ def test_the_netlist_names_every_register(monkeypatch, checkers):
                 "divider.remainder": (17, "control"), "divider.saturated": (1, "control"),
                 "sigma": (9, "nonlinear"), "o": (8, "nonlinear"),
                 "divider.count": (4, "control"), "phase": (4, "control"),
-                "element": (4, "control"), "busy": (1, "control"), "done": (1, "control")}
+                "element": (4, "control"), "row_length": (4, "control"),
+                "busy": (1, "control"), "done": (1, "control"), "error": (1, "control")}
     if checkers:
         expected["flags"] = (4, "checker")
         expected.update({f"flag_count_{i}": (16, "checker") for i in range(4)})
@@ -471,7 +537,7 @@ def test_parameter_errors_name_the_parameter(kwargs, error, message):
 
 def test_latency_and_register_cycle_check_their_arguments():
     unit = GeluUnit(length=4)
-    with pytest.raises(TypeError, match="^GELU row length n must be an integer from 0 to 4, "
+    with pytest.raises(TypeError, match="^GELU row length n must be an integer from 1 to 4, "
                                         "not 5$"):
         unit.latency(5)
     with pytest.raises(TypeError, match="^GELU register name must be one of"):

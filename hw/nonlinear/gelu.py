@@ -32,24 +32,26 @@ class GeluUnit(wiring.Component):
     else ``g``, ``o = clamp((x σ + 2^(K-1)) >> K, -127, 127)``, on one multiplier (signed
     9 x unsigned 16 bits: ``|x| M``, then ``x σ``) and one restoring divider.
 
-    Use: the host writes the row into the input buffer, sets ``n`` and the scale CSRs and
-    pulses ``start``; when ``done`` is high the outputs are in the output buffer and
-    ``flags`` tells which checks failed on some element of the row.
+    **Use** (the common unit interface of docs/nonlinear.md, as the softmax unit's). While
+    the unit is idle the host writes the row's codes into the input buffer (``in_we``,
+    ``in_addr``, ``in_data``; only ``in_data[:8]`` is stored, and writes while ``busy`` are
+    ignored), sets the CSRs ``n``, ``scale_m`` and ``scale_shift`` and pulses ``start``.
+    ``n`` is copied into ``row_length`` by the accepted ``start``; ``scale_m`` and
+    ``scale_shift`` are read throughout the row, so the host holds them while ``busy``.
+    ``done`` rises :meth:`latency` ``(n)`` clock edges after ``start`` and stays high until
+    the next accepted ``start``; the row's codes are then in the output buffer (element
+    ``i`` at address ``i``; ``out_data`` is the code at the ``out_addr`` of the previous
+    edge, **one cycle of read latency**) and ``flags`` tells which checks failed on some
+    element of the row. The input buffer keeps the row. Both buffers are
+    :class:`amaranth.lib.memory.Memory` of ``length`` int8 words (not fault sites).
 
-    **Row length.** ``n`` is read throughout the row, like the CSRs ``scale_m`` and
-    ``scale_shift``: the host holds them while ``busy``. ``n = 0`` is an empty row: the unit
-    is busy for :meth:`latency` ``(0)`` cycles, writes nothing and raises no flag. ``n >
-    length`` (possible when ``length + 1`` is not a power of two) is taken as ``length``.
+    **Refused and ignored starts.** A ``start`` with ``n == 0`` or ``n > length`` is refused:
+    the unit stays idle, ``done`` is cleared and ``error`` is set. A ``start`` while
+    ``busy`` is ignored and sets ``error``; the running row finishes normally (its flags
+    and counts as without the start). The next accepted ``start`` clears ``error``.
 
-    **Buffers.** Input: ``length`` words of 8 bits; the host writes ``in_data[:8]`` (the
-    int8 code) at ``in_addr`` when ``in_we`` is high, the upper 24 bits of ``in_data`` are
-    ignored. Output: ``length`` int8 codes; ``out_data`` is the code at the ``out_addr`` of
-    the previous cycle (read latency 1), element ``i`` of the row at address ``i``. Both
-    are :class:`amaranth.lib.memory.Memory` (not fault sites). The host does not write the
-    input buffer while ``busy``.
-
-    **Timing.** A ``start`` pulse (also while busy: the row in flight is abandoned, its
-    flags not counted) clears ``done`` and ``flags``, sets ``busy`` and begins the row; the
+    **Timing.** An accepted ``start`` clears ``done``, ``error`` and ``flags``, sets ``busy``
+    and begins the row; the
     elements go through a schedule of period ``P = K + 2`` cycles in which the divider
     works on element ``i`` while the front stages (read, ``x``, ``u``, ``e``) prepare
     element ``i + 1`` and the back stages (``o``, the output write) finish element
@@ -63,17 +65,17 @@ class GeluUnit(wiring.Component):
     q``), ``quotient`` (``e >> (E+1-K) <= g <= e >> (E-K)``), ``sigmoid`` (``2^(K-1) <= σ
     <= 2^K`` if ``x >= 0``, ``σ <= 2^(K-1)`` if ``x < 0``), ``output`` (``(x + 1) >> 1 <= o
     <= max(x, 0)``). Each is evaluated once per element, in the cycle its registers hold
-    that element; a failure sets its bit of ``flags`` until the next ``start``. At the end
-    of the row each ``flag_counts[c]`` (a 16-bit counter, saturating at 65535, cleared
-    only by reset) counts the row if its flag is set. With ``checkers=False`` none of this
+    that element; a failure sets its bit of ``flags`` until the next accepted ``start``. At
+    the end of the row each ``flag_counts[c]`` (a 16-bit counter, saturating at 65535,
+    cleared only by reset) counts the row if its flag is set. With ``checkers=False`` none of this
     logic is built and ``flags`` and ``flag_counts`` read 0.
 
     **Registers** (:attr:`registers`; fault sites of class ``nonlinear``): ``x`` (the
     input code, ``s 8``), ``x_back`` (``x`` of the element in the back stages, ``s 8``),
     ``u`` (``u (E+5)``), ``e`` (``u (E+1)``), the divider's ``quotient`` (``g``, ``u K``),
     ``remainder`` (``u (E+2)``) and ``saturated``, ``sigma`` (``u (K+1)``), ``o`` (``s 8``).
-    Control: ``phase``, ``element``, the divider's ``count``, ``busy``, ``done`` (the ports
-    are the registers); checker state (class ``checker``): ``flags`` (the port),
+    Control: ``phase``, ``element``, ``row_length``, the divider's ``count``, ``busy``,
+    ``done``, ``error`` (the ports are the registers); checker state (class ``checker``): ``flags`` (the port),
     ``flag_count_{c}``.
 
     Parameters
@@ -93,9 +95,11 @@ class GeluUnit(wiring.Component):
         One-cycle pulse: begin a row.
     busy : Out(1)
     done : Out(1)
-        Sticky from the end of the row until the next ``start``.
+        Sticky from the end of the row until the next accepted ``start``.
+    error : Out(1)
+        The last ``start`` was refused (illegal ``n``) or came while ``busy``.
     n : In(range(length + 1))
-        Elements in the row.
+        CSR: elements in the row, 1 .. length.
     in_we : In(1)
     in_addr : In(range(length))
     in_data : In(signed(32))
@@ -134,6 +138,7 @@ class GeluUnit(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
+            "error": Out(1),
             "n": In(range(length + 1)),
             "in_we": In(1),
             "in_addr": In(range(length)),
@@ -161,9 +166,11 @@ class GeluUnit(wiring.Component):
             "o": Signal(signed(8), name="o", attrs=datapath),
             "phase": Signal(range(k + 2), name="phase"),
             "element": Signal(range(length + 2), name="element"),
+            "row_length": Signal(range(length + 1), name="row_length"),
             "count": self._divider.count,
             "busy": self.busy,
             "done": self.done,
+            "error": self.error,
         }
         if checkers:
             checker = {"fault_class": "checker"}
@@ -202,8 +209,11 @@ class GeluUnit(wiring.Component):
 
     def latency(self, n):
         """Clock edges from the one that samples ``start`` to the one after which ``done``
-        is high, both included, for a row of ``n`` elements: ``n (K + 2) + 7``."""
-        check_int("GELU row length n", n, 0, self._length)
+        is high, both included, for a row of ``n`` elements: ``n (K + 2) + 7``.
+
+        Raises ``TypeError`` if ``n`` is not an integer from 1 to ``length``.
+        """
+        check_int("GELU row length n", n, 1, self._length)
         return n * self.period + 7
 
     def register_cycle(self, name, index):
@@ -233,9 +243,9 @@ class GeluUnit(wiring.Component):
         reg = self._registers
         x, x_back, u, exponential, sigma, o = (reg[name] for name in
                                                ("x", "x_back", "u", "e", "sigma", "o"))
-        phase, element = reg["phase"], reg["element"]
+        phase, element, rows = reg["phase"], reg["element"], reg["row_length"]
         g = reg["g"]
-        busy, done = self.busy, self.done
+        busy, done, error = self.busy, self.done, self.error
 
         # The sync domain is used first: Amaranth names a flip-flop after the first signal
         # it meets on its net, so the registers' statements come before the comb ones that
@@ -244,10 +254,6 @@ class GeluUnit(wiring.Component):
         # Schedule: period j (element = j + 1) reads element j + 1 (front), divides
         # element j, and finishes element j - 1 (back). A row runs from phase K - 2 of
         # period -1 to phase 1 of period n.
-        if (1 << len(self.n)) - 1 > length:
-            rows = Mux(self.n > length, length, self.n)
-        else:
-            rows = self.n
         front_valid = element < rows
         divider_valid = (element != 0) & (element <= rows)
         back_valid = element >= 2
@@ -256,9 +262,15 @@ class GeluUnit(wiring.Component):
             return busy & (phase == p)
 
         last = at(1) & (element > rows)
-        with m.If(self.start):
-            m.d.sync += [busy.eq(1), done.eq(0), phase.eq(k - 2), element.eq(0)]
-        with m.Elif(busy):
+        accepted = Signal()      # an idle start with 1 <= n <= length
+        with m.If(accepted):
+            m.d.sync += [busy.eq(1), done.eq(0), error.eq(0), phase.eq(k - 2),
+                         element.eq(0), rows.eq(self.n)]
+        with m.Elif(self.start):  # refused (idle) or ignored (busy: the row goes on)
+            m.d.sync += error.eq(1)
+            with m.If(~busy):
+                m.d.sync += done.eq(0)
+        with m.If(busy):
             with m.If(phase == k + 1):
                 m.d.sync += [phase.eq(0), element.eq(element + 1)]
             with m.Else():
@@ -276,7 +288,8 @@ class GeluUnit(wiring.Component):
         unit_write = output_buffer.write_port()
         host_read = output_buffer.read_port()
         m.d.comb += [
-            host_write.en.eq(self.in_we),
+            accepted.eq(self.start & ~busy & (self.n != 0) & (self.n <= length)),
+            host_write.en.eq(self.in_we & ~busy),
             host_write.addr.eq(self.in_addr),
             host_write.data.eq(self.in_data[:8]),
             host_read.addr.eq(self.out_addr),
@@ -331,10 +344,10 @@ class GeluUnit(wiring.Component):
         ]
 
         if self._checkers:
-            self._elaborate_checkers(m, at, divider_valid, back_valid, last)
+            self._elaborate_checkers(m, at, divider_valid, back_valid, last, accepted)
         return m
 
-    def _elaborate_checkers(self, m, at, divider_valid, back_valid, last):
+    def _elaborate_checkers(self, m, at, divider_valid, back_valid, last, accepted):
         e, k = self._exp_bits, self._sigmoid_bits
         reg = self._registers
         x_back, u, exponential, g, sigma, o = (reg[name] for name in
@@ -362,7 +375,7 @@ class GeluUnit(wiring.Component):
             at(1) & back_valid & output_fail))
 
         flags = self.flags
-        with m.If(self.start):
+        with m.If(accepted):
             m.d.sync += flags.eq(0)
         with m.Else():
             m.d.sync += flags.eq(flags | raised)
@@ -371,6 +384,6 @@ class GeluUnit(wiring.Component):
         for index in range(len(GELU_CHECKS)):
             count = reg[f"flag_count_{index}"]
             incremented = count + 1   # its carry out is the saturation: count == 2^16 - 1
-            with m.If(last & ~self.start & row_flags[index] & ~incremented[-1]):
+            with m.If(last & row_flags[index] & ~incremented[-1]):
                 m.d.sync += count.eq(incremented)
             m.d.comb += self.flag_counts[index].eq(count)

@@ -35,7 +35,8 @@ class SoftmaxUnit(wiring.Component):
     restoring divider (:class:`~hw.nonlinear.divider.RestoringDivider`) and the shift
     exponential (:class:`~hw.nonlinear.shift_exponential.ShiftExponential`).
 
-    **Use.** While the unit is idle the host writes the row's ``n`` scores into the row
+    **Use** (the common unit interface of docs/nonlinear.md, as the GELU unit's). While
+    the unit is idle the host writes the row's ``n`` scores into the row
     buffer (``in_we``, ``in_addr``, ``in_data``; writes while ``busy`` are ignored), sets
     the CSRs ``n``, ``scale_m`` and ``scale_shift`` (held constant while ``busy``: only
     ``n`` is copied, into ``row_length``) and pulses ``start``. ``done`` rises exactly
@@ -120,7 +121,7 @@ class SoftmaxUnit(wiring.Component):
         CSRs ``M`` and ``sh``: the exponent is ``clamp((d * M) >> sh, 0, U_MAX)``.
     flags : Out(6)
         The row's checker flags, bit ``i`` for ``SOFTMAX_CHECKS[i]`` (maximum, exponential,
-        sum, reciprocal, total, peak); sticky for the row, cleared by ``start``. A flag
+        sum, reciprocal, total, peak); sticky for the row, cleared by an accepted ``start``. A flag
         may rise during the row; all are final with ``done``.
     flag_counts : Out(ArrayLayout(16, 6))
         Element ``i``: rows that raised check ``i`` since reset, saturating at 65535.
