@@ -15,11 +15,11 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw.netlist import fault_sites
 from hw.nonlinear.gelu import GELU_CHECKS, GELU_STAGE_REGISTERS, GeluUnit
 from sw.twin.nonlinear import GeluParams, check_gelu, gelu
 from sw.twin.nonlinear.arithmetic import fit
 from sw.twin.nonlinear.gelu import GELU_STAGES
+from tests.unit_registers import unit_registers
 
 torch.set_num_threads(1)
 
@@ -467,7 +467,7 @@ def test_flag_counts_saturate_and_are_kept_across_rows():
     top = (1 << 16) - 1
 
     def preset(ctx):
-        ctx.set(unit.registers["flag_count_0"], top - 1)
+        ctx.set(unit.registers["exponential_count"], top - 1)
 
     upset = Row((7, -7), m, sh, flips=(("exponential", 0, 15),))
     results = simulate(unit, [upset, upset, Row((7, -7), m, sh)], before=preset)
@@ -480,23 +480,15 @@ def test_flag_counts_saturate_and_are_kept_across_rows():
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("checkers", [True, False])
-def test_the_netlist_names_every_register(monkeypatch, checkers):
-    # The unit's classes are not yet among the accelerator's (hw/netlist/fault_sites.py).
-    monkeypatch.setattr(fault_sites, "FAULT_CLASSES",
-                        fault_sites.FAULT_CLASSES + ("nonlinear", "checker"))
-    sites = {site.path: (site.width, site.fault_class)
-             for site in fault_sites.enumerate_fault_sites(GeluUnit(length=8,
-                                                                     checkers=checkers))}
-    expected = {"x": (8, "nonlinear"), "x_back": (8, "nonlinear"), "u": (20, "nonlinear"),
-                "e": (16, "nonlinear"), "divider.quotient": (8, "control"),
-                "divider.remainder": (17, "control"), "divider.saturated": (1, "control"),
-                "sigma": (9, "nonlinear"), "o": (8, "nonlinear"),
-                "divider.count": (4, "control"), "phase": (4, "control"),
-                "element": (4, "control"), "row_length": (4, "control"),
-                "busy": (1, "control"), "done": (1, "control"), "error": (1, "control")}
+def test_the_netlist_names_every_register(checkers):
+    sites = unit_registers(GeluUnit(length=8, checkers=checkers))
+    expected = {"x": 8, "x_back": 8, "u": 20, "e": 16, "divider.quotient": 8,
+                "divider.remainder": 17, "divider.saturated": 1, "sigma": 9, "o": 8,
+                "divider.count": 4, "phase": 4, "element": 4, "row_length": 4, "busy": 1,
+                "done": 1, "error": 1}
     if checkers:
-        expected["flags"] = (4, "checker")
-        expected.update({f"flag_count_{i}": (16, "checker") for i in range(4)})
+        expected["flags"] = 4
+        expected.update({f"{name}_count": 16 for name in GELU_CHECKS})
     assert sites == expected
 
 
@@ -506,7 +498,7 @@ def test_the_netlist_names_every_register(monkeypatch, checkers):
 
 def test_without_checkers_the_outputs_are_the_same_and_flags_read_zero():
     unit = GeluUnit(length=5, checkers=False)
-    assert "flags" not in unit.registers and "flag_count_0" not in unit.registers
+    assert "flags" not in unit.registers and "exponential_count" not in unit.registers
     rng = random.Random(6)
     rows = [Row(random_codes(rng, rng.randint(1, 5)), m, sh) for m, sh in csr_choices(15)]
     rows += upset_rows(unit, 2)[::3]

@@ -16,9 +16,9 @@ import torch
 from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
-from hw.netlist.fault_sites import enumerate_fault_sites
 from hw.nonlinear.softmax import SOFTMAX_CHECKS, SOFTMAX_REGISTERS, SoftmaxUnit
 from sw.twin.nonlinear import SoftmaxParams, check_softmax, softmax
+from tests.unit_registers import unit_registers
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: (bits, signed) of each stage register, as the twin fits them.
@@ -472,7 +472,7 @@ def test_the_interface():
 
 
 def test_the_intermediates_are_flip_flops_named_after_them():
-    widths = {site.path: site.width for site in enumerate_fault_sites(SoftmaxUnit(length=8))}
+    widths = unit_registers(SoftmaxUnit(length=8))
     assert {path: widths.get(path) for path in (
         "maximum", "difference", "exponent", "exponential", "sum", "reciprocal",
         "output_code", "checker.output_excess", "checker.output_peak",
@@ -484,7 +484,6 @@ def test_the_intermediates_are_flip_flops_named_after_them():
         "checker.output_peak": 8, "checker.exponent_integer": 5, "divider.remainder": 19,
         "divider.quotient": 11, **{f"checker.{name}_flag": 1 for name in SOFTMAX_CHECKS},
         **{f"checker.{name}_count": 16 for name in SOFTMAX_CHECKS}}
-    without = {site.path for site in enumerate_fault_sites(SoftmaxUnit(length=8,
-                                                                       checkers=False))}
+    without = set(unit_registers(SoftmaxUnit(length=8, checkers=False)))
     assert not any(path.startswith("checker.") for path in without)
     assert set(SOFTMAX_REGISTERS.values()) <= without

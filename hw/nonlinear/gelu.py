@@ -70,13 +70,14 @@ class GeluUnit(wiring.Component):
     cleared only by reset) counts the row if its flag is set. With ``checkers=False`` none of this
     logic is built and ``flags`` and ``flag_counts`` read 0.
 
-    **Registers** (:attr:`registers`; fault sites of class ``nonlinear``): ``x`` (the
-    input code, ``s 8``), ``x_back`` (``x`` of the element in the back stages, ``s 8``),
-    ``u`` (``u (E+5)``), ``e`` (``u (E+1)``), the divider's ``quotient`` (``g``, ``u K``),
-    ``remainder`` (``u (E+2)``) and ``saturated``, ``sigma`` (``u (K+1)``), ``o`` (``s 8``).
-    Control: ``phase``, ``element``, ``row_length``, the divider's ``count``, ``busy``,
-    ``done``, ``error`` (the ports are the registers); checker state (class ``checker``): ``flags`` (the port),
-    ``flag_count_{c}``.
+    **Registers** (:attr:`registers`, named as here in the netlist; no ``fault_class``
+    attribute: the integration classifies them as the ``gelu`` unit's). Datapath: ``x``
+    (the input code, ``s 8``), ``x_back`` (``x`` of the element in the back stages,
+    ``s 8``), ``u`` (``u (E+5)``), ``e`` (``u (E+1)``), the divider's ``quotient`` (``g``,
+    ``u K``), ``remainder`` (``u (E+2)``) and ``saturated``, ``sigma`` (``u (K+1)``), ``o``
+    (``s 8``). Control: ``phase``, ``element``, ``row_length``, the divider's ``count``,
+    ``busy``, ``done``, ``error`` (the ports are the registers). Checkers: ``flags`` (the
+    port) and ``<check>_count`` for each check of :data:`GELU_CHECKS`.
 
     Parameters
     ----------
@@ -151,19 +152,18 @@ class GeluUnit(wiring.Component):
             "flag_counts": Out(data.ArrayLayout(_COUNT_BITS, checks)),
         })
         e, k = exp_bits, sigmoid_bits
-        datapath = {"fault_class": "nonlinear"}
         self._divider = RestoringDivider(dividend_bits=e + 1 + k, divisor_bits=e + 2,
                                          quotient_bits=k, src_loc_at=1)
         self._registers = {
-            "x": Signal(signed(8), name="x", attrs=datapath),
-            "x_back": Signal(signed(8), name="x_back", attrs=datapath),
-            "u": Signal(e + 5, name="u", attrs=datapath),
-            "e": Signal(e + 1, name="e", attrs=datapath),
+            "x": Signal(signed(8), name="x"),
+            "x_back": Signal(signed(8), name="x_back"),
+            "u": Signal(e + 5, name="u"),
+            "e": Signal(e + 1, name="e"),
             "g": self._divider.quotient,
             "remainder": self._divider.remainder,
             "saturated": self._divider.saturated,
-            "sigma": Signal(k + 1, name="sigma", attrs=datapath),
-            "o": Signal(signed(8), name="o", attrs=datapath),
+            "sigma": Signal(k + 1, name="sigma"),
+            "o": Signal(signed(8), name="o"),
             "phase": Signal(range(k + 2), name="phase"),
             "element": Signal(range(length + 2), name="element"),
             "row_length": Signal(range(length + 1), name="row_length"),
@@ -173,12 +173,9 @@ class GeluUnit(wiring.Component):
             "error": self.error,
         }
         if checkers:
-            checker = {"fault_class": "checker"}
-            self.flags.attrs.update(checker)
             self._registers["flags"] = self.flags
-            for index in range(checks):
-                self._registers[f"flag_count_{index}"] = Signal(
-                    _COUNT_BITS, name=f"flag_count_{index}", attrs=checker)
+            for name in GELU_CHECKS:
+                self._registers[f"{name}_count"] = Signal(_COUNT_BITS, name=f"{name}_count")
 
     @property
     def length(self):
@@ -381,8 +378,8 @@ class GeluUnit(wiring.Component):
             m.d.sync += flags.eq(flags | raised)
 
         row_flags = flags | raised
-        for index in range(len(GELU_CHECKS)):
-            count = reg[f"flag_count_{index}"]
+        for index, name in enumerate(GELU_CHECKS):
+            count = reg[f"{name}_count"]
             incremented = count + 1   # its carry out is the saturation: count == 2^16 - 1
             with m.If(last & row_flags[index] & ~incremented[-1]):
                 m.d.sync += count.eq(incremented)

@@ -76,7 +76,8 @@ class SoftmaxUnit(wiring.Component):
     :meth:`stage_cycle` answers the table for a testbench or a fault injector: a register
     changed in that cycle (after the edge) is what the twin's ``hook`` changes.
 
-    **Registers** (flip-flops, named as here in the netlist): the twin's stages
+    **Registers** (flip-flops, named as here in the netlist; no ``fault_class`` attribute:
+    the integration classifies them as the ``softmax`` unit's): the twin's stages
     ``maximum`` (s32), ``difference`` (s33), ``exponent`` (u(E+5)), ``exponential``
     (u(E+1)), ``sum`` (u(E+L)), ``reciprocal`` (u(7+L)) and ``output_code`` (s8;
     ``output`` is a Verilog keyword); in ``checker``, ``output_excess`` (s(8+L), the
