@@ -461,10 +461,17 @@ def test_upsets_of_several_stages_and_elements_equal_the_twin():
     run_and_compare(unit, rows)
 
 
-def test_flag_counts_saturate_and_are_kept_across_rows():
-    unit = GeluUnit(length=2)
+@pytest.mark.parametrize("count_bits", [None, 1, 16])
+def test_flag_counts_saturate_and_are_kept_across_rows(count_bits):
+    """``count_bits`` wide counters (8 by default) stop at ``2^count_bits - 1``."""
+    if count_bits is None:
+        unit = GeluUnit(length=2)
+        assert unit.count_bits == 8
+    else:
+        unit = GeluUnit(length=2, count_bits=count_bits)
+    assert len(unit.flag_counts[0]) == unit.count_bits
     m, sh = csr_choices(15)[0]
-    top = (1 << 16) - 1
+    top = (1 << unit.count_bits) - 1
 
     def preset(ctx):
         ctx.set(unit.registers["exponential_count"], top - 1)
@@ -488,7 +495,7 @@ def test_the_netlist_names_every_register(checkers):
                 "done": 1, "error": 1}
     if checkers:
         expected["flags"] = 4
-        expected.update({f"{name}_count": 16 for name in GELU_CHECKS})
+        expected.update({f"{name}_count": 8 for name in GELU_CHECKS})
     assert sites == expected
 
 
@@ -521,6 +528,10 @@ def test_without_checkers_the_outputs_are_the_same_and_flags_read_zero():
     ({"length": 8, "exp_bits": 9, "sigmoid_bits": 10}, ValueError,
      "GELU sigmoid_bits 10 exceeds exp_bits 9"),
     ({"length": 8, "checkers": 1}, TypeError, "GELU checkers must be a bool, not 1"),
+    ({"length": 8, "count_bits": 0}, TypeError,
+     "GELU count_bits must be an integer from 1 to 32, not 0"),
+    ({"length": 8, "count_bits": 33}, TypeError,
+     "GELU count_bits must be an integer from 1 to 32, not 33"),
 ])
 def test_parameter_errors_name_the_parameter(kwargs, error, message):
     with pytest.raises(error, match=f"^{message}$"):

@@ -385,6 +385,23 @@ def test_the_reciprocal_check_at_the_widest_quotient_equals_the_twin():
         [False, True, True, True, True, True, False, True]
 
 
+@pytest.mark.parametrize("count_bits", [1, 2])
+def test_the_counters_saturate_at_count_bits(count_bits):
+    """Each counter of ``flag_counts`` stops at ``2^count_bits - 1``; a clean row leaves
+    them alone."""
+    unit = SoftmaxUnit(length=8, count_bits=count_bits)
+    corrupted = Job(ROW, *TYPICAL, Corruption("sum", 0, flip(18)))
+    jobs = [corrupted] * 4 + [Job(ROW, *TYPICAL)]
+    records = simulate(unit, jobs)
+    expected = [twin_row(unit, job) for job in jobs]
+    top = (1 << count_bits) - 1
+    assert [(record.outputs, record.flags) for record in records] == expected
+    assert [record.counts for record in records] == \
+        [[min(count, top) for count in counts]
+         for counts in expected_counts([word for _, word in expected])]
+    assert flag_names(expected[0][1]) == {"sum", "total"}
+
+
 # ---------------------------------------------------------------------------------------
 # Starts the unit refuses or ignores
 # ---------------------------------------------------------------------------------------
@@ -442,6 +459,9 @@ def test_the_parameters_are_checked():
         SoftmaxUnit(length=8, exp_bits=7)
     with pytest.raises(TypeError, match=r"^Softmax checkers must be a bool, not 1$"):
         SoftmaxUnit(length=8, checkers=1)
+    with pytest.raises(TypeError, match=r"^Softmax count_bits must be an integer from 1 to "
+                                        r"32, not 0$"):
+        SoftmaxUnit(length=8, count_bits=0)
     unit = SoftmaxUnit(length=8)
     with pytest.raises(TypeError, match=r"^Softmax row length n must be an integer from 1 "
                                         r"to 8, not 9$"):
@@ -466,6 +486,8 @@ def test_the_interface():
         "flags": ("Out", 6)}
     assert unit.checks == SOFTMAX_CHECKS == ("maximum", "exponential", "sum", "reciprocal",
                                              "total", "peak")
+    assert (unit.count_bits, len(unit.flag_counts[0]), len(unit.flag_counts)) == (8, 8, 6)
+    assert len(SoftmaxUnit(length=8, count_bits=12).flag_counts[5]) == 12
     assert (unit.index_bits, unit.precision, unit.quotient_bits) == (9, 24, 16)
     assert {stage: register.name for stage, register in unit.stage_registers.items()} == \
         SOFTMAX_REGISTERS
@@ -483,7 +505,7 @@ def test_the_intermediates_are_flip_flops_named_after_them():
         "reciprocal": 11, "output_code": 8, "checker.output_excess": 12,
         "checker.output_peak": 8, "checker.exponent_integer": 5, "divider.remainder": 19,
         "divider.quotient": 11, **{f"checker.{name}_flag": 1 for name in SOFTMAX_CHECKS},
-        **{f"checker.{name}_count": 16 for name in SOFTMAX_CHECKS}}
+        **{f"checker.{name}_count": 8 for name in SOFTMAX_CHECKS}}
     without = set(unit_registers(SoftmaxUnit(length=8, checkers=False)))
     assert not any(path.startswith("checker.") for path in without)
     assert set(SOFTMAX_REGISTERS.values()) <= without

@@ -5,6 +5,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.nonlinear.divider import RestoringDivider
+from hw.nonlinear.flag_counter import DEFAULT_COUNT_BITS, check_count_bits, count_row
 from hw.nonlinear.shift_exponential import (MAX_EXP_BITS, MIN_EXP_BITS, ExponentialCheck,
                                             ShiftExponential, exponent_limit)
 from hw.validation import check_int
@@ -21,7 +22,6 @@ GELU_STAGE_REGISTERS = {"input": "x", "exponent": "u", "exponential": "e",
                         "quotient": "g", "sigmoid": "sigma", "output": "o"}
 
 _OUTPUT_LIMIT = 127
-_COUNT_BITS = 16
 
 
 class GeluUnit(wiring.Component):
@@ -66,9 +66,9 @@ class GeluUnit(wiring.Component):
     <= 2^K`` if ``x >= 0``, ``σ <= 2^(K-1)`` if ``x < 0``), ``output`` (``(x + 1) >> 1 <= o
     <= max(x, 0)``). Each is evaluated once per element, in the cycle its registers hold
     that element; a failure sets its bit of ``flags`` until the next accepted ``start``. At
-    the end of the row each ``flag_counts[c]`` (a 16-bit counter, saturating at 65535,
-    cleared only by reset) counts the row if its flag is set. With ``checkers=False`` none of this
-    logic is built and ``flags`` and ``flag_counts`` read 0.
+    the end of the row each ``flag_counts[c]`` (a ``count_bits``-bit counter, saturating at
+    ``2^count_bits - 1``, cleared only by reset) counts the row if its flag is set. With
+    ``checkers=False`` none of this logic is built and ``flags`` and ``flag_counts`` read 0.
 
     **Registers** (:attr:`registers`, named as here in the netlist; no ``fault_class``
     attribute: the integration classifies them as the ``gelu`` unit's). Datapath: ``x``
@@ -89,6 +89,8 @@ class GeluUnit(wiring.Component):
         ``K``, 2 .. ``exp_bits`` (default 8).
     checkers : bool
         Build the checkers (default True).
+    count_bits : int
+        Width of each counter of ``flag_counts``, 1 .. 32 (default 8).
 
     Members
     -------
@@ -113,8 +115,8 @@ class GeluUnit(wiring.Component):
         The CSR pair ``(M, sh)`` of ``c = 1.702 S log2(e) 2^E``.
     flags : Out(4)
         Sticky per row, bit ``i`` for ``GELU_CHECKS[i]``.
-    flag_counts : Out(ArrayLayout(16, 4))
-        Rows that raised each check.
+    flag_counts : Out(ArrayLayout(count_bits, 4))
+        Rows that raised each check since reset, saturating.
 
     Raises
     ------
@@ -124,7 +126,8 @@ class GeluUnit(wiring.Component):
         If ``sigmoid_bits`` exceeds ``exp_bits``.
     """
 
-    def __init__(self, *, length, exp_bits=15, sigmoid_bits=8, checkers=True):
+    def __init__(self, *, length, exp_bits=15, sigmoid_bits=8, checkers=True,
+                 count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("GELU length", length, 1, MAX_GELU_LENGTH)
         self._exp_bits = check_int("GELU exp_bits", exp_bits, MIN_EXP_BITS, MAX_EXP_BITS)
         self._sigmoid_bits = check_int("GELU sigmoid_bits", sigmoid_bits, 2, MAX_EXP_BITS)
@@ -134,6 +137,7 @@ class GeluUnit(wiring.Component):
         if not isinstance(checkers, bool):
             raise TypeError(f"GELU checkers must be a bool, not {checkers!r}")
         self._checkers = checkers
+        self._count_bits = check_count_bits("GELU", count_bits)
         checks = len(GELU_CHECKS)
         super().__init__({
             "start": In(1),
@@ -149,7 +153,7 @@ class GeluUnit(wiring.Component):
             "scale_m": In(16),
             "scale_shift": In(6),
             "flags": Out(checks),
-            "flag_counts": Out(data.ArrayLayout(_COUNT_BITS, checks)),
+            "flag_counts": Out(data.ArrayLayout(count_bits, checks)),
         })
         e, k = exp_bits, sigmoid_bits
         self._divider = RestoringDivider(dividend_bits=e + 1 + k, divisor_bits=e + 2,
@@ -175,7 +179,7 @@ class GeluUnit(wiring.Component):
         if checkers:
             self._registers["flags"] = self.flags
             for name in GELU_CHECKS:
-                self._registers[f"{name}_count"] = Signal(_COUNT_BITS, name=f"{name}_count")
+                self._registers[f"{name}_count"] = Signal(count_bits, name=f"{name}_count")
 
     @property
     def length(self):
@@ -192,6 +196,10 @@ class GeluUnit(wiring.Component):
     @property
     def checkers(self):
         return self._checkers
+
+    @property
+    def count_bits(self):
+        return self._count_bits
 
     @property
     def period(self):
@@ -380,7 +388,5 @@ class GeluUnit(wiring.Component):
         row_flags = flags | raised
         for index, name in enumerate(GELU_CHECKS):
             count = reg[f"{name}_count"]
-            incremented = count + 1   # its carry out is the saturation: count == 2^16 - 1
-            with m.If(last & row_flags[index] & ~incremented[-1]):
-                m.d.sync += count.eq(incremented)
+            count_row(m, count, last & row_flags[index])
             m.d.comb += self.flag_counts[index].eq(count)

@@ -9,11 +9,11 @@ from hw.config import INT32_MIN
 from hw.nonlinear.divider import RestoringDivider
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
                                             ShiftExponential, exponent_limit)
-from hw.nonlinear.softmax_checker import FLAG_COUNT_BITS, ONE, SOFTMAX_CHECKS, SoftmaxChecker
+from hw.nonlinear.flag_counter import DEFAULT_COUNT_BITS, check_count_bits
+from hw.nonlinear.softmax_checker import ONE, SOFTMAX_CHECKS, SoftmaxChecker
 from hw.validation import check_int
 
-__all__ = ["SoftmaxUnit", "SOFTMAX_CHECKS", "SOFTMAX_REGISTERS", "MAX_SOFTMAX_LENGTH", "ONE",
-           "FLAG_COUNT_BITS"]
+__all__ = ["SoftmaxUnit", "SOFTMAX_CHECKS", "SOFTMAX_REGISTERS", "MAX_SOFTMAX_LENGTH", "ONE"]
 
 #: The stages of the twin that live in a register, with the register's name.
 SOFTMAX_REGISTERS = {"maximum": "maximum", "difference": "difference", "exponent": "exponent",
@@ -98,6 +98,8 @@ class SoftmaxUnit(wiring.Component):
     checkers : bool
         Build the six checkers and their counters; without them ``flags`` and
         ``flag_counts`` read 0 (the latency is the same).
+    count_bits : int
+        Width of each counter of ``flag_counts``, 1 .. 32 (default 8).
 
     Members
     -------
@@ -124,22 +126,25 @@ class SoftmaxUnit(wiring.Component):
         The row's checker flags, bit ``i`` for ``SOFTMAX_CHECKS[i]`` (maximum, exponential,
         sum, reciprocal, total, peak); sticky for the row, cleared by an accepted ``start``. A flag
         may rise during the row; all are final with ``done``.
-    flag_counts : Out(ArrayLayout(16, 6))
-        Element ``i``: rows that raised check ``i`` since reset, saturating at 65535.
+    flag_counts : Out(ArrayLayout(count_bits, 6))
+        Element ``i``: rows that raised check ``i`` since reset, saturating at
+        ``2^count_bits - 1``.
 
     Raises
     ------
     TypeError
-        If ``length`` or ``exp_bits`` is not an integer in its range, or ``checkers`` is
-        not a bool.
+        If ``length``, ``exp_bits`` or ``count_bits`` is not an integer in its range, or
+        ``checkers`` is not a bool.
     """
 
-    def __init__(self, *, length, exp_bits=MAX_EXP_BITS, checkers=True):
+    def __init__(self, *, length, exp_bits=MAX_EXP_BITS, checkers=True,
+                 count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("Softmax length", length, 1, MAX_SOFTMAX_LENGTH)
         self._exp_bits = check_int("Softmax exp_bits", exp_bits, MIN_EXP_BITS, MAX_EXP_BITS)
         if not isinstance(checkers, bool):
             raise TypeError(f"Softmax checkers must be a bool, not {checkers!r}")
         self._checkers = checkers
+        self._count_bits = check_count_bits("Softmax", count_bits)
         e, index = exp_bits, self.index_bits
         self._registers = {
             "maximum": Signal(signed(32), name="maximum", init=INT32_MIN),
@@ -164,7 +169,7 @@ class SoftmaxUnit(wiring.Component):
             "scale_m": In(16),
             "scale_shift": In(6),
             "flags": Out(len(SOFTMAX_CHECKS)),
-            "flag_counts": Out(data.ArrayLayout(FLAG_COUNT_BITS, len(SOFTMAX_CHECKS))),
+            "flag_counts": Out(data.ArrayLayout(count_bits, len(SOFTMAX_CHECKS))),
         })
 
     @property
@@ -178,6 +183,10 @@ class SoftmaxUnit(wiring.Component):
     @property
     def checkers(self):
         return self._checkers
+
+    @property
+    def count_bits(self):
+        return self._count_bits
 
     @property
     def checks(self):
@@ -350,7 +359,8 @@ class SoftmaxUnit(wiring.Component):
         reciprocal_check = Signal()
         finish = Signal()
         if self._checkers:
-            m.submodules.checker = checker = SoftmaxChecker(length=self._length, exp_bits=e)
+            m.submodules.checker = checker = SoftmaxChecker(length=self._length, exp_bits=e,
+                                                              count_bits=self._count_bits)
             m.d.comb += [
                 checker.clear.eq(accepted),
                 checker.sum_check.eq(sum_check),
