@@ -1,11 +1,12 @@
 """The integer GELU unit and its checkers (docs/nonlinear.md, "GELU")."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In
 
 from hw.nonlinear.divider import RestoringDivider
-from hw.nonlinear.flag_counter import DEFAULT_COUNT_BITS, check_count_bits, count_row
+from hw.nonlinear.interface import (DEFAULT_COUNT_BITS, check_count_bits, count_row,
+                                    unit_members)
 from hw.nonlinear.shift_exponential import (MAX_EXP_BITS, MIN_EXP_BITS, ExponentialCheck,
                                             ShiftExponential, exponent_limit)
 from hw.validation import check_int
@@ -94,29 +95,14 @@ class GeluUnit(wiring.Component):
 
     Members
     -------
-    start : In(1)
-        One-cycle pulse: begin a row.
-    busy : Out(1)
-    done : Out(1)
-        Sticky from the end of the row until the next accepted ``start``.
-    error : Out(1)
-        The last ``start`` was refused (illegal ``n``) or came while ``busy``.
-    n : In(range(length + 1))
-        CSR: elements in the row, 1 .. length.
-    in_we : In(1)
-    in_addr : In(range(length))
-    in_data : In(signed(32))
-        Only ``in_data[:8]`` is stored.
-    out_addr : In(range(length))
-    out_data : Out(signed(8))
-        Read latency 1.
+    The common unit interface (:func:`~hw.nonlinear.interface.unit_members`: ``start``,
+    ``busy``, ``done``, ``error``, ``n``, ``in_we``, ``in_addr``, ``in_data`` (only
+    ``in_data[:8]`` is stored), ``out_addr``, ``out_data``, ``flags``, ``flag_counts``) with
+    four checks, bit ``i`` of ``flags`` and element ``i`` of ``flag_counts`` for
+    ``GELU_CHECKS[i]``. Parameter ports:
     scale_m : In(16)
     scale_shift : In(6)
         The CSR pair ``(M, sh)`` of ``c = 1.702 S log2(e) 2^E``.
-    flags : Out(4)
-        Sticky per row, bit ``i`` for ``GELU_CHECKS[i]``.
-    flag_counts : Out(ArrayLayout(count_bits, 4))
-        Rows that raised each check since reset, saturating.
 
     Raises
     ------
@@ -139,22 +125,9 @@ class GeluUnit(wiring.Component):
         self._checkers = checkers
         self._count_bits = check_count_bits("GELU", count_bits)
         checks = len(GELU_CHECKS)
-        super().__init__({
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "n": In(range(length + 1)),
-            "in_we": In(1),
-            "in_addr": In(range(length)),
-            "in_data": In(signed(32)),
-            "out_addr": In(range(length)),
-            "out_data": Out(signed(8)),
-            "scale_m": In(16),
-            "scale_shift": In(6),
-            "flags": Out(checks),
-            "flag_counts": Out(data.ArrayLayout(count_bits, checks)),
-        })
+        super().__init__(unit_members(
+            length=length, checks=checks, count_bits=count_bits,
+            parameters={"scale_m": In(16), "scale_shift": In(6)}))
         e, k = exp_bits, sigmoid_bits
         self._divider = RestoringDivider(dividend_bits=e + 1 + k, divisor_bits=e + 2,
                                          quotient_bits=k, src_loc_at=1)

@@ -1,15 +1,15 @@
 """The integer softmax unit of docs/nonlinear.md ("Softmax"), with its six row checkers."""
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from hw.config import INT32_MIN
 from hw.nonlinear.divider import RestoringDivider
+from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, unit_members
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
                                             ShiftExponential, exponent_limit)
-from hw.nonlinear.flag_counter import DEFAULT_COUNT_BITS, check_count_bits
 from hw.nonlinear.softmax_checker import ONE, SOFTMAX_CHECKS, SoftmaxChecker
 from hw.validation import check_int
 
@@ -103,32 +103,15 @@ class SoftmaxUnit(wiring.Component):
 
     Members
     -------
-    start : In(1)
-        One-cycle pulse: begin a row.
-    busy : Out(1)
-    done : Out(1)
-        Sticky from the end of the row until the next accepted ``start``.
-    error : Out(1)
-        The last ``start`` was refused (illegal ``n``) or came while ``busy``.
-    n : In(range(length + 1))
-        CSR: the row length, 1 .. length.
-    in_we : In(1)
-    in_addr : In(range(length))
-    in_data : In(signed(32))
-        Host writes of the scores into the row buffer (while idle).
-    out_addr : In(range(length))
-    out_data : Out(signed(8))
-        The output buffer, one cycle of read latency.
+    The common unit interface (:func:`~hw.nonlinear.interface.unit_members`: ``start``,
+    ``busy``, ``done``, ``error``, ``n``, ``in_we``, ``in_addr``, ``in_data`` (the int32
+    scores), ``out_addr``, ``out_data`` (the codes), ``flags``, ``flag_counts``) with six
+    checks, bit ``i`` of ``flags`` and element ``i`` of ``flag_counts`` for
+    ``SOFTMAX_CHECKS[i]`` (maximum, exponential, sum, reciprocal, total, peak); a flag may
+    rise during the row, all are final with ``done``. Parameter ports:
     scale_m : In(16)
     scale_shift : In(6)
         CSRs ``M`` and ``sh``: the exponent is ``clamp((d * M) >> sh, 0, U_MAX)``.
-    flags : Out(6)
-        The row's checker flags, bit ``i`` for ``SOFTMAX_CHECKS[i]`` (maximum, exponential,
-        sum, reciprocal, total, peak); sticky for the row, cleared by an accepted ``start``. A flag
-        may rise during the row; all are final with ``done``.
-    flag_counts : Out(ArrayLayout(count_bits, 6))
-        Element ``i``: rows that raised check ``i`` since reset, saturating at
-        ``2^count_bits - 1``.
 
     Raises
     ------
@@ -155,22 +138,9 @@ class SoftmaxUnit(wiring.Component):
             "reciprocal": Signal(7 + index, name="reciprocal"),
             "output": Signal(signed(8), name="output_code"),
         }
-        super().__init__({
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "n": In(range(length + 1)),
-            "in_we": In(1),
-            "in_addr": In(range(length)),
-            "in_data": In(signed(32)),
-            "out_addr": In(range(length)),
-            "out_data": Out(signed(8)),
-            "scale_m": In(16),
-            "scale_shift": In(6),
-            "flags": Out(len(SOFTMAX_CHECKS)),
-            "flag_counts": Out(data.ArrayLayout(count_bits, len(SOFTMAX_CHECKS))),
-        })
+        super().__init__(unit_members(
+            length=length, checks=len(SOFTMAX_CHECKS), count_bits=count_bits,
+            parameters={"scale_m": In(16), "scale_shift": In(6)}))
 
     @property
     def length(self):

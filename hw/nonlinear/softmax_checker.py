@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
                                             ExponentialCheck, exponent_over_limit)
-from hw.nonlinear.flag_counter import DEFAULT_COUNT_BITS, check_count_bits, count_row
+from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, count_row
 from hw.validation import check_int
 
 __all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "ONE"]
