@@ -47,18 +47,18 @@ class GeluUnit(wiring.Component):
     :class:`amaranth.lib.memory.Memory` of ``length`` int8 words (not fault sites).
 
     **Refused and ignored starts.** A ``start`` with ``n == 0`` or ``n > length`` is refused:
-    the unit stays idle, ``done`` is cleared and ``error`` is set. A ``start`` while
+    the unit stays idle, ``done`` is cleared and ``error`` is set (``flags`` and the
+    counters are left alone). A ``start`` while
     ``busy`` is ignored and sets ``error``; the running row finishes normally (its flags
     and counts as without the start). The next accepted ``start`` clears ``error``.
 
-    **Timing.** An accepted ``start`` clears ``done``, ``error`` and ``flags``, sets ``busy``
-    and begins the row; the
-    elements go through a schedule of period ``P = K + 2`` cycles in which the divider
-    works on element ``i`` while the front stages (read, ``x``, ``u``, ``e``) prepare
-    element ``i + 1`` and the back stages (``o``, the output write) finish element
-    ``i - 1``. :meth:`latency` ``(n) = n (K + 2) + 7`` clock edges, counted from the one
-    that samples ``start`` to the one after which ``done`` is high, both included (``done``
-    is sticky until the next ``start``). :meth:`register_cycle` says when each register
+    **Timing.** An accepted ``start`` clears ``done``, ``error`` and ``flags``, sets
+    ``busy`` and begins the row; the elements go through a schedule of period ``P = K + 2``
+    cycles in which the divider works on element ``i`` while the front stages (read, ``x``,
+    ``u``, ``e``) prepare element ``i + 1`` and the back stages (``o``, the output write)
+    finish element ``i - 1``. :meth:`latency` ``(n) = n (K + 2) + 7`` clock edges, counted
+    from the one that samples ``start`` to the one after which ``done`` is high, both
+    included. :meth:`register_cycle` says when each register
     holds an element's value (for fault injection).
 
     **Checkers** (``checkers=True``), one bit each of ``flags`` in the order of

@@ -50,7 +50,8 @@ class SoftmaxUnit(wiring.Component):
 
     **Illegal starts.** A ``start`` with ``n == 0`` or ``n > length`` is refused: the unit
     stays idle, ``done`` is cleared and ``error`` is set (a host waiting for ``done``
-    times out rather than taking the previous row's codes). A ``start`` while ``busy`` is
+    times out rather than taking the previous row's codes; ``flags`` and the counters are
+    left alone). A ``start`` while ``busy`` is
     ignored and sets ``error``; the running row finishes normally. The next accepted
     ``start`` clears ``error``.
 
