@@ -446,6 +446,30 @@ def test_illegal_row_lengths_and_starts_while_busy_set_error():
     assert seen["disturbed"].done_cycle == unit.latency(5)
 
 
+def test_a_refused_start_leaves_the_flags_and_the_counters_alone():
+    unit = SoftmaxUnit(length=8)
+    job = Job(ROW, *TYPICAL, Corruption("sum", 0, flip(18)))
+    seen = {}
+
+    async def testbench(ctx):
+        seen["row"] = await run_row(ctx, unit, job)
+        ctx.set(unit.n, 0)
+        ctx.set(unit.start, 1)
+        await ctx.tick()
+        ctx.set(unit.start, 0)
+        await ctx.tick()
+        seen["refused"] = (ctx.get(unit.error), ctx.get(unit.done), ctx.get(unit.flags),
+                           list(ctx.get(unit.flag_counts)))
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    row = seen["row"]
+    assert flag_names(row.flags) == {"sum", "total"}
+    assert seen["refused"] == (1, 0, row.flags, row.counts)
+
+
 # ---------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------
