@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""The saturating restoring divider (hw/nonlinear/divider.py) against the twin's divide."""
+"""The saturating restoring divider (hw/nonlinear/divider.py) against the twin's ``divide``."""
 
 import random
 
@@ -10,35 +10,64 @@ from amaranth.sim import Simulator
 from hw.nonlinear.divider import RestoringDivider
 from sw.twin.nonlinear.arithmetic import divide
 
+torch.set_num_threads(1)
 
-def run_divisions(divider, cases):
-    """Each ``(dividend, divisor)`` through the divider: (quotient, saturated, busy cycles)."""
+
+def run_divisions(divider, operands):
+    """(quotient, remainder, saturated) of each (D, s); ``busy`` is checked in every cycle
+    (high for ``Q`` cycles after the ``start`` edge, low once the result is held)."""
     results = []
 
-    async def testbench(ctx):
-        for dividend, divisor in cases:
+    async def bench(ctx):
+        for dividend, divisor in operands:
             ctx.set(divider.dividend, dividend)
             ctx.set(divider.divisor, divisor)
             ctx.set(divider.start, 1)
-            await ctx.tick()
+            await ctx.tick()                     # edge 1: start sampled, operands loaded
             ctx.set(divider.start, 0)
-            busy = 0
-            while ctx.get(divider.busy):
-                busy += 1
+            ctx.set(divider.dividend, 0)         # the dividend is not needed any more
+            for _ in range(divider.latency - 1):
+                assert ctx.get(divider.busy)
                 await ctx.tick()
-            results.append((ctx.get(divider.quotient), ctx.get(divider.saturated), busy))
+            assert not ctx.get(divider.busy)
+            results.append((ctx.get(divider.quotient), ctx.get(divider.remainder),
+                            ctx.get(divider.saturated)))
 
-    sim = Simulator(divider)
-    sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulator = Simulator(divider)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
     return results
+
+
+def expected(operands, quotient_bits):
+    dividends = torch.tensor([d for d, _ in operands])
+    divisors = torch.tensor([s for _, s in operands])
+    return divide(dividends, divisors, quotient_bits).tolist()
+
+
+def overflows(dividend, divisor, quotient_bits):
+    return divisor == 0 or dividend >> quotient_bits >= divisor
+
+
+def test_every_small_division_equals_the_twin():
+    divider = RestoringDivider(dividend_bits=7, divisor_bits=4, quotient_bits=4)
+    operands = [(d, s) for d in range(128) for s in range(16)]
+    results = run_divisions(divider, operands)
+    assert [q for q, _, _ in results] == expected(operands, 4)
+    for (dividend, divisor), (_, remainder, saturated) in zip(operands, results, strict=True):
+        overflow = overflows(dividend, divisor, 4)
+        assert saturated == overflow
+        if not overflow:
+            assert remainder == dividend % divisor
 
 
 @pytest.mark.parametrize(("dividend_bits", "divisor_bits", "quotient_bits"),
                          [(7 + 24, 24, 16), (24, 17, 8), (5, 3, 1), (4, 6, 8)])
 def test_quotients_equal_the_twin_including_the_saturating_cases(dividend_bits, divisor_bits,
                                                                  quotient_bits):
+    """The softmax's widths (E 15, length 256), the GELU's (E 15, K 8), one quotient bit,
+    and a dividend narrower than the quotient."""
     rng = random.Random(dividend_bits)
     cases = [(rng.randrange(1 << dividend_bits), rng.randrange(1 << divisor_bits))
              for _ in range(60)]
@@ -52,22 +81,57 @@ def test_quotients_equal_the_twin_including_the_saturating_cases(dividend_bits, 
     divider = RestoringDivider(dividend_bits=dividend_bits, divisor_bits=divisor_bits,
                                quotient_bits=quotient_bits)
     results = run_divisions(divider, cases)
-    dividends = torch.tensor([case[0] for case in cases])
-    divisors = torch.tensor([case[1] for case in cases])
-    expected = divide(dividends, divisors, quotient_bits).tolist()
-    assert [result[0] for result in results] == expected
+    assert [q for q, _, _ in results] == expected(cases, quotient_bits)
+    assert [bool(saturated) for _, _, saturated in results] == \
+        [overflows(dividend, divisor, quotient_bits) for dividend, divisor in cases]
     full = (1 << quotient_bits) - 1
-    assert [bool(result[1]) for result in results] == \
-        [divisor == 0 or dividend >> quotient_bits >= divisor for dividend, divisor in cases]
-    assert [result[0] for result in results if result[1]] == \
-        [full] * sum(result[1] for result in results)
-    assert {result[2] for result in results} == {divider.cycles} == {quotient_bits}
+    assert {q for q, _, saturated in results if saturated} <= {full}
+    assert divider.latency == quotient_bits + 1
 
 
-def test_the_parameters_are_checked():
-    with pytest.raises(TypeError, match=r"^Divider quotient_bits must be an integer from 1 "
-                                        r"to 64, not 0$"):
-        RestoringDivider(dividend_bits=8, divisor_bits=8, quotient_bits=0)
-    with pytest.raises(TypeError, match=r"^Divider divisor_bits must be an integer from 1 "
-                                        r"to 64, not True$"):
-        RestoringDivider(dividend_bits=8, divisor_bits=True, quotient_bits=4)
+def test_the_gelu_divider_on_random_and_saturating_operands():
+    divider = RestoringDivider(dividend_bits=24, divisor_bits=17, quotient_bits=8)
+    rng = random.Random(1)
+    operands = [(e << 8, (1 << 15) + e) for e in (0, 1, 1 << 14, 1 << 15, (1 << 16) - 1)]
+    operands += [(rng.getrandbits(24), rng.getrandbits(17)) for _ in range(200)]
+    operands += [(s << 8, s) for s in (1, 5, (1 << 16) - 1)] + [((s << 8) - 1, s)
+                                                                  for s in (1, 5, 1 << 16)]
+    operands += [(rng.getrandbits(24), 0)]
+    results = run_divisions(divider, operands)
+    assert [q for q, _, _ in results] == expected(operands, 8)
+
+
+def test_a_start_while_busy_restarts():
+    divider = RestoringDivider(dividend_bits=8, divisor_bits=4, quotient_bits=4)
+    quotients = []
+
+    async def bench(ctx):
+        ctx.set(divider.dividend, 200)
+        ctx.set(divider.divisor, 15)
+        ctx.set(divider.start, 1)
+        await ctx.tick()
+        ctx.set(divider.dividend, 100)
+        ctx.set(divider.divisor, 9)
+        await ctx.tick().repeat(2)            # restarted at the second and third edges
+        ctx.set(divider.start, 0)
+        await ctx.tick().repeat(divider.latency - 1)
+        quotients.append(ctx.get(divider.quotient))
+
+    simulator = Simulator(divider)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    assert quotients == [100 // 9]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dividend_bits": 0, "divisor_bits": 4, "quotient_bits": 4},
+     "Divider dividend_bits must be an integer from 1 to 128, not 0"),
+    ({"dividend_bits": 8, "divisor_bits": 4, "quotient_bits": 0},
+     "Divider quotient_bits must be an integer from 1 to 64, not 0"),
+    ({"dividend_bits": 8, "divisor_bits": True, "quotient_bits": 4},
+     "Divider divisor_bits must be an integer from 1 to 64, not True"),
+])
+def test_parameter_errors_name_the_parameter(kwargs, message):
+    with pytest.raises(TypeError, match=f"^{message}$"):
+        RestoringDivider(**kwargs)

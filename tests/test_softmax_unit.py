@@ -16,9 +16,9 @@ import torch
 from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
-from hw.netlist.fault_sites import enumerate_fault_sites
 from hw.nonlinear.softmax import SOFTMAX_CHECKS, SOFTMAX_REGISTERS, SoftmaxUnit
 from sw.twin.nonlinear import SoftmaxParams, check_softmax, softmax
+from tests.unit_registers import unit_registers
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: (bits, signed) of each stage register, as the twin fits them.
@@ -385,6 +385,23 @@ def test_the_reciprocal_check_at_the_widest_quotient_equals_the_twin():
         [False, True, True, True, True, True, False, True]
 
 
+@pytest.mark.parametrize("count_bits", [1, 2])
+def test_the_counters_saturate_at_count_bits(count_bits):
+    """Each counter of ``flag_counts`` stops at ``2^count_bits - 1``; a clean row leaves
+    them alone."""
+    unit = SoftmaxUnit(length=8, count_bits=count_bits)
+    corrupted = Job(ROW, *TYPICAL, Corruption("sum", 0, flip(18)))
+    jobs = [corrupted] * 4 + [Job(ROW, *TYPICAL)]
+    records = simulate(unit, jobs)
+    expected = [twin_row(unit, job) for job in jobs]
+    top = (1 << count_bits) - 1
+    assert [(record.outputs, record.flags) for record in records] == expected
+    assert [record.counts for record in records] == \
+        [[min(count, top) for count in counts]
+         for counts in expected_counts([word for _, word in expected])]
+    assert flag_names(expected[0][1]) == {"sum", "total"}
+
+
 # ---------------------------------------------------------------------------------------
 # Starts the unit refuses or ignores
 # ---------------------------------------------------------------------------------------
@@ -429,6 +446,30 @@ def test_illegal_row_lengths_and_starts_while_busy_set_error():
     assert seen["disturbed"].done_cycle == unit.latency(5)
 
 
+def test_a_refused_start_leaves_the_flags_and_the_counters_alone():
+    unit = SoftmaxUnit(length=8)
+    job = Job(ROW, *TYPICAL, Corruption("sum", 0, flip(18)))
+    seen = {}
+
+    async def testbench(ctx):
+        seen["row"] = await run_row(ctx, unit, job)
+        ctx.set(unit.n, 0)
+        ctx.set(unit.start, 1)
+        await ctx.tick()
+        ctx.set(unit.start, 0)
+        await ctx.tick()
+        seen["refused"] = (ctx.get(unit.error), ctx.get(unit.done), ctx.get(unit.flags),
+                           list(ctx.get(unit.flag_counts)))
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    row = seen["row"]
+    assert flag_names(row.flags) == {"sum", "total"}
+    assert seen["refused"] == (1, 0, row.flags, row.counts)
+
+
 # ---------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------
@@ -442,6 +483,9 @@ def test_the_parameters_are_checked():
         SoftmaxUnit(length=8, exp_bits=7)
     with pytest.raises(TypeError, match=r"^Softmax checkers must be a bool, not 1$"):
         SoftmaxUnit(length=8, checkers=1)
+    with pytest.raises(TypeError, match=r"^Softmax count_bits must be an integer from 1 to "
+                                        r"32, not 0$"):
+        SoftmaxUnit(length=8, count_bits=0)
     unit = SoftmaxUnit(length=8)
     with pytest.raises(TypeError, match=r"^Softmax row length n must be an integer from 1 "
                                         r"to 8, not 9$"):
@@ -466,13 +510,15 @@ def test_the_interface():
         "flags": ("Out", 6)}
     assert unit.checks == SOFTMAX_CHECKS == ("maximum", "exponential", "sum", "reciprocal",
                                              "total", "peak")
+    assert (unit.count_bits, len(unit.flag_counts[0]), len(unit.flag_counts)) == (8, 8, 6)
+    assert len(SoftmaxUnit(length=8, count_bits=12).flag_counts[5]) == 12
     assert (unit.index_bits, unit.precision, unit.quotient_bits) == (9, 24, 16)
     assert {stage: register.name for stage, register in unit.stage_registers.items()} == \
         SOFTMAX_REGISTERS
 
 
 def test_the_intermediates_are_flip_flops_named_after_them():
-    widths = {site.path: site.width for site in enumerate_fault_sites(SoftmaxUnit(length=8))}
+    widths = unit_registers(SoftmaxUnit(length=8))
     assert {path: widths.get(path) for path in (
         "maximum", "difference", "exponent", "exponential", "sum", "reciprocal",
         "output_code", "checker.output_excess", "checker.output_peak",
@@ -483,8 +529,7 @@ def test_the_intermediates_are_flip_flops_named_after_them():
         "reciprocal": 11, "output_code": 8, "checker.output_excess": 12,
         "checker.output_peak": 8, "checker.exponent_integer": 5, "divider.remainder": 19,
         "divider.quotient": 11, **{f"checker.{name}_flag": 1 for name in SOFTMAX_CHECKS},
-        **{f"checker.{name}_count": 16 for name in SOFTMAX_CHECKS}}
-    without = {site.path for site in enumerate_fault_sites(SoftmaxUnit(length=8,
-                                                                       checkers=False))}
+        **{f"checker.{name}_count": 8 for name in SOFTMAX_CHECKS}}
+    without = set(unit_registers(SoftmaxUnit(length=8, checkers=False)))
     assert not any(path.startswith("checker.") for path in without)
     assert set(SOFTMAX_REGISTERS.values()) <= without

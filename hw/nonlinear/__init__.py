@@ -1,1 +1,2 @@
-"""The integer nonlinear units of docs/nonlinear.md and the arithmetic blocks they share."""
+"""The integer nonlinear units beside the GEMM array (softmax, GELU, LayerNorm) and the
+arithmetic blocks they share; docs/nonlinear.md is their exact specification."""

@@ -1,6 +1,6 @@
 """The saturating restoring divider every nonlinear unit uses (docs/nonlinear.md, "Notation")."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,58 +10,81 @@ __all__ = ["RestoringDivider"]
 
 
 class RestoringDivider(wiring.Component):
-    """``divide(D, s, Q)``: the ``Q``-bit quotient ``floor(D / s)``, one bit per cycle.
+    """``divide(D, s, Q)``: the ``Q``-bit floor quotient, one bit per cycle, or ``2^Q - 1``.
 
-    At ``start`` the divider compares once: if ``s == 0`` or ``(D >> Q) >= s`` the quotient
-    does not fit ``Q`` bits and the result is ``2**Q - 1`` (``saturated`` is set).
-    Otherwise the partial remainder starts at ``D >> Q`` (below ``s``) and each of the ``Q``
-    following cycles shifts in one bit of ``D``'s low part and subtracts ``s`` if it can
-    (restoring division: the partial remainder stays below ``2 s``). The quotient bits enter
-    the register that held ``D``'s low part, from the right.
+    In the cycle ``start`` is high the divider compares ``D >> Q`` with ``s`` (one
+    comparison, which is also true for ``s == 0``). If ``(D >> Q) >= s`` the quotient does
+    not fit ``Q`` bits: ``quotient`` is loaded with ``2^Q - 1``, ``saturated`` is set and the
+    iterations leave both alone. Otherwise ``remainder`` is loaded with ``D >> Q`` and
+    ``quotient`` with the low ``Q`` bits of ``D``, and each of the next ``Q`` cycles shifts
+    the pair left by one bit and subtracts ``s`` from the shifted remainder (the partial
+    remainder, ``< 2s``) if it fits (one subtractor: its borrow is the comparison), shifting
+    a 1 into ``quotient``, else a 0. ``quotient`` ends as ``floor(D / s)`` and ``remainder``
+    as ``D mod s``. A dividend narrower than ``Q`` bits is zero-extended.
 
-    Timing: ``start`` in cycle 0 samples ``dividend`` and ``divisor``; ``busy`` is high in
-    cycles 1 .. Q; ``quotient`` and ``saturated`` hold the result from cycle ``Q + 1`` until
-    the next ``start``. The latency is the same in the saturating case. ``divisor`` must be
-    held by the caller while ``busy`` (it is not copied: the units divide by a register
-    of their own). A ``start`` while ``busy`` restarts the division.
+    **Timing** (edges counted from the one that samples ``start``, which is edge 1):
+    ``dividend`` and ``divisor`` are read at edge 1, ``divisor`` again at each of edges
+    2 .. ``Q + 1``, so the caller holds it for the ``Q`` cycles after ``start`` (the divider
+    does not copy it: the units divide by a register of their own; the dividend is not
+    needed after ``start``). ``busy`` is high after edges 1 .. ``Q`` (``Q`` cycles);
+    ``quotient``, ``remainder`` and ``saturated`` hold the result after edge
+    :attr:`latency` ``= Q + 1`` until the next ``start``, also in the saturating case. A
+    ``start`` while ``busy`` restarts the division.
 
-    Registers: ``remainder`` (``divisor_bits``), ``quotient`` (``quotient_bits``), ``step``
-    and ``saturated``.
+    The output ports ``quotient``, ``remainder``, ``saturated`` and ``count`` are the
+    divider's registers themselves (driven only by ``sync`` statements), so a testbench
+    or a fault injector can read and set them, and the netlist names the flip-flops
+    ``quotient``, ``remainder``, ``saturated`` and ``count`` inside the instance.
 
     Parameters
     ----------
-    dividend_bits, divisor_bits, quotient_bits : int
-        Widths of ``D``, ``s`` and the quotient, 1 .. 64.
+    dividend_bits : int
+        Width of the unsigned dividend ``D``, 1 .. 128.
+    divisor_bits : int
+        Width of the unsigned divisor ``s``, 1 .. 64.
+    quotient_bits : int
+        ``Q``, 1 .. 64: width of the quotient and number of iterations.
+    src_loc_at : int
+        Stack frames above the caller to attribute the instance to (Amaranth's convention,
+        read by ``Elaboratable.__new__``: a unit that creates its divider in ``__init__``
+        passes 1, so that an unelaborated unit is reported where the unit was made).
 
     Members
     -------
     start : In(1)
+        Load the operands and begin a division.
     dividend : In(dividend_bits)
-        Sampled at ``start``.
     divisor : In(divisor_bits)
-        Sampled at ``start`` and in every busy cycle.
-    busy : Out(1)
     quotient : Out(quotient_bits)
+        The quotient register (the result once ``busy`` has fallen).
+    remainder : Out(divisor_bits)
+        The partial remainder register.
     saturated : Out(1)
-        The quotient is ``2**quotient_bits - 1`` because the pre-check failed.
+        The pre-check found that the quotient does not fit (or ``s == 0``).
+    count : Out(range(quotient_bits + 1))
+        Iterations left.
+    busy : Out(1)
+        Iterating: ``count != 0`` (combinational).
 
     Raises
     ------
     TypeError
-        If a width is not an integer from 1 to 64.
+        If a width is not an integer in its range.
     """
 
-    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits):
-        self._dividend_bits = check_int("Divider dividend_bits", dividend_bits, 1, 64)
+    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits, src_loc_at=0):
+        self._dividend_bits = check_int("Divider dividend_bits", dividend_bits, 1, 128)
         self._divisor_bits = check_int("Divider divisor_bits", divisor_bits, 1, 64)
         self._quotient_bits = check_int("Divider quotient_bits", quotient_bits, 1, 64)
         super().__init__({
             "start": In(1),
             "dividend": In(dividend_bits),
             "divisor": In(divisor_bits),
-            "busy": Out(1),
             "quotient": Out(quotient_bits),
+            "remainder": Out(divisor_bits),
             "saturated": Out(1),
+            "count": Out(range(quotient_bits + 1)),
+            "busy": Out(1),
         })
 
     @property
@@ -77,37 +100,35 @@ class RestoringDivider(wiring.Component):
         return self._quotient_bits
 
     @property
-    def cycles(self):
-        """Busy cycles after the ``start`` cycle: the result is ready ``cycles + 1`` cycles
-        after ``start``."""
-        return self._quotient_bits
+    def latency(self):
+        """Clock edges from the one that samples ``start`` to the one after which the
+        result is held, both included: ``Q + 1`` (the units' convention)."""
+        return self._quotient_bits + 1
 
     def elaborate(self, platform):
         m = Module()
-        bits = self._quotient_bits
-        remainder = Signal(self._divisor_bits, name="remainder")
-        quotient = Signal(bits, name="quotient")
-        step = Signal(range(bits + 1), name="step")
-        saturated = Signal(name="saturated")
+        q = self._quotient_bits
+        high = self.dividend[q:]           # empty (0) for a dividend of at most Q bits
+        overflow = high >= self.divisor    # also when s == 0
 
-        high = self.dividend[bits:]
-        overflow = (self.divisor == 0) | (high >= self.divisor)
-        partial = Cat(quotient[bits - 1], remainder)        # 2 * remainder + next bit
-        fits = partial >= self.divisor
-        restored = Mux(fits, partial - self.divisor, partial)
+        # The partial remainder: the remainder and the quotient's top bit shifted in, < 2s.
+        partial = Cat(self.quotient[q - 1], self.remainder)
+        difference = partial - self.divisor
+        fits = ~difference[-1]             # no borrow: partial >= divisor
 
+        # The registers' statements first: the flip-flops take the ports' names.
         with m.If(self.start):
-            m.d.sync += [step.eq(bits), saturated.eq(overflow)]
+            m.d.sync += [self.count.eq(q), self.saturated.eq(overflow)]
             with m.If(overflow):
-                m.d.sync += [remainder.eq(0), quotient.eq((1 << bits) - 1)]
+                m.d.sync += [self.quotient.eq((1 << q) - 1), self.remainder.eq(0)]
             with m.Else():
-                m.d.sync += [remainder.eq(high), quotient.eq(self.dividend[:bits])]
-        with m.Elif(step != 0):
-            m.d.sync += step.eq(step - 1)
-            with m.If(~saturated):
-                m.d.sync += [remainder.eq(restored[:self._divisor_bits]),
-                             quotient.eq(Cat(fits, quotient[:bits - 1]))]
-
-        m.d.comb += [self.busy.eq(step != 0), self.quotient.eq(quotient),
-                     self.saturated.eq(saturated)]
+                m.d.sync += [self.quotient.eq(self.dividend[:q]), self.remainder.eq(high)]
+        with m.Elif(self.busy):
+            m.d.sync += self.count.eq(self.count - 1)
+            with m.If(~self.saturated):
+                m.d.sync += [
+                    self.remainder.eq(Mux(fits, difference, partial)),
+                    self.quotient.eq(Cat(fits, self.quotient[:q - 1])),
+                ]
+        m.d.comb += self.busy.eq(self.count != 0)
         return m

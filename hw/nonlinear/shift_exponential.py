@@ -1,19 +1,17 @@
-"""The shift exponential ``exp2neg`` of softmax and GELU, and its bounds check.
+"""The shift exponential ``exp2neg`` of the softmax and GELU units and its check
+(docs/nonlinear.md, "The shift exponential"). Both components are combinational: the
+units put their own registers around them."""
 
-docs/nonlinear.md, "The shift exponential": a two-segment linear mantissa of wire shifts and
-adders, then a right shift by the exponent's integer part. Both components are
-combinational: the units put their own registers around them.
-"""
-
-from amaranth.hdl import Const, Module, Mux
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.validation import check_int
 
-__all__ = ["ShiftExponential", "ExponentialCheck", "MIN_EXP_BITS", "MAX_EXP_BITS",
-           "EXPONENT_INTEGER_BITS", "exponent_limit"]
+__all__ = ["MIN_EXP_BITS", "MAX_EXP_BITS", "EXPONENT_INTEGER_BITS", "exponent_limit",
+           "exponent_over_limit", "ShiftExponential", "ExponentialCheck"]
 
+#: Range of the generator parameter ``exp_bits`` (``E``).
 MIN_EXP_BITS, MAX_EXP_BITS = 8, 15
 #: Bits of the exponent above its ``E`` fraction bits: ``u`` is ``u (E + 5)``.
 EXPONENT_INTEGER_BITS = 5
@@ -24,27 +22,38 @@ def exponent_limit(exp_bits):
     return (exp_bits + 1) << exp_bits
 
 
-class ShiftExponential(wiring.Component):
-    """``e = exp2neg(u) ~ 2**E * 2**(-u / 2**E)``, combinationally.
+def exponent_over_limit(exponent, exp_bits):
+    """The expression ``u > U_MAX`` on the fields of ``u`` (``exponent``, ``E + 5`` bits):
+    ``q > E + 1``, or ``q = E + 1`` with a non-zero fraction."""
+    integer, fraction = exponent[exp_bits:], exponent[:exp_bits]
+    return (integer > exp_bits + 1) | ((integer == exp_bits + 1) & fraction.any())
 
-    ``q = u >> E`` and ``t = u & (2**E - 1)``; the mantissa ``m`` is
-    ``2**E - (t>>1) - (t>>4) - (t>>5) + (t>>7)`` for ``t < 2**(E-1)``, else
-    ``M_H - (t'>>2) - (t'>>3) - (t'>>5) - (t'>>7)`` with ``t' = t - 2**(E-1)``; ``e = m >> q``
-    (0 when ``q > E``). Any ``u`` is accepted (no saturation here: the callers clamp).
+
+def _check_exp_bits(block, exp_bits):
+    return check_int(f"{block} exp_bits", exp_bits, MIN_EXP_BITS, MAX_EXP_BITS)
+
+
+class ShiftExponential(wiring.Component):
+    """``e = exp2neg(u) ~ 2^E 2^(-u / 2^E)``: two-segment linear mantissa, then a shift.
+
+    Combinational: wire shifts, four adders, a multiplexer and a barrel shifter. ``q = u >>
+    E`` is the integer part, ``t = u & (2^E - 1)`` the fraction; the mantissa ``m`` is
+    ``2^E - (t>>1) - (t>>4) - (t>>5) + (t>>7)`` for ``t < 2^(E-1)`` and
+    ``M_H - (t'>>2) - (t'>>3) - (t'>>5) - (t'>>7)``, ``t' = t - 2^(E-1)``, above;
+    ``e = m >> q`` (0 when ``q > E``). Any ``u`` is accepted (no saturation here: the units
+    saturate ``u`` at ``U_MAX`` in their exponent register).
 
     Parameters
     ----------
     exp_bits : int
-        ``E``, 8 .. 15.
+        ``E``, 8 .. 15: fraction bits of the exponent and of the exponential.
 
     Members
     -------
     exponent : In(exp_bits + 5)
         ``u``.
-    integer : Out(5)
-        ``q = u >> E``.
     exponential : Out(exp_bits + 1)
-        ``e``, ``0 .. 2**E``.
+        ``e``, ``0 .. 2^E``.
 
     Raises
     ------
@@ -52,12 +61,10 @@ class ShiftExponential(wiring.Component):
         If ``exp_bits`` is not an integer from 8 to 15.
     """
 
-    def __init__(self, *, exp_bits=MAX_EXP_BITS):
-        self._exp_bits = check_int("Exponential exp_bits", exp_bits, MIN_EXP_BITS,
-                                   MAX_EXP_BITS)
+    def __init__(self, *, exp_bits):
+        self._exp_bits = _check_exp_bits("Shift exponential", exp_bits)
         super().__init__({
             "exponent": In(exp_bits + EXPONENT_INTEGER_BITS),
-            "integer": Out(EXPONENT_INTEGER_BITS),
             "exponential": Out(exp_bits + 1),
         })
 
@@ -68,30 +75,34 @@ class ShiftExponential(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         e = self._exp_bits
+        integer = self.exponent[e:]
         fraction = self.exponent[:e]
-        upper = fraction[:e - 1]                       # t' = t - 2**(E-1) when t >= 2**(E-1)
+        upper = fraction[:e - 1]   # t - 2^(E-1) when the top fraction bit is set
         mantissa_half = (1 << e) - (1 << (e - 2)) - (1 << (e - 5)) - (1 << (e - 6)) \
             + (1 << (e - 8))
-        low = (Const(1 << e, e + 1) + (fraction >> 7)
-               - ((fraction >> 1) + (fraction >> 4) + (fraction >> 5)))
-        high = (Const(mantissa_half, e + 1)
-                - ((upper >> 2) + (upper >> 3) + (upper >> 5) + (upper >> 7)))
-        # Both segments lie in (2**(E-1), 2**E]: the low E + 1 bits are the value.
+        low = (1 << e) - (fraction >> 1) - (fraction >> 4) - (fraction >> 5) + (fraction >> 7)
+        high = mantissa_half - (upper >> 2) - (upper >> 3) - (upper >> 5) - (upper >> 7)
+        # Both segments lie in (2^(E-1), 2^E]: the low E + 1 bits are the value.
         mantissa = Mux(fraction[e - 1], high[:e + 1], low[:e + 1])
-        m.d.comb += [
-            self.integer.eq(self.exponent[e:]),
-            self.exponential.eq(mantissa >> self.exponent[e:]),
-        ]
+        m.d.comb += self.exponential.eq(mantissa >> integer)
         return m
 
 
 class ExponentialCheck(wiring.Component):
-    """The bounds of ``exp2neg``: ``2**(E-1) >> q <= e <= 2**E >> q``, combinationally.
+    """The ``exponential`` checker: ``u <= U_MAX`` and ``2^(E-1) >> q <= e <= 2^E >> q``.
 
-    Any ``e`` the mantissa can give passes (docs/nonlinear.md proves the bounds); a
-    corrupted exponential, or one computed from a different exponent, fails unless it
-    happens to land between them. The ``u <= U_MAX`` half of the checker table's condition
-    is left to the unit, which has the exponent register.
+    Combinational; ``fail`` is high when the pair ``(u, e)`` violates this property, which
+    every fault-free ``e = exp2neg(u)`` with ``u <= U_MAX`` has (``q = u >> E``;
+    docs/nonlinear.md proves the bounds). The check reads ``u`` only through ``q`` and
+    whether its fraction is zero: a unit that keeps only ``q`` until ``e`` is computed (the
+    softmax) passes ``q << E`` and tests the fraction half of the limit on ``u`` itself
+    (:func:`exponent_over_limit`).
+
+    The bounds are powers of two, so the comparisons are bit tests rather than
+    subtractions: with ``p = E - q``, ``e >= 2^(p-1)`` when some bit of ``e`` at ``p - 1``
+    or above is set, and ``e <= 2^p`` when no bit above ``p`` is set and, if bit ``p`` is,
+    no bit below it; a suffix and a prefix OR of ``e`` give these for every ``q`` at once,
+    and ``q`` selects one.
 
     Parameters
     ----------
@@ -100,10 +111,11 @@ class ExponentialCheck(wiring.Component):
 
     Members
     -------
-    integer : In(5)
-        ``q``, the integer part of the exponent ``e`` was computed from.
+    exponent : In(exp_bits + 5)
+        ``u``.
     exponential : In(exp_bits + 1)
-    in_bounds : Out(1)
+        ``e``.
+    fail : Out(1)
 
     Raises
     ------
@@ -111,13 +123,12 @@ class ExponentialCheck(wiring.Component):
         If ``exp_bits`` is not an integer from 8 to 15.
     """
 
-    def __init__(self, *, exp_bits=MAX_EXP_BITS):
-        self._exp_bits = check_int("Exponential exp_bits", exp_bits, MIN_EXP_BITS,
-                                   MAX_EXP_BITS)
+    def __init__(self, *, exp_bits):
+        self._exp_bits = _check_exp_bits("Exponential check", exp_bits)
         super().__init__({
-            "integer": In(EXPONENT_INTEGER_BITS),
+            "exponent": In(exp_bits + EXPONENT_INTEGER_BITS),
             "exponential": In(exp_bits + 1),
-            "in_bounds": Out(1),
+            "fail": Out(1),
         })
 
     @property
@@ -127,8 +138,31 @@ class ExponentialCheck(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         e = self._exp_bits
-        lower = Const(1 << (e - 1), e + 1) >> self.integer
-        upper = Const(1 << e, e + 1) >> self.integer
-        m.d.comb += self.in_bounds.eq((self.exponential >= lower)
-                                      & (self.exponential <= upper))
+        integer = self.exponent[e:]
+        bits = self.exponential
+        # at_or_above[i]: some bit of e at position i or above; at_or_below[i]: at i or below.
+        at_or_above = [None] * (e + 2)
+        at_or_below = [None] * (e + 1)
+        at_or_above[e + 1] = Const(0)
+        for i in range(e, -1, -1):
+            at_or_above[i] = Signal(name=f"at_or_above_{i}")
+            m.d.comb += at_or_above[i].eq(bits[i] | at_or_above[i + 1])
+        for i in range(e + 1):
+            at_or_below[i] = Signal(name=f"at_or_below_{i}")
+            m.d.comb += at_or_below[i].eq(bits[i] | (at_or_below[i - 1] if i else 0))
+
+        outside = []    # outside[q]: e is not within the bounds of q, for q = 0 .. E + 1
+        for q in range(e + 1):
+            p = e - q
+            above_upper = at_or_above[p + 1] | (bits[p] & (at_or_below[p - 1] if p else 0))
+            below_lower = ~at_or_above[p - 1] if p else 0
+            outside.append(above_upper | below_lower)
+        outside.append(at_or_above[0])   # q = E + 1: both bounds are 0
+        # q > E + 1 fails through the exponent limit: pad the selection with ones.
+        outside += [Const(1)] * ((1 << len(integer)) - len(outside))
+        selected = Signal(1 << len(integer), name="outside_bounds")
+        m.d.comb += selected.eq(Cat(*outside))
+
+        m.d.comb += self.fail.eq(exponent_over_limit(self.exponent, e)
+                                 | selected.bit_select(integer, 1))
         return m

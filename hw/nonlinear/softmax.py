@@ -1,19 +1,19 @@
 """The integer softmax unit of docs/nonlinear.md ("Softmax"), with its six row checkers."""
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from hw.config import INT32_MIN
 from hw.nonlinear.divider import RestoringDivider
+from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, unit_members
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
                                             ShiftExponential, exponent_limit)
-from hw.nonlinear.softmax_checker import FLAG_COUNT_BITS, ONE, SOFTMAX_CHECKS, SoftmaxChecker
+from hw.nonlinear.softmax_checker import ONE, SOFTMAX_CHECKS, SoftmaxChecker
 from hw.validation import check_int
 
-__all__ = ["SoftmaxUnit", "SOFTMAX_CHECKS", "SOFTMAX_REGISTERS", "MAX_SOFTMAX_LENGTH", "ONE",
-           "FLAG_COUNT_BITS"]
+__all__ = ["SoftmaxUnit", "SOFTMAX_CHECKS", "SOFTMAX_REGISTERS", "MAX_SOFTMAX_LENGTH", "ONE"]
 
 #: The stages of the twin that live in a register, with the register's name.
 SOFTMAX_REGISTERS = {"maximum": "maximum", "difference": "difference", "exponent": "exponent",
@@ -35,7 +35,8 @@ class SoftmaxUnit(wiring.Component):
     restoring divider (:class:`~hw.nonlinear.divider.RestoringDivider`) and the shift
     exponential (:class:`~hw.nonlinear.shift_exponential.ShiftExponential`).
 
-    **Use.** While the unit is idle the host writes the row's ``n`` scores into the row
+    **Use** (the common unit interface of docs/nonlinear.md, as the GELU unit's). While
+    the unit is idle the host writes the row's ``n`` scores into the row
     buffer (``in_we``, ``in_addr``, ``in_data``; writes while ``busy`` are ignored), sets
     the CSRs ``n``, ``scale_m`` and ``scale_shift`` (held constant while ``busy``: only
     ``n`` is copied, into ``row_length``) and pulses ``start``. ``done`` rises exactly
@@ -49,7 +50,8 @@ class SoftmaxUnit(wiring.Component):
 
     **Illegal starts.** A ``start`` with ``n == 0`` or ``n > length`` is refused: the unit
     stays idle, ``done`` is cleared and ``error`` is set (a host waiting for ``done``
-    times out rather than taking the previous row's codes). A ``start`` while ``busy`` is
+    times out rather than taking the previous row's codes; ``flags`` and the counters are
+    left alone). A ``start`` while ``busy`` is
     ignored and sets ``error``; the running row finishes normally. The next accepted
     ``start`` clears ``error``.
 
@@ -75,7 +77,8 @@ class SoftmaxUnit(wiring.Component):
     :meth:`stage_cycle` answers the table for a testbench or a fault injector: a register
     changed in that cycle (after the edge) is what the twin's ``hook`` changes.
 
-    **Registers** (flip-flops, named as here in the netlist): the twin's stages
+    **Registers** (flip-flops, named as here in the netlist; no ``fault_class`` attribute:
+    the integration classifies them as the ``softmax`` unit's): the twin's stages
     ``maximum`` (s32), ``difference`` (s33), ``exponent`` (u(E+5)), ``exponential``
     (u(E+1)), ``sum`` (u(E+L)), ``reciprocal`` (u(7+L)) and ``output_code`` (s8;
     ``output`` is a Verilog keyword); in ``checker``, ``output_excess`` (s(8+L), the
@@ -84,7 +87,7 @@ class SoftmaxUnit(wiring.Component):
     ``zero_difference_seen``, ``<check>_flag`` and ``<check>_count``; control: the FSM
     state ``softmax_state``, ``step``, ``row_length``, ``write_index``, the pipeline's
     valid bits, ``done`` and ``error``, and in ``divider`` its ``remainder``,
-    ``quotient``, ``step``, ``saturated``. :attr:`stage_registers` maps the twin's stage
+    ``quotient``, ``count``, ``saturated``. :attr:`stage_registers` maps the twin's stage
     names to them. The row and output buffers are memories, not fault sites.
 
     Parameters
@@ -96,48 +99,36 @@ class SoftmaxUnit(wiring.Component):
     checkers : bool
         Build the six checkers and their counters; without them ``flags`` and
         ``flag_counts`` read 0 (the latency is the same).
+    count_bits : int
+        Width of each counter of ``flag_counts``, 1 .. 32 (default 8).
 
     Members
     -------
-    start : In(1)
-        One-cycle pulse: begin a row.
-    busy : Out(1)
-    done : Out(1)
-        Sticky from the end of the row until the next accepted ``start``.
-    error : Out(1)
-        The last ``start`` was refused (illegal ``n``) or came while ``busy``.
-    n : In(range(length + 1))
-        CSR: the row length, 1 .. length.
-    in_we : In(1)
-    in_addr : In(range(length))
-    in_data : In(signed(32))
-        Host writes of the scores into the row buffer (while idle).
-    out_addr : In(range(length))
-    out_data : Out(signed(8))
-        The output buffer, one cycle of read latency.
+    The common unit interface (:func:`~hw.nonlinear.interface.unit_members`: ``start``,
+    ``busy``, ``done``, ``error``, ``n``, ``in_we``, ``in_addr``, ``in_data`` (the int32
+    scores), ``out_addr``, ``out_data`` (the codes), ``flags``, ``flag_counts``) with six
+    checks, bit ``i`` of ``flags`` and element ``i`` of ``flag_counts`` for
+    ``SOFTMAX_CHECKS[i]`` (maximum, exponential, sum, reciprocal, total, peak); a flag may
+    rise during the row, all are final with ``done``. Parameter ports:
     scale_m : In(16)
     scale_shift : In(6)
         CSRs ``M`` and ``sh``: the exponent is ``clamp((d * M) >> sh, 0, U_MAX)``.
-    flags : Out(6)
-        The row's checker flags, bit ``i`` for ``SOFTMAX_CHECKS[i]`` (maximum, exponential,
-        sum, reciprocal, total, peak); sticky for the row, cleared by ``start``. A flag
-        may rise during the row; all are final with ``done``.
-    flag_counts : Out(ArrayLayout(16, 6))
-        Element ``i``: rows that raised check ``i`` since reset, saturating at 65535.
 
     Raises
     ------
     TypeError
-        If ``length`` or ``exp_bits`` is not an integer in its range, or ``checkers`` is
-        not a bool.
+        If ``length``, ``exp_bits`` or ``count_bits`` is not an integer in its range, or
+        ``checkers`` is not a bool.
     """
 
-    def __init__(self, *, length, exp_bits=MAX_EXP_BITS, checkers=True):
+    def __init__(self, *, length, exp_bits=MAX_EXP_BITS, checkers=True,
+                 count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("Softmax length", length, 1, MAX_SOFTMAX_LENGTH)
         self._exp_bits = check_int("Softmax exp_bits", exp_bits, MIN_EXP_BITS, MAX_EXP_BITS)
         if not isinstance(checkers, bool):
             raise TypeError(f"Softmax checkers must be a bool, not {checkers!r}")
         self._checkers = checkers
+        self._count_bits = check_count_bits("Softmax", count_bits)
         e, index = exp_bits, self.index_bits
         self._registers = {
             "maximum": Signal(signed(32), name="maximum", init=INT32_MIN),
@@ -148,22 +139,9 @@ class SoftmaxUnit(wiring.Component):
             "reciprocal": Signal(7 + index, name="reciprocal"),
             "output": Signal(signed(8), name="output_code"),
         }
-        super().__init__({
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "n": In(range(length + 1)),
-            "in_we": In(1),
-            "in_addr": In(range(length)),
-            "in_data": In(signed(32)),
-            "out_addr": In(range(length)),
-            "out_data": Out(signed(8)),
-            "scale_m": In(16),
-            "scale_shift": In(6),
-            "flags": Out(len(SOFTMAX_CHECKS)),
-            "flag_counts": Out(data.ArrayLayout(FLAG_COUNT_BITS, len(SOFTMAX_CHECKS))),
-        })
+        super().__init__(unit_members(
+            length=length, checks=len(SOFTMAX_CHECKS), count_bits=count_bits,
+            parameters={"scale_m": In(16), "scale_shift": In(6)}))
 
     @property
     def length(self):
@@ -176,6 +154,10 @@ class SoftmaxUnit(wiring.Component):
     @property
     def checkers(self):
         return self._checkers
+
+    @property
+    def count_bits(self):
+        return self._count_bits
 
     @property
     def checks(self):
@@ -348,7 +330,8 @@ class SoftmaxUnit(wiring.Component):
         reciprocal_check = Signal()
         finish = Signal()
         if self._checkers:
-            m.submodules.checker = checker = SoftmaxChecker(length=self._length, exp_bits=e)
+            m.submodules.checker = checker = SoftmaxChecker(length=self._length, exp_bits=e,
+                                                              count_bits=self._count_bits)
             m.d.comb += [
                 checker.clear.eq(accepted),
                 checker.sum_check.eq(sum_check),

@@ -5,15 +5,14 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
-                                            ExponentialCheck)
+                                            ExponentialCheck, exponent_over_limit)
+from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, count_row
 from hw.validation import check_int
 
-__all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "FLAG_COUNT_BITS", "ONE"]
+__all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "ONE"]
 
 #: The checkers, in the order of the spec's table: bit ``i`` of ``flags`` is check ``i``.
 SOFTMAX_CHECKS = ("maximum", "exponential", "sum", "reciprocal", "total", "peak")
-#: Width of each saturating checker counter.
-FLAG_COUNT_BITS = 16
 #: The output code of probability 1.
 ONE = 127
 
@@ -43,7 +42,8 @@ class SoftmaxChecker(wiring.Component):
     table's conditions for every register value, faulty or not.
 
     ``clear`` (the unit's accepted start) lowers the flags and restarts the running values;
-    ``finish`` (the row's last cycle) adds each raised flag to its saturating counter.
+    ``finish`` (the row's last cycle) adds each raised flag to its saturating counter
+    (``count_bits`` wide).
     Registers: ``<check>_flag``, ``<check>_count``, ``zero_difference_seen``,
     ``exponent_integer``, ``output_excess`` (s(8+L): the sum of ``n`` codes never wraps),
     ``output_peak`` (s8).
@@ -54,6 +54,8 @@ class SoftmaxChecker(wiring.Component):
         The unit's longest row, 1 .. 511 (``L = bitlen(length)``).
     exp_bits : int
         ``E``, 8 .. 15.
+    count_bits : int
+        Width of each counter, 1 .. 32 (default 8).
 
     Members
     -------
@@ -76,18 +78,19 @@ class SoftmaxChecker(wiring.Component):
     output_valid : In(1)
     flags : Out(6)
         Bit ``i`` for ``SOFTMAX_CHECKS[i]``.
-    flag_counts : Out(ArrayLayout(16, 6))
+    flag_counts : Out(ArrayLayout(count_bits, 6))
 
     Raises
     ------
     TypeError
-        If ``length`` or ``exp_bits`` is not an integer in its range.
+        If ``length``, ``exp_bits`` or ``count_bits`` is not an integer in its range.
     """
 
-    def __init__(self, *, length, exp_bits=MAX_EXP_BITS):
+    def __init__(self, *, length, exp_bits=MAX_EXP_BITS, count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("Softmax checker length", length, 1, 511)
         self._exp_bits = check_int("Softmax checker exp_bits", exp_bits, MIN_EXP_BITS,
                                    MAX_EXP_BITS)
+        self._count_bits = check_count_bits("Softmax checker", count_bits)
         index = length.bit_length()
         super().__init__({
             "clear": In(1),
@@ -107,7 +110,7 @@ class SoftmaxChecker(wiring.Component):
             "output": In(signed(8)),
             "output_valid": In(1),
             "flags": Out(len(SOFTMAX_CHECKS)),
-            "flag_counts": Out(data.ArrayLayout(FLAG_COUNT_BITS, len(SOFTMAX_CHECKS))),
+            "flag_counts": Out(data.ArrayLayout(count_bits, len(SOFTMAX_CHECKS))),
         })
 
     @property
@@ -118,13 +121,17 @@ class SoftmaxChecker(wiring.Component):
     def exp_bits(self):
         return self._exp_bits
 
+    @property
+    def count_bits(self):
+        return self._count_bits
+
     def elaborate(self, platform):
         m = Module()
         e, index = self._exp_bits, self._length.bit_length()
         precision = e + index
         row_length = self.row_length
         flags = {name: Signal(name=f"{name}_flag") for name in SOFTMAX_CHECKS}
-        counts = {name: Signal(FLAG_COUNT_BITS, name=f"{name}_count")
+        counts = {name: Signal(self._count_bits, name=f"{name}_count")
                   for name in SOFTMAX_CHECKS}
         zero_seen = Signal(name="zero_difference_seen")
         exponent_integer = Signal(EXPONENT_INTEGER_BITS, name="exponent_integer")
@@ -139,17 +146,16 @@ class SoftmaxChecker(wiring.Component):
             with m.If(self.difference == 0):
                 m.d.sync += zero_seen.eq(1)
 
-        # exponential: u_i <= U_MAX = (E + 1) << E, then e_i within the bounds of
-        # q_i = u_i >> E.
-        integer, fraction = self.exponent[e:], self.exponent[:e]
-        above_limit = (integer > e + 1) | ((integer == e + 1) & fraction.any())
+        # exponential: u_i <= U_MAX = (E + 1) << E when u_i is in its register, then e_i
+        # within the bounds of q_i = u_i >> E, kept for that one cycle (the check reads u
+        # through q and its fraction, here 0: the limit was tested on the whole u).
         with m.If(self.exponent_valid):
-            m.d.sync += exponent_integer.eq(integer)
-            with m.If(above_limit):
+            m.d.sync += exponent_integer.eq(self.exponent[e:])
+            with m.If(exponent_over_limit(self.exponent, e)):
                 m.d.sync += flags["exponential"].eq(1)
-        m.d.comb += [exponential_check.integer.eq(exponent_integer),
+        m.d.comb += [exponential_check.exponent.eq(exponent_integer << e),
                      exponential_check.exponential.eq(self.exponential)]
-        with m.If(self.exponential_valid & ~exponential_check.in_bounds):
+        with m.If(self.exponential_valid & exponential_check.fail):
             m.d.sync += flags["exponential"].eq(1)
 
         # sum: 2**E <= s <= n << E, on the fields of s; and the second half of maximum.
@@ -190,9 +196,7 @@ class SoftmaxChecker(wiring.Component):
         with m.If(self.finish):
             m.d.sync += [flags[name].eq(raised[name]) for name in ("reciprocal", "total", "peak")]
             for name, count in counts.items():
-                incremented = count + 1                 # carry out: the counter is full
-                with m.If(raised[name] & ~incremented[FLAG_COUNT_BITS]):
-                    m.d.sync += count.eq(incremented)
+                count_row(m, count, raised[name])
 
         with m.If(self.clear):
             m.d.sync += [*(flag.eq(0) for flag in flags.values()), zero_seen.eq(0),
