@@ -1,8 +1,8 @@
 """Co-verification of the nonlinear units: random rows on the RTL and the twin, bit for bit.
 
 ``softerror verify nonlinear`` builds the accelerator with one unit, drives each row through
-the host port (parameters, row, START, STATUS until DONE, the codes back, the checker flags
-and counters) in :mod:`sim.testbenches.nonlinear`, and compares everything with
+the host port (parameters and per-channel tables, row, START, STATUS until DONE, the codes
+back, the checker flags and counters) in :mod:`sim.testbenches.nonlinear`, and compares everything with
 ``sw.twin.nonlinear``. Rows are drawn from the seed: every length from 1 to ``length``
 comes first (as many as the row count allows), a tenth of the rows are extremes, the rest
 random.
@@ -25,24 +25,32 @@ __all__ = ["nonlinear_rows", "unit_parameters", "verify_nonlinear", "twin_rows"]
 TESTBENCH = "sim.testbenches.nonlinear"
 
 
-def unit_parameters(unit, length, seed):
-    """(twin parameters, CSR values by port name) of ``unit`` drawn from ``seed``."""
+def unit_parameters(unit, length, seed, n):
+    """(twin parameters, CSR values by port name, per-channel tables) of ``unit`` for rows
+    of ``n`` elements, drawn from ``seed`` (softmax and GELU: the same for every ``n``)."""
     rng = np.random.default_rng([seed, 1])
     if unit == "softmax":
         from sw.twin.nonlinear.softmax import SoftmaxParams
         params = SoftmaxParams.for_scale(float(10 ** rng.uniform(-4, -1)), length)
-    elif unit == "gelu":
+        return params, {"scale_m": params.multiplier, "scale_shift": params.shift}, {}
+    if unit == "gelu":
         from sw.twin.nonlinear.gelu import GeluParams
         params = GeluParams.for_scale(float(10 ** rng.uniform(-2.5, -0.5)), length)
-    else:
-        raise ValueError(f"verify nonlinear does not drive the {unit} unit yet")
-    return params, {"scale_m": params.multiplier, "scale_shift": params.shift}
+        return params, {"scale_m": params.multiplier, "scale_shift": params.shift}, {}
+    from sw.twin.nonlinear.layernorm import LayerNormParams
+    weight, bias = rng.uniform(0.2, 2.0, length), rng.uniform(-1.0, 1.0, length)
+    input_scale, output_scale = float(10 ** rng.uniform(-4, -2)), float(rng.uniform(0.02, 0.1))
+    params = LayerNormParams.for_affine(weight[:n], bias[:n], input_scale, output_scale,
+                                        length, eps=1e-5)
+    return (params, {"out_shift": params.shift, "epsilon": params.eps_term},
+            {"gain": list(params.gain), "offset": list(params.offset)})
 
 
 def nonlinear_rows(unit, length, count, seed):
     """``count`` rows (lists of ints) for ``unit``: every length first, a tenth extremes."""
     rng = np.random.default_rng([seed, 2])
-    low, high = (-(1 << 31), (1 << 31) - 1) if unit == "softmax" else (-128, 127)
+    low, high = {"softmax": (-(1 << 31), (1 << 31) - 1), "gelu": (-128, 127),
+                 "layernorm": (-(1 << 15), (1 << 15) - 1)}[unit]
     rows = []
     extremes = max(1, count // 10)
     for number in range(count):
@@ -58,8 +66,8 @@ def nonlinear_rows(unit, length, count, seed):
                 row[int(rng.integers(n))] = high
             else:
                 row = rng.choice([low, 0, high], n).tolist()
-        elif unit == "softmax":
-            spread = int(10 ** rng.uniform(0, 6))
+        elif unit != "gelu":
+            spread = int(10 ** rng.uniform(0, np.log10(high)))
             row = rng.integers(-spread, spread + 1, n).tolist()
         else:
             row = rng.integers(low, high + 1, n).tolist()
@@ -67,15 +75,16 @@ def nonlinear_rows(unit, length, count, seed):
     return rows
 
 
-def twin_rows(unit, params, rows):
-    """The twin's (codes, flags) per row."""
+def twin_rows(unit, parameters, rows):
+    """The twin's (codes, flags) per row; ``parameters[i]`` are row i's."""
     from sw.twin.nonlinear.gelu import check_gelu, gelu
+    from sw.twin.nonlinear.layernorm import check_layernorm, layernorm
     from sw.twin.nonlinear.softmax import check_softmax, softmax
-    run, check = {"softmax": (softmax, check_softmax), "gelu": (gelu, check_gelu)}[unit]
+    run, check = {"softmax": (softmax, check_softmax), "gelu": (gelu, check_gelu),
+                  "layernorm": (layernorm, check_layernorm)}[unit]
     results = []
-    for row in rows:
-        values = torch.tensor([row], dtype=torch.int64)
-        trace = run(values, params)
+    for params, row in zip(parameters, rows):
+        trace = run(torch.tensor([row], dtype=torch.int64), params)
         flags = check(trace, params)
         results.append((trace.output[0].tolist(),
                         [bool(getattr(flags, name)[0]) for name in flags.names]))
@@ -87,13 +96,15 @@ def verify_nonlinear(unit, *, length=64, rows=100, seed=0, design=None, waves_fi
     (``bit_exact``, ``unit``, ``rows``, ``length``, ``cycles``, ``flags``, ...)."""
     config = AcceleratorConfig(**{**(design or {"rows": 2, "cols": 2, "k_max": 16}),
                                   "nonlinear": (unit,), "nonlinear_length": length})
-    params, csrs = unit_parameters(unit, length, seed)
     drawn = nonlinear_rows(unit, length, rows, seed)
-    expected = twin_rows(unit, params, drawn)
+    parameters = [unit_parameters(unit, length, seed, len(row)) for row in drawn]
+    expected = twin_rows(unit, [params for params, _, _ in parameters], drawn)
     waves = None if waves_file is None else Path(waves_file).suffix[1:]
     build = build_design(config, waves=waves)
-    request = {"design": vars(config), "unit": unit, "csrs": csrs, "rows": drawn,
-               "latency": [unit_latency(unit, length, len(row)) for row in drawn]}
+    request = {"design": vars(config), "unit": unit, "rows": [
+        {"values": row, "csrs": csrs, "tables": tables, "latency": unit_latency(unit, length,
+                                                                                len(row))}
+        for row, (_, csrs, tables) in zip(drawn, parameters)]}
     with tempfile.TemporaryDirectory(prefix="softerror-verify-") as work:
         response = run_testbench(build, TESTBENCH, request, Path(work), waves_file=waves_file)
     mismatches = []
@@ -101,11 +112,10 @@ def verify_nonlinear(unit, *, length=64, rows=100, seed=0, design=None, waves_fi
     for number, ((codes, flags), result) in enumerate(zip(expected, response["rows"])):
         for check, flag in enumerate(flags):
             raised[check] += flag
-        if (result["codes"] != codes or result["flags"] != flags
-                or result["cycles"] != request["latency"][number]):
+        latency = request["rows"][number]["latency"]
+        if result["codes"] != codes or result["flags"] != flags or result["cycles"] != latency:
             mismatches.append({"row": number, "n": len(codes), "rtl": result,
-                               "twin": {"codes": codes, "flags": flags,
-                                        "cycles": request["latency"][number]}})
+                               "twin": {"codes": codes, "flags": flags, "cycles": latency}})
     saturated = (1 << UNIT_COUNT_BITS) - 1
     counters_ok = response["counts"] == [min(count, saturated) for count in raised]
     return {"bit_exact": not mismatches and counters_ok, "unit": unit, "rows": rows,
@@ -113,4 +123,4 @@ def verify_nonlinear(unit, *, length=64, rows=100, seed=0, design=None, waves_fi
             "flags": sum(map(sum, (flags for _, flags in expected))),
             "counters_ok": counters_ok, "mismatches": len(mismatches),
             "first_mismatch": mismatches[0] if mismatches else None,
-            "parameters": csrs, "design": config.label}
+            "design": config.label}

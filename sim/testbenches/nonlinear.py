@@ -1,9 +1,9 @@
 """cocotb testbench: rows through a nonlinear unit over the host port, as a driver does.
 
-Per row: N, the row into the ROW window, START; STATUS is polled until DONE (the cycles
-from the START write are counted: they must be the unit's latency), then the codes are read
-back from the ROW window and the checker flags from STATUS. The counters are read at the
-end. The parameters are written once.
+Per row: N, the parameters and the per-channel tables (LayerNorm), the row into the ROW
+window, START; STATUS is polled until DONE (the cycles from the START write are counted:
+they must be the unit's latency), then the codes are read back from the ROW window and the
+checker flags from STATUS. The counters are read at the end.
 """
 
 import cocotb
@@ -29,23 +29,26 @@ async def run_rows(dut):
     def csr(entry):
         return regs.unit_address(unit, UnitWindow.CSR, entry)
 
-    writes, entry = [], UnitCsr.PARAM
-    for name in regs.unit_parameters(unit):
-        value = request["csrs"][name]
-        for word in range(0, regs.unit_parameter_widths(unit)[name], 32):
-            writes.append((csr(entry), (value >> word) & 0xFFFFFFFF))
-            entry += 1
-    await bus.write_many(writes)
     results = []
-    for row, latency in zip(request["rows"], request["latency"]):
-        n = len(row)
-        await bus.write_many([(csr(UnitCsr.N), n)] + [
-            (regs.unit_address(unit, UnitWindow.ROW, i), value & 0xFFFFFFFF)
-            for i, value in enumerate(row)])
+    for row in request["rows"]:
+        values, n = row["values"], len(row["values"])
+        writes, entry = [(csr(UnitCsr.N), n)], UnitCsr.PARAM
+        for name in regs.unit_parameters(unit):
+            value = row["csrs"][name]
+            for word in range(0, regs.unit_parameter_widths(unit)[name], 32):
+                writes.append((csr(entry), (value >> word) & 0xFFFFFFFF))
+                entry += 1
+        for table, entries in row["tables"].items():
+            window = UnitWindow[table.upper()]
+            writes += [(regs.unit_address(unit, window, j), value & 0xFFFFFFFF)
+                       for j, value in enumerate(entries)]
+        writes += [(regs.unit_address(unit, UnitWindow.ROW, i), value & 0xFFFFFFFF)
+                   for i, value in enumerate(values)]
+        await bus.write_many(writes)
         await bus.write(csr(UnitCsr.CTRL), 1)
         # The START edge was the last write's; each poll is one more edge.
         cycles, status = 0, 0
-        while not status >> UnitStatus.DONE & 1 and cycles < latency + HANG_MARGIN:
+        while not status >> UnitStatus.DONE & 1 and cycles < row["latency"] + HANG_MARGIN:
             status = await bus.read(csr(UnitCsr.STATUS))
             cycles += 1
         codes = await bus.read_many(regs.unit_address(unit, UnitWindow.ROW, i)
