@@ -1,5 +1,9 @@
 """The nonlinear units by name, as the accelerator instantiates them beside the array."""
 
+from functools import lru_cache
+
+from amaranth.hdl import Fragment
+
 from hw.config import NONLINEAR_UNITS
 
 __all__ = ["build_unit", "unit_latency"]
@@ -24,6 +28,11 @@ def build_unit(name, length, checkers=True):
 def unit_latency(name, length, n):
     """Clock edges from the one that samples START to the one after which DONE is high,
     for a row of ``n`` on unit ``name`` of rows up to ``length``."""
+    return _timing_unit(name, length).latency(n)
+
+
+@lru_cache(maxsize=16)
+def _timing_unit(name, length):
     unit = build_unit(name, length)
-    unit._MustUse__silence = True      # built for its timing only, never elaborated
-    return unit.latency(n)
+    Fragment.get(unit, None)     # elaborated once: built for its timing, not left unused
+    return unit
