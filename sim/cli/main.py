@@ -465,18 +465,34 @@ def _cmd_sim(args):
     if passed and args.injections:
         summary = _run_campaign(args, campaign, out / "campaign.db")
         (out / "campaign.json").write_text(json.dumps(summary, indent=2))
+    nonlinear = []
+    if args.nonlinear_rows:
+        from hw.config import NONLINEAR_UNITS
+        from sim.verify_nonlinear import verify_nonlinear
+        nonlinear = [verify_nonlinear(unit, length=64, rows=args.nonlinear_rows,
+                                      seed=args.seed) for unit in NONLINEAR_UNITS]
+        (out / "verify_nonlinear.json").write_text(json.dumps(nonlinear, indent=2))
+        passed = passed and all(report["bit_exact"] for report in nonlinear)
     model_summaries = []
     if passed and args.model_injections:
         model_summaries = _model_campaigns(args, config, out)
     if args.json:
         print_json({"bit_exact": passed, "gemms": reports, "campaign": summary,
-                    "model_campaigns": model_summaries})
+                    "nonlinear": nonlinear, "model_campaigns": model_summaries})
     else:
         print(f"Co-verification, {config.rows}x{config.cols} array, k_max {config.k_max}: "
               "RTL (Verilator) against the PyTorch twin")
         print(_gemm_table(reports))
         print(f"{sum(map(_passed, reports))} of {len(reports)} GEMMs bit-exact; "
               f"results in {out / 'verify.json'}")
+        if nonlinear:
+            from sim.cli.table import format_table
+            print()
+            print("Nonlinear units, rows of up to 64 over the host port: RTL against the twin")
+            print(format_table(["unit", "rows", "cycles", "checker flags", "result"], [
+                [r["unit"], r["rows"], f"{r['cycles']:,}", r["flags"],
+                 "bit-exact" if r["bit_exact"] else f"MISMATCH ({r['mismatches']} rows)"]
+                for r in nonlinear]))
         if summary is not None:
             print()
             print(format_summary(summary))
@@ -595,6 +611,8 @@ def _parser():
     sim.add_argument("--model-injections", type=int_range(0, 10**9), default=400,
                      help="upsets of the RTL-in-the-loop ViT campaign, unprotected and rowcol "
                           "(0: none; default 400 each)")
+    sim.add_argument("--nonlinear-rows", type=int_range(0, 10**6), default=100,
+                     help="rows co-verified on each nonlinear unit (0: none; default 100)")
     _add_range_options(sim)
     sim.add_argument("--out", default="runs", help="results directory (default runs/)")
     add_progress_option(sim)
