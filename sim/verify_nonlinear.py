@@ -39,14 +39,18 @@ def unit_parameters(unit, length, seed):
     return params, {"scale_m": params.multiplier, "scale_shift": params.shift}
 
 
-def nonlinear_rows(unit, length, count, seed):
-    """``count`` rows (lists of ints) for ``unit``: every length first, a tenth extremes."""
+def nonlinear_rows(unit, length, count, seed, elements=None):
+    """``count`` rows (lists of ints) for ``unit``: every length first, a tenth extremes;
+    rows of ``elements`` elements each if it is given."""
     rng = np.random.default_rng([seed, 2])
     low, high = (-(1 << 31), (1 << 31) - 1) if unit == "softmax" else (-128, 127)
     rows = []
     extremes = max(1, count // 10)
     for number in range(count):
-        n = number + 1 if number < length else int(rng.integers(1, length + 1))
+        if elements is not None:
+            n = elements
+        else:
+            n = number + 1 if number < length else int(rng.integers(1, length + 1))
         if number >= count - extremes:
             kind = number % 4
             if kind == 0:
@@ -67,15 +71,16 @@ def nonlinear_rows(unit, length, count, seed):
     return rows
 
 
-def twin_rows(unit, params, rows):
-    """The twin's (codes, flags) per row."""
+def twin_rows(unit, params, rows, hook=None):
+    """The twin's (codes, flags) per row; ``hook`` is the twin's (it sees each row's
+    stages, one row at a time)."""
     from sw.twin.nonlinear.gelu import check_gelu, gelu
     from sw.twin.nonlinear.softmax import check_softmax, softmax
     run, check = {"softmax": (softmax, check_softmax), "gelu": (gelu, check_gelu)}[unit]
     results = []
     for row in rows:
         values = torch.tensor([row], dtype=torch.int64)
-        trace = run(values, params)
+        trace = run(values, params, hook=hook)
         flags = check(trace, params)
         results.append((trace.output[0].tolist(),
                         [bool(getattr(flags, name)[0]) for name in flags.names]))
