@@ -305,6 +305,9 @@ class UnitCampaign:
             "injections": total, "outcomes": counts,
             "rates": {outcome: _rate(count, total) for outcome, count in counts.items()},
             "sdc_rate": _rate(counts["sdc"], total),
+            "sdc_bits": {"value": self.bits * counts["sdc"] / total if total else None,
+                         "ci95": [self.bits * bound
+                                  for bound in wilson_interval(counts["sdc"], total)]},
             "coverage": {**_rate(counts["detected"], corrupting), "corrupting": corrupting},
             "false_alarm_rate": _rate(counts["false_alarm"], total),
             "errors": sum(record.error for record in records),
@@ -357,7 +360,9 @@ def run_unit_campaign(unit, *, length, checkers, injections, seed, rows=DEFAULT_
     workload's rows; ``progress(done, total)`` is called as experiments finish.
 
     The summary: ``injections``, ``outcomes`` (counts of :data:`UNIT_OUTCOMES`),
-    ``rates`` (each with its 95% Wilson interval ``ci95``), ``sdc_rate``, ``coverage``
+    ``rates`` (each with its 95% Wilson interval ``ci95``), ``sdc_rate``, ``sdc_bits``
+    (the SDC rate times the unit's bits: its SDC cross-section in flip-flops, what compares
+    designs with and without checkers, which differ in bits), ``coverage``
     (detected / (detected + sdc)), ``false_alarm_rate``, ``errors`` (ERROR read),
     ``late`` (DONE after the latency), ``checker_flags`` (experiments that raised each
     flag), ``per_register`` (bits, injections and outcome counts of each site),

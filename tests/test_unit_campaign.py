@@ -178,7 +178,7 @@ def test_cli_prints_one_json_object():
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert {"unit", "length", "checkers", "injections", "outcomes", "rates", "sdc_rate",
-            "coverage", "false_alarm_rate", "errors", "per_register", "twin_check",
+            "sdc_bits", "coverage", "false_alarm_rate", "errors", "per_register", "twin_check",
             "injections_per_second"} <= set(summary)
     assert (summary["unit"], summary["length"], summary["checkers"],
             summary["injections"]) == ("softmax", LENGTH, False, 40)

@@ -21,6 +21,15 @@ def _percent(entry):
     return f"{100 * entry['rate']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _bits(summary):
+    """``41.0 [37.4, 44.9]``: the SDC rate in bits (rate times the unit's bits)."""
+    entry = summary["sdc_bits"]
+    if entry["value"] is None:
+        return "-"
+    low, high = entry["ci95"]
+    return f"{entry['value']:.1f} [{low:.1f}, {high:.1f}]"
+
+
 def format_unit_summary(summary):
     """The summary of :func:`sim.nonlinear_campaign.run_unit_campaign` for a terminal."""
     from sim.nonlinear_campaign import UNIT_OUTCOMES
@@ -33,10 +42,11 @@ def format_unit_summary(summary):
         format_table(["outcome", "count", "rate [95%]"],
                      [[outcome, summary["outcomes"][outcome],
                        _percent(summary["rates"][outcome])] for outcome in UNIT_OUTCOMES]),
-        f"SDC rate {_percent(summary['sdc_rate'])}; detection coverage (detected / "
-        f"(detected + sdc), of {summary['coverage']['corrupting']}) "
-        f"{_percent(summary['coverage'])}; false alarms {_percent(summary['false_alarm_rate'])}"
-        " (95% Wilson intervals)",
+        f"SDC rate {_percent(summary['sdc_rate'])}, {_bits(summary)} of the unit's "
+        f"{summary['bits']} bits' worth; false alarms {_percent(summary['false_alarm_rate'])}",
+        f"Detection coverage (detected / (detected + sdc), of "
+        f"{summary['coverage']['corrupting']}): {_percent(summary['coverage'])}. "
+        "Intervals: 95% Wilson.",
         "",
         format_table(["register", "bits", "injections", *UNIT_OUTCOMES],
                      [[path, entry["bits"], entry["injections"],
