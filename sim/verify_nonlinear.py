@@ -46,15 +46,19 @@ def unit_parameters(unit, length, seed, n):
             {"gain": list(params.gain), "offset": list(params.offset)})
 
 
-def nonlinear_rows(unit, length, count, seed):
-    """``count`` rows (lists of ints) for ``unit``: every length first, a tenth extremes."""
+def nonlinear_rows(unit, length, count, seed, elements=None):
+    """``count`` rows (lists of ints) for ``unit``: every length first, a tenth extremes;
+    rows of ``elements`` elements each if it is given."""
     rng = np.random.default_rng([seed, 2])
     low, high = {"softmax": (-(1 << 31), (1 << 31) - 1), "gelu": (-128, 127),
                  "layernorm": (-(1 << 15), (1 << 15) - 1)}[unit]
     rows = []
     extremes = max(1, count // 10)
     for number in range(count):
-        n = number + 1 if number < length else int(rng.integers(1, length + 1))
+        if elements is not None:
+            n = elements
+        else:
+            n = number + 1 if number < length else int(rng.integers(1, length + 1))
         if number >= count - extremes:
             kind = number % 4
             if kind == 0:
@@ -75,8 +79,9 @@ def nonlinear_rows(unit, length, count, seed):
     return rows
 
 
-def twin_rows(unit, parameters, rows):
-    """The twin's (codes, flags) per row; ``parameters[i]`` are row i's."""
+def twin_rows(unit, parameters, rows, hook=None):
+    """The twin's (codes, flags) per row; ``parameters[i]`` are row i's; ``hook`` is the
+    twin's (it sees each row's stages, one row at a time)."""
     from sw.twin.nonlinear.gelu import check_gelu, gelu
     from sw.twin.nonlinear.layernorm import check_layernorm, layernorm
     from sw.twin.nonlinear.softmax import check_softmax, softmax
@@ -84,7 +89,7 @@ def twin_rows(unit, parameters, rows):
                   "layernorm": (layernorm, check_layernorm)}[unit]
     results = []
     for params, row in zip(parameters, rows):
-        trace = run(torch.tensor([row], dtype=torch.int64), params)
+        trace = run(torch.tensor([row], dtype=torch.int64), params, hook=hook)
         flags = check(trace, params)
         results.append((trace.output[0].tolist(),
                         [bool(getattr(flags, name)[0]) for name in flags.names]))

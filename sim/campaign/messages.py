@@ -4,6 +4,11 @@ The engine ships a :class:`BatchTask` to a worker (a thread, a local process or 
 worker, which pickle it), the worker forwards it to its simulator over a pipe (pickled
 too: both ends are this package) and gets a :class:`BatchResult` back. A batch carries
 its tile's operands and expected output, so a worker never regenerates them.
+
+A nonlinear unit's campaign (:mod:`sim.nonlinear_campaign`) talks to its own testbench
+(:mod:`sim.testbenches.unit_campaign`) with the ``Unit*`` messages: a
+:class:`UnitSessionSetup`, answered by :class:`UnitSessionReady`, then tuples of
+:class:`UnitExperiment`, answered by tuples of :class:`UnitRun`.
 """
 
 from dataclasses import dataclass
@@ -12,7 +17,7 @@ from hw.config import AcceleratorConfig
 from sim.campaign.workload import TileData
 
 __all__ = ["Experiment", "BatchTask", "SessionSetup", "SessionReady", "ExperimentResult",
-           "BatchResult"]
+           "BatchResult", "UnitExperiment", "UnitSessionSetup", "UnitRun", "UnitSessionReady"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +83,54 @@ class BatchResult:
     """The results of one :class:`BatchTask`, in its order, and the simulator's time."""
     results: tuple[ExperimentResult, ...]
     seconds: float
+
+
+@dataclass(frozen=True)
+class UnitExperiment:
+    """One upset in a nonlinear unit's row: bit ``bit`` of site ``site`` (an index into
+    the campaign's sites) flipped after the ``cycle``-th edge of row ``row`` (the edge
+    that samples START is the first: the cycle of ``SoftmaxUnit.stage_cycle``)."""
+    experiment: int
+    row: int
+    site: int
+    bit: int
+    cycle: int
+
+
+@dataclass(frozen=True)
+class UnitSessionSetup:
+    """The first message to a unit campaign's simulator: the design, the unit's parameters
+    (CSR values by port name) and per-channel tables (LayerNorm's gains and offsets), the
+    registers it upsets and the workload's rows, with each row's latency and watchdog
+    (edges after START, the START edge included)."""
+    config: AcceleratorConfig
+    unit: str
+    csrs: dict
+    tables: dict
+    site_paths: tuple[str, ...]
+    rows: tuple[tuple[int, ...], ...]
+    latency: tuple[int, ...]
+    watchdog: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UnitRun:
+    """What the host read after one row: the STATUS word and the row's int8 codes.
+
+    ``done_cycles``: the edges from START to DONE when they were counted (the golden
+    runs poll every cycle); an experiment polls at the latency, then at the watchdog:
+    its ``done_cycles`` is the latency, the watchdog (``late``: DONE came in between)
+    or ``None`` (no DONE by the watchdog: a hang, whose codes are what the ROW window
+    held then).
+    """
+    experiment: int
+    status: int
+    codes: tuple[int, ...]
+    done_cycles: int | None
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class UnitSessionReady:
+    """The answer to :class:`UnitSessionSetup`: each row's golden run (no upset)."""
+    golden: tuple[UnitRun, ...]

@@ -27,6 +27,7 @@ from sim.cli.usage import (
     int_range,
     print_json,
 )
+from sim.cli.unit_campaign import add_unit_campaign_command
 from sim.cli.vit import add_commands as add_vit_commands
 
 __all__ = ["main"]
@@ -580,6 +581,8 @@ def _parser():
     add_progress_option(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object")
     campaign.set_defaults(handler=_cmd_campaign)
+
+    add_unit_campaign_command(commands)
 
     area = commands.add_parser("area", help="cells and overhead of the protection units")
     _add_design_options(area)
