@@ -6,7 +6,7 @@ from amaranth.hdl import Fragment
 
 from hw.config import NONLINEAR_UNITS
 
-__all__ = ["build_unit", "unit_latency"]
+__all__ = ["build_unit", "unit_latency", "timing_unit"]
 
 
 def build_unit(name, length, checkers=True):
@@ -28,11 +28,14 @@ def build_unit(name, length, checkers=True):
 def unit_latency(name, length, n):
     """Clock edges from the one that samples START to the one after which DONE is high,
     for a row of ``n`` on unit ``name`` of rows up to ``length``."""
-    return _timing_unit(name, length).latency(n)
+    return timing_unit(name, length).latency(n)
 
 
 @lru_cache(maxsize=16)
-def _timing_unit(name, length):
-    unit = build_unit(name, length)
-    Fragment.get(unit, None)     # elaborated once: built for its timing, not left unused
+def timing_unit(name, length, checkers=True):
+    """A unit built to ask its timing and register map (``latency``, ``stage_cycle``,
+    ``stage_registers``), not to be instantiated in a design: elaborated once, so that it
+    is not reported as unused."""
+    unit = build_unit(name, length, checkers)
+    Fragment.get(unit, None)
     return unit
