@@ -1,0 +1,551 @@
+"""The integer LayerNorm unit and its checkers (docs/nonlinear.md, "LayerNorm")."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.nonlinear.divider import RestoringDivider
+from hw.nonlinear.leading_zeros import LeadingZeroCount
+from hw.nonlinear.square_root import SquareRoot
+from hw.validation import check_int
+
+__all__ = ["LayerNormUnit", "Phase", "LAYERNORM_CHECKS", "MAX_LAYERNORM_LENGTH", "GUARD_BITS",
+           "OUTPUT_LIMIT", "COUNT_BITS"]
+
+#: The checkers, in the order of ``flags`` and ``flag_counts`` (the spec's checker table).
+LAYERNORM_CHECKS = ("mean", "variance", "root", "reciprocal", "normalized", "output")
+#: Longest row.
+MAX_LAYERNORM_LENGTH = 1023
+#: Guard bits ``c`` of the normalized reciprocal.
+GUARD_BITS = 2
+#: Outputs saturate to +-OUTPUT_LIMIT.
+OUTPUT_LIMIT = 127
+#: Width of the saturating per-check row counters.
+COUNT_BITS = 16
+
+
+class Phase(enum.Enum, shape=4):
+    """The unit's schedule, the value of its ``phase`` register."""
+    IDLE = 0
+    TOTAL = 1               # pass 1: T
+    MEAN_LAUNCH = 2         # the mean divide
+    MEAN_WAIT = 3
+    VARIANCE = 4            # pass 2: y, V, sum y, p
+    PAD = 5                 # P; the mean check; the V / n divide starts
+    RADICAND = 6            # s and Q
+    ROOT_LAUNCH = 7         # the square root
+    ROOT_WAIT = 8           # ... and the variance check
+    ROOT_CHECK = 9          # l; the root check
+    RECIPROCAL_LAUNCH = 10  # t; the reciprocal divide
+    RECIPROCAL_WAIT = 11
+    RECIPROCAL_CHECK = 12   # checkers only
+    OUTPUT = 13             # pass 3: y, z, a, o
+
+
+def _clamp(value, low, high):
+    return Mux(value < low, low, Mux(value > high, high, value))
+
+
+def _magnitude(value):
+    return Mux(value < 0, -value, value)
+
+
+class LayerNormUnit(wiring.Component):
+    """Integer LayerNorm of one row of signed ``B``-bit codes into int8 codes, with checkers.
+
+    Computes exactly the integers of docs/nonlinear.md ("LayerNorm"), as the bit-exact twin
+    ``sw.twin.nonlinear.layernorm`` does: the total ``T``, the rounded mean ``μ`` (one
+    division), the sum of squares ``V`` of ``y = x - μ``, the root ``r`` of the normalized
+    radicand ``Q = P << 2s``, ``P = min(V + ε, 2**(2B+L) - 1)``, the normalized reciprocal
+    ``R``, then per element ``z = clamp((y R) >> t)``, ``a = z G + C`` and
+    ``o = clamp(a >> W, -127, 127)``. One multiplier, one restoring divider (shared by the
+    mean, the reciprocal and the variance check), one bit-serial square root.
+
+    Use: while the unit is idle the host writes the row into the input buffer (``in_*``),
+    the per-channel gains and offsets (``gain_*``, ``offset_*``, usually once), sets the CSR
+    inputs ``n``, ``out_shift`` and ``epsilon``, and pulses ``start``. ``busy`` rises after
+    the start edge; ``done`` rises exactly :meth:`latency` edges after it (the start edge not
+    counted: done reads 1 after ``latency(n)`` further edges) and stays high until the next
+    start; the host then reads the int8 outputs (``out_*``). Flags and counters are valid
+    with ``done``.
+
+    * ``n`` must be 1 .. ``length``: a ``start`` with ``n == 0`` or ``n > length`` is
+      refused: the unit stays idle and clears ``done`` and ``flags`` (``busy`` and ``done``
+      both low after a start means refused; nothing else changes). A ``start`` while busy
+      is ignored.
+    * ``n``, ``out_shift``, ``epsilon`` are read during the whole row (not latched) and the
+      memories are read in all three passes: hold them while busy. Writes to the three
+      host-written memories while busy are ignored, so a row cannot be overwritten under
+      the unit.
+    * ``in_data``: the low ``B`` bits are the code (two's complement); bits ``B`` .. 31 are
+      ignored (the host may write the sign-extended code or not).
+    * ``gain_data``: the spec bounds ``|G| <= 32767``; ``-32768`` is computed with as written
+      (``|G| = 32768`` in the output check).
+    * Output read latency: ``out_data`` is the word at the ``out_addr`` of the previous
+      cycle (a synchronous read port). Reading while busy returns whatever the buffer holds.
+
+    Schedule (cycles after the start edge): pass 1 sums ``T`` (``n + 1``); the mean divide
+    (launch, ``B`` cycles, latch: ``B + 2``); pass 2 computes ``y``, ``V``, ``sum y`` and ``p``
+    (``n + 2``); ``P`` (1, and the ``V / n`` check divide starts); ``s`` and ``Q`` (1); the
+    square root (launch, then ``max(H + 1, 2B)`` cycles until both it and the check divide
+    are done, ``H + 1`` without checkers; latch ``r``, variance check); ``l`` and the root
+    check (1); the reciprocal divide (launch with ``t``, ``Z + c + 2`` cycles, latch:
+    ``Z + c + 4``); the reciprocal check (1, checkers only); pass 3, two multiplies per
+    element (``2n + 4``). Hence :meth:`latency`: ``4n + B + Z + 20 + max(H + 1, 2B)``
+    with checkers, ``4n + B + Z + 20 + H`` without.
+
+    Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T),
+    ``mean`` (μ), ``centred`` (y, recomputed from ``x`` and ``μ`` in pass 3), ``variance``
+    (V), ``padded`` (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
+    ``normalize_shift`` (t), ``reciprocal`` (R), ``normalized`` (z), ``affine`` (a),
+    ``output`` (o), ``step`` and the FSM state; with checkers also ``centred_sum`` (running
+    ``sum y``), ``peak`` (p), ``output_centre`` and ``output_bound`` (the ``k`` and the far
+    bound of the output check), ``output_upper`` (its side), ``check_flags`` and the
+    ``*_count`` counters. The divider and square root keep their own ``remainder``,
+    ``quotient``/``root`` and ``count``. Buffers and per-channel memories are
+    :class:`~amaranth.lib.memory.Memory` (not fault sites).
+
+    Checkers (``checkers=True``): one sticky bit per check of :data:`LAYERNORM_CHECKS`
+    (the spec's checker table) in ``flags``, cleared by ``start``; when a row ends, each
+    check's saturating 16-bit counter in ``flag_counts`` counts it if its flag is set
+    (counters are cleared only by reset). ``mean`` is checked in the ``P`` cycle, ``variance``
+    when ``r`` is latched (multiplier ``p * p`` and the divider's ``V / n``), ``root`` in the
+    ``l`` cycle (``r * r``), ``reciprocal`` in its own cycle (``R * r'``), ``normalized`` and
+    ``output`` per element in pass 3 (the output check against the ``o`` register, with
+    ``k`` and the far bound computed in the affine cycle, one shifter of its own and the
+    output shifter borrowed). With ``checkers=False`` none of that logic is built and
+    ``flags``, ``flag_counts`` read 0.
+
+    Parameters
+    ----------
+    length : int
+        Longest row (and depth of the buffers and per-channel memories), 1 .. 1023.
+    input_bits : int
+        ``B``, 2 .. 24: width of the signed input codes.
+    norm_bits : int
+        ``Z``, 4 .. 16: fraction bits of the normalized value.
+    checkers : bool
+        Build the checkers.
+
+    Members
+    -------
+    start : In(1)
+        One-cycle pulse: begin a row.
+    busy : Out(1)
+    done : Out(1)
+        Sticky from the end of the row until the next start.
+    n : In(range(length + 1))
+        Row length CSR, 1 .. ``length``.
+    out_shift : In(6)
+        ``W``.
+    epsilon : In(2B + L - 2)
+        ``ε``.
+    in_we : In(1)
+    in_addr : In(range(length))
+    in_data : In(signed(32))
+        Input buffer write port (low ``B`` bits).
+    out_addr : In(range(length))
+    out_data : Out(signed(8))
+        Output buffer read port, one cycle of latency.
+    gain_we : In(1)
+    gain_addr : In(range(length))
+    gain_data : In(signed(16))
+    offset_we : In(1)
+    offset_addr : In(range(length))
+    offset_data : In(signed(32))
+        Per-channel memories ``G`` and ``C``.
+    flags : Out(6)
+        Bit ``i``: check ``LAYERNORM_CHECKS[i]`` raised in this row.
+    flag_counts : Out(ArrayLayout(16, 6))
+        Element ``i``: rows that raised check ``i``, saturating at 65535.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not an integer in its range, or ``checkers`` is not a bool.
+    """
+
+    def __init__(self, *, length, input_bits=16, norm_bits=14, checkers=True):
+        self._length = check_int("LayerNorm length", length, 1, MAX_LAYERNORM_LENGTH)
+        self._input_bits = check_int("LayerNorm input_bits", input_bits, 2, 24)
+        self._norm_bits = check_int("LayerNorm norm_bits", norm_bits, 4, 16)
+        if not isinstance(checkers, bool):
+            raise TypeError(f"LayerNorm checkers must be a bool, not {checkers!r}")
+        self._checkers = checkers
+        self._registers = {}
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "n": In(range(length + 1)),
+            "out_shift": In(6),
+            "epsilon": In(self.epsilon_bits),
+            "in_we": In(1),
+            "in_addr": In(range(length)),
+            "in_data": In(signed(32)),
+            "out_addr": In(range(length)),
+            "out_data": Out(signed(8)),
+            "gain_we": In(1),
+            "gain_addr": In(range(length)),
+            "gain_data": In(signed(16)),
+            "offset_we": In(1),
+            "offset_addr": In(range(length)),
+            "offset_data": In(signed(32)),
+            "flags": Out(len(LAYERNORM_CHECKS)),
+            "flag_counts": Out(data.ArrayLayout(COUNT_BITS, len(LAYERNORM_CHECKS))),
+        })
+
+    @property
+    def length(self):
+        return self._length
+
+    @property
+    def input_bits(self):
+        """``B``."""
+        return self._input_bits
+
+    @property
+    def norm_bits(self):
+        """``Z``."""
+        return self._norm_bits
+
+    @property
+    def checkers(self):
+        return self._checkers
+
+    @property
+    def index_bits(self):
+        """``L = bitlen(length)``."""
+        return self._length.bit_length()
+
+    @property
+    def root_bits(self):
+        """``H = B + ceil(L / 2)``, the width of the root."""
+        return self._input_bits + (self.index_bits + 1) // 2
+
+    @property
+    def variance_bits(self):
+        """``2B + L``: the width of ``V``, ``P`` and ``Q``."""
+        return 2 * self._input_bits + self.index_bits
+
+    @property
+    def epsilon_bits(self):
+        """``2B + L - 2``: the width of the ``ε`` CSR."""
+        return self.variance_bits - 2
+
+    @property
+    def reciprocal_bits(self):
+        """``Z + c + 2``."""
+        return self._norm_bits + GUARD_BITS + 2
+
+    @property
+    def affine_bits(self):
+        """``A = max(Z + 16, 31) + 2``."""
+        return max(self._norm_bits + 16, 31) + 2
+
+    @property
+    def multiplier_bits(self):
+        """Width of each signed multiplier operand, ``1 + max(H, Z + c + 2, 16)``."""
+        return 1 + max(self.root_bits, self.reciprocal_bits, 16)
+
+    @property
+    def registers(self):
+        """The named registers of the last elaboration (name: Signal), for testbenches and
+        fault injection; empty before the unit is elaborated."""
+        return dict(self._registers)
+
+    def latency(self, n):
+        """Edges from the start edge (excluded) to the one that raises ``done``, for a row of
+        ``n`` elements."""
+        check_int("LayerNorm row length n", n, 1, self._length)
+        b, z, h = self._input_bits, self._norm_bits, self.root_bits
+        root = max(h + 1, 2 * b) if self._checkers else h
+        return 4 * n + b + z + 20 + root
+
+    def elaborate(self, platform):
+        m = Module()
+        length, b, z, c = self._length, self._input_bits, self._norm_bits, GUARD_BITS
+        index, h, wide = self.index_bits, self.root_bits, self.variance_bits
+        checkers = self._checkers
+
+        # Host-written memories and the output buffer.
+        m.submodules.input_buffer = input_buffer = Memory(shape=signed(b), depth=length,
+                                                          init=[])
+        m.submodules.gain_memory = gain_memory = Memory(shape=signed(16), depth=length,
+                                                        init=[])
+        m.submodules.offset_memory = offset_memory = Memory(shape=signed(32), depth=length,
+                                                            init=[])
+        m.submodules.output_buffer = output_buffer = Memory(shape=signed(8), depth=length,
+                                                            init=[])
+        busy = Signal(name="unit_busy")
+        for memory, we, addr, value in (
+                (input_buffer, self.in_we, self.in_addr, self.in_data[:b]),
+                (gain_memory, self.gain_we, self.gain_addr, self.gain_data),
+                (offset_memory, self.offset_we, self.offset_addr, self.offset_data)):
+            port = memory.write_port()
+            m.d.comb += [port.en.eq(we & ~busy), port.addr.eq(addr), port.data.eq(value)]
+        input_read = input_buffer.read_port()
+        gain_read = gain_memory.read_port()
+        offset_read = offset_memory.read_port()
+        output_write = output_buffer.write_port()
+        host_read = output_buffer.read_port()
+        m.d.comb += [host_read.addr.eq(self.out_addr), self.out_data.eq(host_read.data)]
+
+        # Arithmetic blocks.
+        dividend_bits = max(b + index + 2, z + c + h + 1, wide if checkers else 0)
+        m.submodules.divider = divider = RestoringDivider(
+            dividend_bits=dividend_bits, divisor_bits=max(index + 1, h),
+            quotient_bits=max(b, self.reciprocal_bits, 2 * b + 1 if checkers else 0))
+        m.submodules.square_root = square_root = SquareRoot(radicand_bits=wide)
+        m.submodules.leading_zeros = leading_zeros = LeadingZeroCount(width=wide)
+
+        # The named intermediates.
+        total = Signal(b + index, name="total")
+        mean = Signal(signed(b), name="mean")
+        centred = Signal(signed(b + 1), name="centred")
+        variance = Signal(wide, name="variance")
+        padded = Signal(wide, name="padded")
+        scale = Signal(range(wide // 2 + 1), name="scale")
+        radicand = Signal(wide, name="radicand")
+        root = Signal(h, name="root")
+        root_length = Signal(range(h + 1), name="root_length")
+        normalize_shift = Signal(range(h + c + 1), name="normalize_shift")
+        reciprocal = Signal(self.reciprocal_bits, name="reciprocal")
+        normalized = Signal(signed(z + 2), name="normalized")
+        affine = Signal(signed(self.affine_bits), name="affine")
+        output = Signal(signed(8), name="output")
+        step = Signal(range(2 * length + 4), name="step")
+        row_done = Signal(name="row_done")
+        phase = Signal(Phase, name="phase")
+        registers = [phase, total, mean, centred, variance, padded, scale, radicand, root,
+                     root_length, normalize_shift, reciprocal, normalized, affine, output,
+                     step, row_done]
+
+        # The one multiplier: operands chosen by the schedule, zero when unused.
+        operand_a = Signal(signed(self.multiplier_bits), name="multiplier_a")
+        operand_b = Signal(signed(self.multiplier_bits), name="multiplier_b")
+        product = operand_a * operand_b
+
+        n = self.n
+        twice_n = Cat(Const(0, 1), n)
+        odd = step[0]
+        code = input_read.data
+        biased_code = Cat(code[:b - 1], ~code[b - 1])      # x + 2**(B-1), unsigned
+        divisor_root = Mux(root == 0, 1, root)             # r'
+        reciprocal_dividend = Const(1 << (z + c), dividend_bits) << root_length
+        gain, offset = gain_read.data, offset_read.data
+        shift_source = Signal(signed(self.affine_bits), name="shift_source")
+        shifted = _clamp(shift_source >> self.out_shift, -OUTPUT_LIMIT, OUTPUT_LIMIT)
+
+        def divide(dividend, divisor, quotient_bits, launch=False):
+            m.d.comb += [divider.dividend.eq(dividend), divider.divisor.eq(divisor),
+                         divider.quotient_bits.eq(quotient_bits)]
+            if launch:
+                m.d.comb += divider.start.eq(1)
+
+        def multiply(a, b):
+            m.d.comb += [operand_a.eq(a), operand_b.eq(b)]
+
+        # Checker state and the per-cycle raise vector.
+        raised = {check: Signal(name=f"{check}_raised") for check in LAYERNORM_CHECKS}
+        raise_vector = Cat(*(raised[check] for check in LAYERNORM_CHECKS))
+        if checkers:
+            centred_sum = Signal(signed(b + index + 1), name="centred_sum")
+            peak = Signal(b + 1, name="peak")
+            output_centre = Signal(signed(8), name="output_centre")
+            output_bound = Signal(signed(8), name="output_bound")
+            output_upper = Signal(name="output_upper")
+            flags = Signal(len(LAYERNORM_CHECKS), name="check_flags")
+            counts = [Signal(COUNT_BITS, name=f"{check}_count") for check in LAYERNORM_CHECKS]
+            registers += [centred_sum, peak, output_centre, output_bound, output_upper, flags,
+                          *counts]
+            flags_next = flags | raise_vector
+            m.d.sync += flags.eq(flags_next)
+            m.d.comb += [self.flags.eq(flags)]
+            m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
+
+        m.d.comb += [leading_zeros.value.eq(padded), square_root.radicand.eq(radicand)]
+        m.d.comb += input_read.en.eq(0)
+        m.d.comb += [gain_read.en.eq(0), offset_read.en.eq(0)]
+        m.d.comb += shift_source.eq(affine)
+
+        with m.Switch(phase):
+            with m.Case(Phase.IDLE):
+                with m.If(self.start):
+                    m.d.sync += row_done.eq(0)
+                    if checkers:
+                        m.d.sync += flags.eq(0)
+                    with m.If((n != 0) & (n <= length)):
+                        m.d.sync += [step.eq(0), total.eq(0)]
+                        m.d.sync += phase.eq(Phase.TOTAL)
+
+            # Pass 1: T = sum (x + 2**(B-1)); x_j is read in step j, added in step j + 1.
+            with m.Case(Phase.TOTAL):
+                m.d.comb += [input_read.addr.eq(step), input_read.en.eq(step < n)]
+                with m.If(step != 0):
+                    m.d.sync += total.eq(total + biased_code)
+                with m.If(step == n):
+                    m.d.sync += phase.eq(Phase.MEAN_LAUNCH)
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+
+            # μ = divide(2T + n, 2n, B) - 2**(B-1): the quotient with its top bit inverted.
+            with m.Case(Phase.MEAN_LAUNCH):
+                divide((total << 1) + n, twice_n, b, launch=True)
+                m.d.sync += phase.eq(Phase.MEAN_WAIT)
+            with m.Case(Phase.MEAN_WAIT):
+                divide((total << 1) + n, twice_n, b)
+                with m.If(~divider.busy):
+                    quotient = divider.quotient
+                    m.d.sync += [mean.eq(Cat(quotient[:b - 1], ~quotient[b - 1])),
+                                 step.eq(0), variance.eq(0)]
+                    if checkers:
+                        m.d.sync += [centred_sum.eq(0), peak.eq(0)]
+                    m.d.sync += phase.eq(Phase.VARIANCE)
+
+            # Pass 2: x_j read in step j, y_j = x_j - μ latched in step j + 1, V += y_j**2
+            # (with sum y and p = max |y|) in step j + 2.
+            with m.Case(Phase.VARIANCE):
+                m.d.comb += [input_read.addr.eq(step), input_read.en.eq(step < n)]
+                with m.If((step != 0) & (step <= n)):
+                    m.d.sync += centred.eq(code - mean)
+                with m.If(step >= 2):
+                    multiply(centred, centred)
+                    m.d.sync += variance.eq(variance + product[:wide])
+                    if checkers:
+                        magnitude = _magnitude(centred)
+                        m.d.sync += [centred_sum.eq(centred_sum + centred),
+                                     peak.eq(Mux(magnitude > peak, magnitude, peak))]
+                with m.If(step == n + 1):
+                    m.d.sync += phase.eq(Phase.PAD)
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+
+            # P = min(V + ε, 2**(2B+L) - 1); the mean check; the V / n check divide starts.
+            with m.Case(Phase.PAD):
+                limit = (1 << wide) - 1
+                padded_sum = variance + self.epsilon
+                m.d.sync += padded.eq(Mux(padded_sum > limit, limit, padded_sum))
+                if checkers:
+                    divide(variance, n, 2 * b + 1, launch=True)
+                    twice_sum = centred_sum << 1
+                    m.d.comb += raised["mean"].eq(~((twice_sum >= -n) & (twice_sum < n)))
+                m.d.sync += phase.eq(Phase.RADICAND)
+
+            # s = (2B + L - bitlen(P)) >> 1 (0 for P = 0) and Q = P << 2s.
+            with m.Case(Phase.RADICAND):
+                if checkers:
+                    divide(variance, n, 2 * b + 1)
+                scale_value = Mux(padded == 0, 0, leading_zeros.count >> 1)
+                m.d.sync += [scale.eq(scale_value),
+                             radicand.eq(padded << Cat(Const(0, 1), scale_value))]
+                m.d.sync += phase.eq(Phase.ROOT_LAUNCH)
+            with m.Case(Phase.ROOT_LAUNCH):
+                if checkers:
+                    divide(variance, n, 2 * b + 1)
+                m.d.comb += square_root.start.eq(1)
+                m.d.sync += phase.eq(Phase.ROOT_WAIT)
+
+            # r = isqrt(Q), latched when the root (and the check divide) are done; the
+            # variance check: p**2 <= V and V / n <= p**2.
+            with m.Case(Phase.ROOT_WAIT):
+                if checkers:
+                    divide(variance, n, 2 * b + 1)
+                with m.If(~square_root.busy & ~divider.busy):
+                    m.d.sync += root.eq(square_root.root)
+                    if checkers:
+                        multiply(peak, peak)
+                        m.d.comb += raised["variance"].eq(
+                            ~((product <= variance) & (divider.quotient <= product)))
+                    m.d.sync += phase.eq(Phase.ROOT_CHECK)
+
+            # l = bitlen(r'); the root check r**2 <= Q <= r**2 + 2r.
+            with m.Case(Phase.ROOT_CHECK):
+                m.d.comb += leading_zeros.value.eq(divisor_root)
+                m.d.sync += root_length.eq(wide - leading_zeros.count)
+                if checkers:
+                    multiply(root, root)
+                    m.d.comb += raised["root"].eq(
+                        ~((product <= radicand) & (radicand <= product + (root << 1))))
+                m.d.sync += phase.eq(Phase.RECIPROCAL_LAUNCH)
+
+            # t = max(l + c - s, 0); R = divide(2**(Z+c+l), r', Z + c + 2).
+            with m.Case(Phase.RECIPROCAL_LAUNCH):
+                exponent = root_length + c - scale
+                m.d.sync += normalize_shift.eq(Mux(exponent < 0, 0, exponent))
+                divide(reciprocal_dividend, divisor_root, self.reciprocal_bits, launch=True)
+                m.d.sync += phase.eq(Phase.RECIPROCAL_WAIT)
+            with m.Case(Phase.RECIPROCAL_WAIT):
+                divide(reciprocal_dividend, divisor_root, self.reciprocal_bits)
+                with m.If(~divider.busy):
+                    m.d.sync += [reciprocal.eq(divider.quotient), step.eq(0)]
+                    m.d.sync += phase.eq(Phase.RECIPROCAL_CHECK if checkers else Phase.OUTPUT)
+
+            # The reciprocal check: R r' <= 2**(Z+c+l) < R r' + r'.
+            if checkers:
+                with m.Case(Phase.RECIPROCAL_CHECK):
+                    multiply(reciprocal, divisor_root)
+                    m.d.comb += raised["reciprocal"].eq(
+                        ~((product <= reciprocal_dividend)
+                          & (reciprocal_dividend < product + divisor_root)))
+                    m.d.sync += phase.eq(Phase.OUTPUT)
+
+            # Pass 3, element i: x_i read in steps 2i, 2i + 1; y_i latched in 2i + 1; z_i
+            # (y R) in 2i + 2; a_i (z G + C) in 2i + 3, G_i and C_i read in 2i + 2; o_i in
+            # 2i + 4; o_i written (and checked) in 2i + 5.
+            with m.Case(Phase.OUTPUT):
+                element = step >> 1
+                m.d.comb += [input_read.addr.eq(element), input_read.en.eq(step < twice_n),
+                             gain_read.addr.eq(element - 1), offset_read.addr.eq(element - 1),
+                             output_write.addr.eq(element - 2), output_write.data.eq(output)]
+                parameter_read = ~odd & (step >= 2) & (step <= twice_n)
+                m.d.comb += [gain_read.en.eq(parameter_read), offset_read.en.eq(parameter_read)]
+                with m.If(odd & (step < twice_n)):
+                    m.d.sync += centred.eq(code - mean)
+                with m.If(~odd & (step >= 2) & (step <= twice_n)):
+                    multiply(centred, reciprocal)
+                    m.d.sync += normalized.eq(_clamp(product >> normalize_shift,
+                                                     -(1 << (z + 1)), (1 << (z + 1)) - 1))
+                    if checkers:
+                        m.d.comb += raised["normalized"].eq(_magnitude(centred) > (root >> scale))
+                with m.If(odd & (step >= 3) & (step <= twice_n + 1)):
+                    multiply(normalized, gain)
+                    m.d.sync += affine.eq(product + offset)
+                    if checkers:
+                        reach = _magnitude(gain) << z
+                        upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
+                        m.d.comb += [
+                            raised["normalized"].eq((normalized < -(1 << z))
+                                                    | (normalized > (1 << z))),
+                            shift_source.eq(offset + Mux(upper, reach, -reach)),
+                        ]
+                        m.d.sync += [
+                            output_centre.eq(_clamp(offset >> self.out_shift,
+                                                    -OUTPUT_LIMIT, OUTPUT_LIMIT)),
+                            output_bound.eq(shifted),
+                            output_upper.eq(upper),
+                        ]
+                with m.If(~odd & (step >= 4) & (step <= twice_n + 2)):
+                    m.d.sync += output.eq(shifted)
+                with m.If(odd & (step >= 5)):
+                    m.d.comb += output_write.en.eq(1)
+                    if checkers:
+                        inside = Mux(output_upper,
+                                     (output_centre <= output) & (output <= output_bound),
+                                     (output_bound <= output) & (output <= output_centre))
+                        m.d.comb += raised["output"].eq(~inside)
+                with m.If(step == twice_n + 3):
+                    m.d.sync += row_done.eq(1)
+                    if checkers:
+                        for i, count in enumerate(counts):
+                            with m.If(flags_next[i] & (count != (1 << COUNT_BITS) - 1)):
+                                m.d.sync += count.eq(count + 1)
+                    m.d.sync += phase.eq(Phase.IDLE)
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+
+        m.d.comb += [busy.eq(phase != Phase.IDLE), self.busy.eq(busy),
+                     self.done.eq(row_done)]
+        self._registers = {Value.cast(register).name: register for register in registers}
+        return m
