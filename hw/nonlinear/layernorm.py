@@ -371,14 +371,13 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += shift_source.eq(affine)
 
         with m.Switch(phase):
-            with m.Case(Phase.IDLE):
-                with m.If(self.start):
-                    m.d.sync += row_done.eq(0)
-                    if checkers:
-                        m.d.sync += flags.eq(0)
-                    with m.If((n != 0) & (n <= length)):
-                        m.d.sync += [step.eq(0), total.eq(0)]
-                        m.d.sync += phase.eq(Phase.TOTAL)
+            # A start clears done and the flags; it is refused for n of 0 or above length.
+            with m.Case(Phase.IDLE), m.If(self.start):
+                m.d.sync += row_done.eq(0)
+                if checkers:
+                    m.d.sync += flags.eq(0)
+                with m.If((n != 0) & (n <= length)):
+                    m.d.sync += [step.eq(0), total.eq(0), phase.eq(Phase.TOTAL)]
 
             # Pass 1: T = sum (x + 2**(B-1)); x_j is read in step j, added in step j + 1.
             with m.Case(Phase.TOTAL):
