@@ -43,8 +43,27 @@ class Phase(enum.Enum, shape=4):
     OUTPUT = 13             # pass 3: y, z, a, o
 
 
-def _clamp(value, low, high):
-    return Mux(value < low, low, Mux(value > high, high, value))
+def _saturate(value, width, symmetric=False):
+    """Signed ``value`` clamped to ``[-2**(width-1), 2**(width-1) - 1]`` (to
+    ``+-(2**(width-1) - 1)`` if ``symmetric``), from its top bits: it fits when the bits
+    from ``width - 1`` up are all equal."""
+    top = (1 << (width - 1)) - 1
+    head = value[width - 1:]
+    fits = (head == 0) | (head == (1 << len(head)) - 1)
+    if symmetric:
+        fits &= ~(value[width - 1] & (value[:width - 1] == 0))
+    return Mux(fits, value[:width].as_signed(), Mux(value[-1], -top if symmetric else -top - 1,
+                                                    top))
+
+
+def _increment(value):
+    """``value + 1`` as a ripple of half adders (bit i flips when the bits below are all 1),
+    and whether ``value`` is all ones."""
+    carry, bits = Const(1, 1), []
+    for bit in value:
+        bits.append(bit ^ carry)
+        carry = carry & bit
+    return Cat(*bits), carry
 
 
 def _magnitude(value):
@@ -99,23 +118,28 @@ class LayerNormUnit(wiring.Component):
     ``mean`` (μ), ``centred`` (y, recomputed from ``x`` and ``μ`` in pass 3), ``variance``
     (V), ``padded`` (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
     ``normalize_shift`` (t), ``reciprocal`` (R), ``normalized`` (z), ``affine`` (a),
-    ``output`` (o), ``step`` and the FSM state; with checkers also ``centred_sum`` (running
-    ``sum y``), ``peak`` (p), ``output_centre`` and ``output_bound`` (the ``k`` and the far
-    bound of the output check), ``output_upper`` (its side), ``check_flags`` and the
-    ``*_count`` counters. The divider and square root keep their own ``remainder``,
-    ``quotient``/``root`` and ``count``. Buffers and per-channel memories are
+    ``output`` (o), ``step`` and ``phase`` (:class:`Phase`); with checkers also
+    ``centred_sum`` (the running sum, kept as ``2 sum y + n``), ``peak`` (p),
+    ``output_centre`` and ``output_bound`` (the ``k`` and the far bound of the output
+    check), ``output_upper`` (its side), ``check_flags`` and the ``*_count`` counters.
+    The divider and square root keep their own ``remainder``, ``quotient``/``root`` and
+    ``count``. Buffers and per-channel memories are
     :class:`~amaranth.lib.memory.Memory` (not fault sites).
 
     Checkers (``checkers=True``): one sticky bit per check of :data:`LAYERNORM_CHECKS`
     (the spec's checker table) in ``flags``, cleared by ``start``; when a row ends, each
     check's saturating 16-bit counter in ``flag_counts`` counts it if its flag is set
-    (counters are cleared only by reset). ``mean`` is checked in the ``P`` cycle, ``variance``
-    when ``r`` is latched (multiplier ``p * p`` and the divider's ``V / n``), ``root`` in the
-    ``l`` cycle (``r * r``), ``reciprocal`` in its own cycle (``R * r'``), ``normalized`` and
-    ``output`` per element in pass 3 (the output check against the ``o`` register, with
-    ``k`` and the far bound computed in the affine cycle, one shifter of its own and the
-    output shifter borrowed). With ``checkers=False`` none of that logic is built and
-    ``flags``, ``flag_counts`` read 0.
+    (counters are cleared only by reset). ``mean`` is checked in the ``P`` cycle
+    (``0 <= 2 sum y + n < 2n``); ``variance`` in two halves, ``p**2 <= V`` in the ``P``
+    cycle and ``V / n <= p**2`` when ``r`` is latched (the divider's quotient); ``root`` in
+    the ``l`` cycle (``0 <= Q - r**2 < 2r + 1``) and ``reciprocal`` in its own cycle
+    (``0 <= 2**(Z+c+l) - R r' < r'``): these four comparisons share one subtractor
+    against the multiplier's product (``p * p``, ``r * r``, ``R * r'``). ``normalized`` and
+    ``output`` are checked per element in pass 3, the output check against the ``o``
+    register, with ``k`` and the far bound computed in the affine cycle (one shifter of its
+    own, and the output shifter, free in that cycle). With ``checkers=False`` none of that
+    logic is built (nor the divider's ``2B + 1``-bit quotient), ``flags`` and
+    ``flag_counts`` read 0 and a row takes fewer cycles (:meth:`latency`).
 
     Parameters
     ----------
@@ -173,6 +197,8 @@ class LayerNormUnit(wiring.Component):
         if not isinstance(checkers, bool):
             raise TypeError(f"LayerNorm checkers must be a bool, not {checkers!r}")
         self._checkers = checkers
+        # Which checks are built: all or none (a subset only to measure each one's area).
+        self._checks = frozenset(LAYERNORM_CHECKS if checkers else ())
         self._registers = {}
         super().__init__({
             "start": In(1),
@@ -260,14 +286,15 @@ class LayerNormUnit(wiring.Component):
         ``n`` elements."""
         check_int("LayerNorm row length n", n, 1, self._length)
         b, z, h = self._input_bits, self._norm_bits, self.root_bits
-        root = max(h + 1, 2 * b) if self._checkers else h
-        return 4 * n + b + z + 20 + root
+        # ROOT_WAIT lasts H + 1 cycles, or 2B if the V / n check divide is longer.
+        root_wait = max(h + 1, 2 * b) if "variance" in self._checks else h + 1
+        return 4 * n + b + z + 19 + root_wait + ("reciprocal" in self._checks)
 
     def elaborate(self, platform):
         m = Module()
         length, b, z, c = self._length, self._input_bits, self._norm_bits, GUARD_BITS
         index, h, wide = self.index_bits, self.root_bits, self.variance_bits
-        checkers = self._checkers
+        checks = self._checks
 
         # Host-written memories and the output buffer.
         m.submodules.input_buffer = input_buffer = Memory(shape=signed(b), depth=length,
@@ -293,10 +320,12 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [host_read.addr.eq(self.out_addr), self.out_data.eq(host_read.data)]
 
         # Arithmetic blocks.
-        dividend_bits = max(b + index + 2, z + c + h + 1, wide if checkers else 0)
+        # The V / n check divide needs a 2B + L-bit dividend and a 2B + 1-bit quotient.
+        checked = "variance" in checks
+        dividend_bits = max(b + index + 2, z + c + h + 1, wide if checked else 0)
         m.submodules.divider = divider = RestoringDivider(
             dividend_bits=dividend_bits, divisor_bits=max(index + 1, h),
-            quotient_bits=max(b, self.reciprocal_bits, 2 * b + 1 if checkers else 0))
+            quotient_bits=max(b, self.reciprocal_bits, 2 * b + 1 if checked else 0))
         m.submodules.square_root = square_root = SquareRoot(radicand_bits=wide)
         m.submodules.leading_zeros = leading_zeros = LeadingZeroCount(width=wide)
 
@@ -336,7 +365,7 @@ class LayerNormUnit(wiring.Component):
         reciprocal_dividend = Const(1 << (z + c), dividend_bits) << root_length
         gain, offset = gain_read.data, offset_read.data
         shift_source = Signal(signed(self.affine_bits), name="shift_source")
-        shifted = _clamp(shift_source >> self.out_shift, -OUTPUT_LIMIT, OUTPUT_LIMIT)
+        shifted = _saturate(shift_source >> self.out_shift, 8, symmetric=True)
 
         def divide(dividend, divisor, quotient_bits, launch=False):
             m.d.comb += [divider.dividend.eq(dividend), divider.divisor.eq(divisor),
@@ -350,20 +379,48 @@ class LayerNormUnit(wiring.Component):
         # Checker state and the per-cycle raise vector.
         raised = {check: Signal(name=f"{check}_raised") for check in LAYERNORM_CHECKS}
         raise_vector = Cat(*(raised[check] for check in LAYERNORM_CHECKS))
-        if checkers:
-            centred_sum = Signal(signed(b + index + 1), name="centred_sum")
+        if "mean" in checks:
+            # centred_sum holds 2 (sum y) + n: the mean check is then 0 <= it < 2n.
+            centred_sum = Signal(signed(b + index + 3), name="centred_sum")
+            registers.append(centred_sum)
+        if "variance" in checks:
             peak = Signal(b + 1, name="peak")
+            registers.append(peak)
+        if "output" in checks:
             output_centre = Signal(signed(8), name="output_centre")
             output_bound = Signal(signed(8), name="output_bound")
             output_upper = Signal(name="output_upper")
+            registers += [output_centre, output_bound, output_upper]
+        if checks:
             flags = Signal(len(LAYERNORM_CHECKS), name="check_flags")
             counts = [Signal(COUNT_BITS, name=f"{check}_count") for check in LAYERNORM_CHECKS]
-            registers += [centred_sum, peak, output_centre, output_bound, output_upper, flags,
-                          *counts]
+            registers += [flags, *counts]
             flags_next = flags | raise_vector
             m.d.sync += flags.eq(flags_next)
             m.d.comb += [self.flags.eq(flags)]
             m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
+
+        if checks & {"variance", "root", "reciprocal"}:
+            # One subtractor serves the variance, root and reciprocal checks, in different
+            # cycles: ``difference = operand - product``, raised if it is negative or (with
+            # a window) not below the window, or (``above``) if it is positive.
+            operand = Signal(max(wide, dividend_bits, 2 * b + 1), name="check_operand")
+            window = Signal(h + 1, name="check_window")
+            windowed = Signal(name="check_windowed")
+            above = Signal(name="check_above")
+            difference = operand - product
+            negative = difference < 0
+            outside = Mux(above, ~negative & (difference != 0), negative | windowed & (
+                (difference[h + 1:] != 0) | (difference[:h + 1] >= window)))
+
+            def compare(check, value, bound=None, above_product=False):
+                """Raise ``check`` unless ``product <= value`` (and ``value - product <
+                bound``), or with ``above_product`` unless ``value <= product``."""
+                m.d.comb += [operand.eq(value), raised[check].eq(outside)]
+                if bound is not None:
+                    m.d.comb += [window.eq(bound), windowed.eq(1)]
+                if above_product:
+                    m.d.comb += above.eq(1)
 
         m.d.comb += [leading_zeros.value.eq(padded), square_root.radicand.eq(radicand)]
         m.d.comb += input_read.en.eq(0)
@@ -374,7 +431,7 @@ class LayerNormUnit(wiring.Component):
             # A start clears done and the flags; it is refused for n of 0 or above length.
             with m.Case(Phase.IDLE), m.If(self.start):
                 m.d.sync += row_done.eq(0)
-                if checkers:
+                if checks:
                     m.d.sync += flags.eq(0)
                 with m.If((n != 0) & (n <= length)):
                     m.d.sync += [step.eq(0), total.eq(0), phase.eq(Phase.TOTAL)]
@@ -399,8 +456,10 @@ class LayerNormUnit(wiring.Component):
                     quotient = divider.quotient
                     m.d.sync += [mean.eq(Cat(quotient[:b - 1], ~quotient[b - 1])),
                                  step.eq(0), variance.eq(0)]
-                    if checkers:
-                        m.d.sync += [centred_sum.eq(0), peak.eq(0)]
+                    if "mean" in checks:
+                        m.d.sync += centred_sum.eq(n)
+                    if "variance" in checks:
+                        m.d.sync += peak.eq(0)
                     m.d.sync += phase.eq(Phase.VARIANCE)
 
             # Pass 2: x_j read in step j, y_j = x_j - μ latched in step j + 1, V += y_j**2
@@ -412,61 +471,64 @@ class LayerNormUnit(wiring.Component):
                 with m.If(step >= 2):
                     multiply(centred, centred)
                     m.d.sync += variance.eq(variance + product[:wide])
-                    if checkers:
+                    if "mean" in checks:
+                        m.d.sync += centred_sum.eq(centred_sum + (centred << 1))
+                    if "variance" in checks:
                         magnitude = _magnitude(centred)
-                        m.d.sync += [centred_sum.eq(centred_sum + centred),
-                                     peak.eq(Mux(magnitude > peak, magnitude, peak))]
+                        m.d.sync += peak.eq(Mux(magnitude > peak, magnitude, peak))
                 with m.If(step == n + 1):
                     m.d.sync += phase.eq(Phase.PAD)
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
 
-            # P = min(V + ε, 2**(2B+L) - 1); the mean check; the V / n check divide starts.
+            # P = min(V + ε, 2**(2B+L) - 1); the mean check -n <= 2 sum y < n; the variance
+            # check p**2 <= V; the V / n check divide starts.
             with m.Case(Phase.PAD):
                 limit = (1 << wide) - 1
                 padded_sum = variance + self.epsilon
                 m.d.sync += padded.eq(Mux(padded_sum > limit, limit, padded_sum))
-                if checkers:
+                if "mean" in checks:
+                    m.d.comb += raised["mean"].eq((centred_sum[index + 1:] != 0)
+                                                  | (centred_sum[:index + 1] >= twice_n))
+                if "variance" in checks:
                     divide(variance, n, 2 * b + 1, launch=True)
-                    twice_sum = centred_sum << 1
-                    m.d.comb += raised["mean"].eq(~((twice_sum >= -n) & (twice_sum < n)))
+                    multiply(peak, peak)
+                    compare("variance", variance)
                 m.d.sync += phase.eq(Phase.RADICAND)
 
             # s = (2B + L - bitlen(P)) >> 1 (0 for P = 0) and Q = P << 2s.
             with m.Case(Phase.RADICAND):
-                if checkers:
+                if "variance" in checks:
                     divide(variance, n, 2 * b + 1)
                 scale_value = Mux(padded == 0, 0, leading_zeros.count >> 1)
                 m.d.sync += [scale.eq(scale_value),
                              radicand.eq(padded << Cat(Const(0, 1), scale_value))]
                 m.d.sync += phase.eq(Phase.ROOT_LAUNCH)
             with m.Case(Phase.ROOT_LAUNCH):
-                if checkers:
+                if "variance" in checks:
                     divide(variance, n, 2 * b + 1)
                 m.d.comb += square_root.start.eq(1)
                 m.d.sync += phase.eq(Phase.ROOT_WAIT)
 
             # r = isqrt(Q), latched when the root (and the check divide) are done; the
-            # variance check: p**2 <= V and V / n <= p**2.
+            # variance check V / n <= p**2.
             with m.Case(Phase.ROOT_WAIT):
-                if checkers:
+                if "variance" in checks:
                     divide(variance, n, 2 * b + 1)
                 with m.If(~square_root.busy & ~divider.busy):
                     m.d.sync += root.eq(square_root.root)
-                    if checkers:
+                    if "variance" in checks:
                         multiply(peak, peak)
-                        m.d.comb += raised["variance"].eq(
-                            ~((product <= variance) & (divider.quotient <= product)))
+                        compare("variance", divider.quotient, above_product=True)
                     m.d.sync += phase.eq(Phase.ROOT_CHECK)
 
             # l = bitlen(r'); the root check r**2 <= Q <= r**2 + 2r.
             with m.Case(Phase.ROOT_CHECK):
                 m.d.comb += leading_zeros.value.eq(divisor_root)
                 m.d.sync += root_length.eq(wide - leading_zeros.count)
-                if checkers:
+                if "root" in checks:
                     multiply(root, root)
-                    m.d.comb += raised["root"].eq(
-                        ~((product <= radicand) & (radicand <= product + (root << 1))))
+                    compare("root", radicand, bound=Cat(Const(1, 1), root))
                 m.d.sync += phase.eq(Phase.RECIPROCAL_LAUNCH)
 
             # t = max(l + c - s, 0); R = divide(2**(Z+c+l), r', Z + c + 2).
@@ -479,15 +541,14 @@ class LayerNormUnit(wiring.Component):
                 divide(reciprocal_dividend, divisor_root, self.reciprocal_bits)
                 with m.If(~divider.busy):
                     m.d.sync += [reciprocal.eq(divider.quotient), step.eq(0)]
-                    m.d.sync += phase.eq(Phase.RECIPROCAL_CHECK if checkers else Phase.OUTPUT)
+                    m.d.sync += phase.eq(Phase.RECIPROCAL_CHECK if "reciprocal" in checks
+                                                 else Phase.OUTPUT)
 
             # The reciprocal check: R r' <= 2**(Z+c+l) < R r' + r'.
-            if checkers:
+            if "reciprocal" in checks:
                 with m.Case(Phase.RECIPROCAL_CHECK):
                     multiply(reciprocal, divisor_root)
-                    m.d.comb += raised["reciprocal"].eq(
-                        ~((product <= reciprocal_dividend)
-                          & (reciprocal_dividend < product + divisor_root)))
+                    compare("reciprocal", reciprocal_dividend, bound=divisor_root)
                     m.d.sync += phase.eq(Phase.OUTPUT)
 
             # Pass 3, element i: x_i read in steps 2i, 2i + 1; y_i latched in 2i + 1; z_i
@@ -504,24 +565,28 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += centred.eq(code - mean)
                 with m.If(~odd & (step >= 2) & (step <= twice_n)):
                     multiply(centred, reciprocal)
-                    m.d.sync += normalized.eq(_clamp(product >> normalize_shift,
-                                                     -(1 << (z + 1)), (1 << (z + 1)) - 1))
-                    if checkers:
-                        m.d.comb += raised["normalized"].eq(_magnitude(centred) > (root >> scale))
+                    m.d.sync += normalized.eq(_saturate(product >> normalize_shift, z + 2))
+                    if "normalized" in checks:
+                        # |y| << s <= r, as |y| <= r >> s.
+                        m.d.comb += raised["normalized"].eq(
+                            _magnitude(centred) > (root >> scale))
                 with m.If(odd & (step >= 3) & (step <= twice_n + 1)):
                     multiply(normalized, gain)
                     m.d.sync += affine.eq(product + offset)
-                    if checkers:
-                        reach = _magnitude(gain) << z
+                    if "normalized" in checks:
+                        # |z| <= 2**Z, from the top bits of z.
+                        m.d.comb += raised["normalized"].eq(
+                            Mux(normalized[-1], ~normalized[z],
+                                normalized[z] & (normalized[:z] != 0)))
+                    if "output" in checks:
+                        # k = clamp(C >> W) and the far bound clamp((C +- |G| 2**Z) >> W), on
+                        # the side of z G (the output shifter is free in this cycle).
                         upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
-                        m.d.comb += [
-                            raised["normalized"].eq((normalized < -(1 << z))
-                                                    | (normalized > (1 << z))),
-                            shift_source.eq(offset + Mux(upper, reach, -reach)),
-                        ]
+                        toward = Mux(upper ^ gain[-1], gain, -gain)
+                        m.d.comb += shift_source.eq(offset + (toward << z))
                         m.d.sync += [
-                            output_centre.eq(_clamp(offset >> self.out_shift,
-                                                    -OUTPUT_LIMIT, OUTPUT_LIMIT)),
+                            output_centre.eq(_saturate(offset >> self.out_shift, 8,
+                                                       symmetric=True)),
                             output_bound.eq(shifted),
                             output_upper.eq(upper),
                         ]
@@ -529,17 +594,17 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += output.eq(shifted)
                 with m.If(odd & (step >= 5)):
                     m.d.comb += output_write.en.eq(1)
-                    if checkers:
-                        inside = Mux(output_upper,
-                                     (output_centre <= output) & (output <= output_bound),
-                                     (output_bound <= output) & (output <= output_centre))
-                        m.d.comb += raised["output"].eq(~inside)
+                    if "output" in checks:
+                        low = Mux(output_upper, output_centre, output_bound)
+                        high = Mux(output_upper, output_bound, output_centre)
+                        m.d.comb += raised["output"].eq((output < low) | (output > high))
                 with m.If(step == twice_n + 3):
                     m.d.sync += row_done.eq(1)
-                    if checkers:
+                    if checks:
                         for i, count in enumerate(counts):
-                            with m.If(flags_next[i] & (count != (1 << COUNT_BITS) - 1)):
-                                m.d.sync += count.eq(count + 1)
+                            incremented, full = _increment(count)
+                            with m.If(flags_next[i] & ~full):
+                                m.d.sync += count.eq(incremented)
                     m.d.sync += phase.eq(Phase.IDLE)
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
