@@ -133,13 +133,14 @@ class LayerNormUnit(wiring.Component):
     (``0 <= 2 sum y + n < 2n``); ``variance`` in two halves, ``p**2 <= V`` in the ``P``
     cycle and ``V / n <= p**2`` when ``r`` is latched (the divider's quotient); ``root`` in
     the ``l`` cycle (``0 <= Q - r**2 < 2r + 1``) and ``reciprocal`` in its own cycle
-    (``0 <= 2**(Z+c+l) - R r' < r'``): these four comparisons share one subtractor
-    against the multiplier's product (``p * p``, ``r * r``, ``R * r'``). ``normalized`` and
-    ``output`` are checked per element in pass 3, the output check against the ``o``
-    register, with ``k`` and the far bound computed in the affine cycle (one shifter of its
-    own, and the output shifter, free in that cycle). With ``checkers=False`` none of that
-    logic is built (nor the divider's ``2B + 1``-bit quotient), ``flags`` and
-    ``flag_counts`` read 0 and a row takes fewer cycles (:meth:`latency`).
+    (``0 <= 2**(Z+c+l) - R r' < r'``): these four comparisons of the multiplier's product
+    (``p * p``, ``r * r``, ``R * r'``) share the variance adder, idle then. ``normalized``
+    and ``output`` are checked per element in pass 3, the output check against the ``o``
+    register: ``k`` comes from the output shifter in the affine cycle, the far bound from
+    the affine adder in the next one (both free then) and a shifter of the check's own.
+    With ``checkers=False`` none of that logic is built (nor the divider's ``2B + 1``-bit
+    quotient), ``flags`` and ``flag_counts`` read 0 and a row takes fewer cycles
+    (:meth:`latency`).
 
     Parameters
     ----------
@@ -364,6 +365,9 @@ class LayerNormUnit(wiring.Component):
         divisor_root = Mux(root == 0, 1, root)             # r'
         reciprocal_dividend = Const(1 << (z + c), dividend_bits) << root_length
         gain, offset = gain_read.data, offset_read.data
+        # The affine adder and the output shifter (a >> W, saturated to int8).
+        affine_term = Signal(signed(self.affine_bits), name="affine_term")
+        affine_sum = affine_term + offset
         shift_source = Signal(signed(self.affine_bits), name="shift_source")
         shifted = _saturate(shift_source >> self.out_shift, 8, symmetric=True)
 
@@ -400,15 +404,24 @@ class LayerNormUnit(wiring.Component):
             m.d.comb += [self.flags.eq(flags)]
             m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
 
-        if checks & {"variance", "root", "reciprocal"}:
-            # One subtractor serves the variance, root and reciprocal checks, in different
-            # cycles: ``difference = operand - product``, raised if it is negative or (with
-            # a window) not below the window, or (``above``) if it is positive.
-            operand = Signal(max(wide, dividend_bits, 2 * b + 1), name="check_operand")
+        # The variance adder: V + y**2 in pass 2. With the variance, root or reciprocal
+        # checks it also serves them, in their cycles: ``~operand + product`` is
+        # ``-(operand - product) - 1``, so its complement is ``difference = operand -
+        # product``, raised if it is negative or (with a window) not below the window, or
+        # (``above``) if it is positive.
+        square = product[:2 * self.multiplier_bits]      # y**2, p**2, r**2, R r': >= 0
+        shared_adder = bool(checks & {"variance", "root", "reciprocal"})
+        if not shared_adder:
+            variance_sum = variance + square
+        else:
+            adder_bits = max(wide, dividend_bits, 2 * b + 1, len(square)) + 2
+            operand = Signal(adder_bits, name="check_operand")
+            checking = Signal(name="check_cycle")
             window = Signal(h + 1, name="check_window")
             windowed = Signal(name="check_windowed")
             above = Signal(name="check_above")
-            difference = operand - product
+            variance_sum = Mux(checking, ~operand, variance) + square
+            difference = (~variance_sum[:adder_bits]).as_signed()
             negative = difference < 0
             outside = Mux(above, ~negative & (difference != 0), negative | windowed & (
                 (difference[h + 1:] != 0) | (difference[:h + 1] >= window)))
@@ -416,7 +429,7 @@ class LayerNormUnit(wiring.Component):
             def compare(check, value, bound=None, above_product=False):
                 """Raise ``check`` unless ``product <= value`` (and ``value - product <
                 bound``), or with ``above_product`` unless ``value <= product``."""
-                m.d.comb += [operand.eq(value), raised[check].eq(outside)]
+                m.d.comb += [operand.eq(value), checking.eq(1), raised[check].eq(outside)]
                 if bound is not None:
                     m.d.comb += [window.eq(bound), windowed.eq(1)]
                 if above_product:
@@ -425,7 +438,7 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [leading_zeros.value.eq(padded), square_root.radicand.eq(radicand)]
         m.d.comb += input_read.en.eq(0)
         m.d.comb += [gain_read.en.eq(0), offset_read.en.eq(0)]
-        m.d.comb += shift_source.eq(affine)
+        m.d.comb += [affine_term.eq(product), shift_source.eq(affine)]
 
         with m.Switch(phase):
             # A start clears done and the flags; it is refused for n of 0 or above length.
@@ -470,7 +483,7 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += centred.eq(code - mean)
                 with m.If(step >= 2):
                     multiply(centred, centred)
-                    m.d.sync += variance.eq(variance + product[:wide])
+                    m.d.sync += variance.eq(variance_sum[:wide])
                     if "mean" in checks:
                         m.d.sync += centred_sum.eq(centred_sum + (centred << 1))
                     if "variance" in checks:
@@ -572,26 +585,29 @@ class LayerNormUnit(wiring.Component):
                             _magnitude(centred) > (root >> scale))
                 with m.If(odd & (step >= 3) & (step <= twice_n + 1)):
                     multiply(normalized, gain)
-                    m.d.sync += affine.eq(product + offset)
+                    m.d.sync += affine.eq(affine_sum)
                     if "normalized" in checks:
                         # |z| <= 2**Z, from the top bits of z.
                         m.d.comb += raised["normalized"].eq(
                             Mux(normalized[-1], ~normalized[z],
                                 normalized[z] & (normalized[:z] != 0)))
                     if "output" in checks:
-                        # k = clamp(C >> W) and the far bound clamp((C +- |G| 2**Z) >> W), on
-                        # the side of z G (the output shifter is free in this cycle).
-                        upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
-                        toward = Mux(upper ^ gain[-1], gain, -gain)
-                        m.d.comb += shift_source.eq(offset + (toward << z))
-                        m.d.sync += [
-                            output_centre.eq(_saturate(offset >> self.out_shift, 8,
-                                                       symmetric=True)),
-                            output_bound.eq(shifted),
-                            output_upper.eq(upper),
-                        ]
+                        # k_i = clamp(C_i >> W), by the output shifter (free in this cycle).
+                        m.d.comb += shift_source.eq(offset)
+                        m.d.sync += output_centre.eq(shifted)
                 with m.If(~odd & (step >= 4) & (step <= twice_n + 2)):
                     m.d.sync += output.eq(shifted)
+                    if "output" in checks:
+                        # The far bound of element i - 1, clamp((C +- |G| 2**Z) >> W) on the
+                        # side of z G, by the affine adder (free in this cycle: G, C and z
+                        # still hold element i - 1) and a shifter of the check's own.
+                        upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
+                        m.d.comb += affine_term.eq(Mux(upper ^ gain[-1], gain, -gain) << z)
+                        m.d.sync += [
+                            output_bound.eq(_saturate(affine_sum >> self.out_shift, 8,
+                                                      symmetric=True)),
+                            output_upper.eq(upper),
+                        ]
                 with m.If(odd & (step >= 5)):
                     m.d.comb += output_write.en.eq(1)
                     if "output" in checks:
