@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from amaranth.hdl import Fragment, Value
+from amaranth.hdl import Value, signed
 from amaranth.sim import Simulator
 
 from hw.nonlinear.layernorm import LAYERNORM_CHECKS, LayerNormUnit, Phase
 from sw.twin.nonlinear.layernorm import LayerNormParams, check_layernorm, layernorm
+from tests.unit_registers import unit_registers
 
 torch.set_num_threads(1)
 
@@ -46,7 +47,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the testbench saw of one row."""
+    """What the testbench saw of one row (``cycles``: clock edges from the one that samples
+    ``start`` to the one after which ``done`` is high, both included)."""
     cycles: int
     output: list
     flags: dict
@@ -140,9 +142,9 @@ async def run_row(ctx, unit, row, rng, during=None):
     ctx.set(unit.start, 1)
     await ctx.tick()
     ctx.set(unit.start, 0)
-    cycles = 0
+    cycles = 1
     while not ctx.get(unit.done):
-        assert ctx.get(unit.busy)
+        assert ctx.get(unit.busy) and not ctx.get(unit.error) or during is not None
         now, index = ctx.get(phase), ctx.get(step)
         for point in ((now, index), (now, None)):
             for register, bit in pending.pop(point, ()):
@@ -152,7 +154,7 @@ async def run_row(ctx, unit, row, rng, during=None):
         if now == Phase.OUTPUT and index >= 4 and index % 2 == 0 and index <= 2 * row.n + 2:
             affine[(index - 4) // 2] = ctx.get(registers["affine"])
         if during is not None:
-            during(ctx, cycles)
+            during(ctx, cycles - 1)
         await ctx.tick()
         cycles += 1
         assert cycles <= 4 * unit.length + 400, "done never rose"
@@ -332,11 +334,12 @@ def test_every_row_length_up_to_the_unit_length():
 def test_latency_formula():
     unit = LayerNormUnit(length=768)
     assert (unit.index_bits, unit.root_bits, unit.multiplier_bits) == (10, 21, 22)
-    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 82, 4 * 197 + 82, 4 * 768 + 82]
-    bare = LayerNormUnit(length=768, checkers=False)
-    assert bare.latency(197) == 4 * 197 + 71
+    # 4n + B + Z + 21 + max(H + 1, 2B), with or without the checkers.
+    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 83, 4 * 197 + 83, 4 * 768 + 83]
+    assert LayerNormUnit(length=768, checkers=False).latency(197) == 4 * 197 + 83
+    assert LayerNormUnit(length=256).latency(256) == 4 * 256 + 83
     # B = 2, length 9: H + 1 = 5 > 2B, the square root is the longer of the two.
-    assert LayerNormUnit(length=9, input_bits=2, norm_bits=10).latency(3) == 12 + 2 + 10 + 25
+    assert LayerNormUnit(length=9, input_bits=2, norm_bits=10).latency(3) == 12 + 2 + 10 + 26
 
 
 def test_checkers_off_computes_the_same_outputs_and_raises_nothing():
@@ -347,7 +350,7 @@ def test_checkers_off_computes_the_same_outputs_and_raises_nothing():
     rows.append(Row(first.codes, first.gain, first.offset, first.shift, first.eps_term,
                     flips=(("root", 0, 3),)))
     assert_rows_match(unit, rows, quiet=False)
-    assert "check_flags" not in unit.registers and "peak" not in unit.registers
+    assert "flags" not in unit.registers and "peak" not in unit.registers
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,8 +413,9 @@ def test_random_bit_flips_in_every_stage_match_the_twin():
     assert sum(any(seen.flags.values()) for seen in observed) >= len(rows) // 2
 
 
-def test_counters_count_flagged_rows_and_saturate():
-    unit = LayerNormUnit(length=8)
+@pytest.mark.parametrize("count_bits", [2, 8])
+def test_counters_count_flagged_rows_and_saturate(count_bits):
+    unit = LayerNormUnit(length=8, count_bits=count_bits)
     clean = fault_row(seed=4, n=6)
     faulty = Row(clean.codes, clean.gain, clean.offset, clean.shift, clean.eps_term,
                  flips=(("mean", 0, 5),))
@@ -420,7 +424,7 @@ def test_counters_count_flagged_rows_and_saturate():
     async def bench(ctx, unit, rng):
         count = unit.registers["mean_count"]
         first = await run_row(ctx, unit, faulty, rng)
-        ctx.set(count, (1 << 16) - 2)
+        ctx.set(count, (1 << count_bits) - 2)
         for row in (faulty, clean, faulty):
             await run_row(ctx, unit, row, rng)
         seen["flags"] = first.flags
@@ -428,7 +432,7 @@ def test_counters_count_flagged_rows_and_saturate():
 
     simulate(unit, [], bench=bench)
     assert seen["flags"]["mean"]
-    assert seen["counts"][0] == (1 << 16) - 1
+    assert seen["counts"][0] == (1 << count_bits) - 1
     raised_by_fault = [int(twin_row(unit, faulty)[1][check]) for check in LAYERNORM_CHECKS]
     assert seen["counts"][1:] == [3 * flag for flag in raised_by_fault[1:]]
 
@@ -438,6 +442,8 @@ def test_counters_count_flagged_rows_and_saturate():
 # ---------------------------------------------------------------------------------------
 
 def test_start_with_n_zero_or_above_length_is_refused():
+    """Refused: idle, done cleared, error set; the flags and the counters are left alone;
+    the next accepted start clears error."""
     unit = LayerNormUnit(length=8)
     row = fault_row(seed=6, n=5)
     faulty = Row(row.codes, row.gain, row.offset, row.shift, row.eps_term,
@@ -445,17 +451,21 @@ def test_start_with_n_zero_or_above_length_is_refused():
 
     async def bench(ctx, unit, rng):
         await run_row(ctx, unit, faulty, rng)
-        assert ctx.get(unit.done) and ctx.get(unit.flags)
+        flags, counts = ctx.get(unit.flags), list(ctx.get(unit.flag_counts))
+        assert ctx.get(unit.done) and flags and not ctx.get(unit.error)
         for n in (0, 9, 15):
             ctx.set(unit.n, n)
             ctx.set(unit.start, 1)
             await ctx.tick()
             ctx.set(unit.start, 0)
             for _ in range(3):
-                assert (ctx.get(unit.busy), ctx.get(unit.done), ctx.get(unit.flags)) == (0, 0, 0)
+                assert (ctx.get(unit.busy), ctx.get(unit.done), ctx.get(unit.error),
+                        ctx.get(unit.flags), list(ctx.get(unit.flag_counts))) == \
+                    (0, 0, 1, flags, counts)
                 await ctx.tick()
         seen = await run_row(ctx, unit, row, rng)
         assert_matches_twin(unit, row, seen)
+        assert not ctx.get(unit.error)
 
     simulate(unit, [], bench=bench)
 
@@ -465,8 +475,10 @@ def test_start_and_writes_while_busy_are_ignored():
     row = fault_row(seed=7, n=7)
 
     def meddle(ctx, cycle):
-        # Every cycle of the row: a start, and writes of garbage to all three memories.
+        # Every cycle of the row: a start, another n, and writes of garbage to all three
+        # memories.
         ctx.set(unit.start, 1)
+        ctx.set(unit.n, cycle % 9)
         for we, addr, value in ((unit.in_we, unit.in_addr, unit.in_data),
                                 (unit.gain_we, unit.gain_addr, unit.gain_data),
                                 (unit.offset_we, unit.offset_addr, unit.offset_data)):
@@ -477,11 +489,13 @@ def test_start_and_writes_while_busy_are_ignored():
     async def bench(ctx, unit, rng):
         seen = await run_row(ctx, unit, row, rng, during=meddle)
         assert_matches_twin(unit, row, seen)
+        assert ctx.get(unit.error)
         # The memories still hold the row: run it again without loading.
         ctx.set(unit.n, row.n)
         ctx.set(unit.start, 1)
         await ctx.tick()
         ctx.set(unit.start, 0)
+        assert not ctx.get(unit.error)
         while not ctx.get(unit.done):
             await ctx.tick()
         assert await read_outputs(ctx, unit, row.n) == seen.output
@@ -504,6 +518,8 @@ def test_start_and_writes_while_busy_are_ignored():
      "LayerNorm norm_bits must be an integer from 4 to 16, not 3"),
     (lambda: LayerNormUnit(length=8, checkers=1),
      "LayerNorm checkers must be a bool, not 1"),
+    (lambda: LayerNormUnit(length=8, count_bits=33),
+     "LayerNorm count_bits must be an integer from 1 to 32, not 33"),
     (lambda: LayerNormUnit(length=8).latency(9),
      "LayerNorm row length n must be an integer from 1 to 8, not 9"),
 ])
@@ -513,20 +529,40 @@ def test_parameter_errors(make, message):
     assert str(info.value) == message
 
 
-def test_ports_and_register_widths():
+def test_the_interface():
+    """The common unit interface (hw/nonlinear/interface.py), the parameter ports and the
+    per-channel memories' write ports."""
     unit = LayerNormUnit(length=768)
-    shapes = {name: Value.cast(getattr(unit, name)).shape() for name in (
-        "n", "epsilon", "in_addr", "in_data", "out_data", "gain_data", "offset_data",
-        "out_shift", "flags")}
-    assert {name: (shape.width, shape.signed) for name, shape in shapes.items()} == {
-        "n": (10, False), "epsilon": (40, False), "in_addr": (10, False),
-        "in_data": (32, True), "out_data": (8, True), "gain_data": (16, True),
-        "offset_data": (32, True), "out_shift": (6, False), "flags": (6, False)}
-    Fragment.get(unit, platform=None)
-    widths = {name: Value.cast(register).shape().width
-              for name, register in unit.registers.items()}
-    # docs/nonlinear.md, "Example widths" (length 768, B 16, Z 14).
-    assert {name: widths[name] for name in ("total", "mean", "centred", "variance", "root",
-                                            "reciprocal", "normalized", "affine", "output")} \
-        == {"total": 26, "mean": 16, "centred": 17, "variance": 42, "root": 21,
-            "reciprocal": 18, "normalized": 16, "affine": 33, "output": 8}
+    assert {name: (member.flow.name, member.shape) for name, member in
+            unit.signature.members.items() if name != "flag_counts"} == {
+        "start": ("In", 1), "busy": ("Out", 1), "done": ("Out", 1), "error": ("Out", 1),
+        "n": ("In", range(769)), "in_we": ("In", 1), "in_addr": ("In", range(768)),
+        "in_data": ("In", signed(32)), "out_addr": ("In", range(768)),
+        "out_data": ("Out", signed(8)), "out_shift": ("In", 6), "epsilon": ("In", 40),
+        "flags": ("Out", 6), "gain_we": ("In", 1), "gain_addr": ("In", range(768)),
+        "gain_data": ("In", signed(16)), "offset_we": ("In", 1),
+        "offset_addr": ("In", range(768)), "offset_data": ("In", signed(32))}
+    assert unit.checks == LAYERNORM_CHECKS == ("mean", "variance", "root", "reciprocal",
+                                               "normalized", "output")
+    assert (unit.count_bits, len(unit.flag_counts[0]), len(unit.flag_counts)) == (8, 8, 6)
+    assert len(LayerNormUnit(length=8, count_bits=12).flag_counts[5]) == 12
+
+
+def test_the_registers_are_flip_flops_named_after_them():
+    """docs/nonlinear.md, "Example widths" (length 768, B 16, Z 14), through the netlist's
+    fault-site walk (no fault_class attribute; readable names)."""
+    widths = unit_registers(LayerNormUnit(length=768))
+    datapath = {"total": 26, "mean": 16, "centred": 17, "variance": 42, "padded": 42,
+                "scale": 5, "radicand": 42, "root": 21, "root_length": 5,
+                "normalize_shift": 5, "reciprocal": 18, "normalized": 16, "affine": 33,
+                "output": 8}
+    control = {"phase": 4, "step": 11, "row_length": 10, "done": 1, "error": 1,
+               "divider.quotient": 33, "divider.remainder": 21, "divider.count": 6,
+               "divider.saturated": 1, "square_root.root": 21, "square_root.remainder": 23,
+               "square_root.count": 5}
+    checker = {"flags": 6, "centred_sum": 29, "peak": 17, "output_centre": 8,
+               "output_bound": 8, "output_upper": 1,
+               **{f"{check}_count": 8 for check in LAYERNORM_CHECKS}}
+    assert widths == {**datapath, **control, **checker}
+    bare = unit_registers(LayerNormUnit(length=768, checkers=False))
+    assert bare == {**datapath, **control, "divider.quotient": 18, "divider.count": 5}

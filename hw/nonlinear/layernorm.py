@@ -1,17 +1,19 @@
 """The integer LayerNorm unit and its checkers (docs/nonlinear.md, "LayerNorm")."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import data, enum, wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from hw.nonlinear.divider import RestoringDivider
+from hw.nonlinear.interface import (DEFAULT_COUNT_BITS, check_count_bits, count_row,
+                                    unit_members)
 from hw.nonlinear.leading_zeros import LeadingZeroCount
 from hw.nonlinear.square_root import SquareRoot
 from hw.validation import check_int
 
 __all__ = ["LayerNormUnit", "Phase", "LAYERNORM_CHECKS", "MAX_LAYERNORM_LENGTH", "GUARD_BITS",
-           "OUTPUT_LIMIT", "COUNT_BITS"]
+           "OUTPUT_LIMIT"]
 
 #: The checkers, in the order of ``flags`` and ``flag_counts`` (the spec's checker table).
 LAYERNORM_CHECKS = ("mean", "variance", "root", "reciprocal", "normalized", "output")
@@ -21,8 +23,6 @@ MAX_LAYERNORM_LENGTH = 1023
 GUARD_BITS = 2
 #: Outputs saturate to +-OUTPUT_LIMIT.
 OUTPUT_LIMIT = 127
-#: Width of the saturating per-check row counters.
-COUNT_BITS = 16
 
 
 class Phase(enum.Enum, shape=4):
@@ -56,16 +56,6 @@ def _saturate(value, width, symmetric=False):
                                                     top))
 
 
-def _increment(value):
-    """``value + 1`` as a ripple of half adders (bit i flips when the bits below are all 1),
-    and whether ``value`` is all ones."""
-    carry, bits = Const(1, 1), []
-    for bit in value:
-        bits.append(bit ^ carry)
-        carry = carry & bit
-    return Cat(*bits), carry
-
-
 def _magnitude(value):
     return Mux(value < 0, -value, value)
 
@@ -81,55 +71,55 @@ class LayerNormUnit(wiring.Component):
     ``o = clamp(a >> W, -127, 127)``. One multiplier, one restoring divider (shared by the
     mean, the reciprocal and the variance check), one bit-serial square root.
 
-    Use: while the unit is idle the host writes the row into the input buffer (``in_*``),
-    the per-channel gains and offsets (``gain_*``, ``offset_*``, usually once), sets the CSR
-    inputs ``n``, ``out_shift`` and ``epsilon``, and pulses ``start``. ``busy`` rises after
-    the start edge; ``done`` rises exactly :meth:`latency` edges after it (the start edge not
-    counted: done reads 1 after ``latency(n)`` further edges) and stays high until the next
-    start; the host then reads the int8 outputs (``out_*``). Flags and counters are valid
-    with ``done``.
+    **Use** (the common unit interface of docs/nonlinear.md, as the softmax and GELU
+    units'). While the unit is idle the host writes the row into the input buffer
+    (``in_we``, ``in_addr``, ``in_data``: the low ``B`` bits are the code, bits ``B`` .. 31
+    are ignored), the per-channel gains and offsets (``gain_*``, ``offset_*``, usually once;
+    the spec bounds ``|G| <= 32767``, ``-32768`` is computed with as written), sets the CSRs
+    ``n``, ``out_shift`` and ``epsilon`` and pulses ``start``. Writes to the three memories
+    while ``busy`` are ignored. ``n`` is copied into ``row_length`` by the accepted
+    ``start``; ``out_shift`` and ``epsilon`` are read during the row, so the host holds
+    them while ``busy``. ``done`` rises :meth:`latency` ``(n)`` clock edges after ``start``
+    (the edge that samples ``start`` is the first) and stays high until the next accepted
+    ``start``; the int8 codes are then in the output buffer (``out_addr`` -> ``out_data``,
+    **one cycle of read latency**) and ``flags`` holds the row's checker flags. The input
+    buffer and the memories keep their words.
 
-    * ``n`` must be 1 .. ``length``: a ``start`` with ``n == 0`` or ``n > length`` is
-      refused: the unit stays idle and clears ``done`` and ``flags`` (``busy`` and ``done``
-      both low after a start means refused; nothing else changes). A ``start`` while busy
-      is ignored.
-    * ``n``, ``out_shift``, ``epsilon`` are read during the whole row (not latched) and the
-      memories are read in all three passes: hold them while busy. Writes to the three
-      host-written memories while busy are ignored, so a row cannot be overwritten under
-      the unit.
-    * ``in_data``: the low ``B`` bits are the code (two's complement); bits ``B`` .. 31 are
-      ignored (the host may write the sign-extended code or not).
-    * ``gain_data``: the spec bounds ``|G| <= 32767``; ``-32768`` is computed with as written
-      (``|G| = 32768`` in the output check).
-    * Output read latency: ``out_data`` is the word at the ``out_addr`` of the previous
-      cycle (a synchronous read port). Reading while busy returns whatever the buffer holds.
+    **Refused and ignored starts.** A ``start`` with ``n == 0`` or ``n > length`` is refused:
+    the unit stays idle, ``done`` is cleared and ``error`` is set (``flags`` and the
+    counters are left alone). A ``start`` while ``busy`` is ignored and sets ``error``; the
+    running row finishes normally. The next accepted ``start`` clears ``error``, ``done``
+    and ``flags``.
 
-    Schedule (cycles after the start edge): pass 1 sums ``T`` (``n + 1``); the mean divide
-    (launch, ``B`` cycles, latch: ``B + 2``); pass 2 computes ``y``, ``V``, ``sum y`` and ``p``
-    (``n + 2``); ``P`` (1, and the ``V / n`` check divide starts); ``s`` and ``Q`` (1); the
-    square root (launch, then ``max(H + 1, 2B)`` cycles until both it and the check divide
-    are done, ``H + 1`` without checkers; latch ``r``, variance check); ``l`` and the root
-    check (1); the reciprocal divide (launch with ``t``, ``Z + c + 2`` cycles, latch:
-    ``Z + c + 4``); the reciprocal check (1, checkers only); pass 3, two multiplies per
-    element (``2n + 4``). Hence :meth:`latency`: ``4n + B + Z + 20 + max(H + 1, 2B)``
-    with checkers, ``4n + B + Z + 20 + H`` without.
+    **Schedule** (cycles after the start edge; one schedule with or without the checkers):
+    pass 1 sums ``T`` (``n + 1``); the mean divide (launch, ``B`` cycles, latch: ``B + 2``);
+    pass 2 computes ``y``, ``V``, ``sum y`` and ``p`` (``n + 2``); ``P`` (1, and the
+    ``V / n`` check divide starts); ``s`` and ``Q`` (1); the square root (launch, then
+    :attr:`root_wait` ``= max(H + 1, 2B)`` cycles, by then both it and the check divide are
+    done; latch ``r``, variance check); ``l`` and the root check (1); the reciprocal divide
+    (launch with ``t``, ``Z + c + 2`` cycles, latch: ``Z + c + 4``); the reciprocal check
+    (1); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
+    ``= 4n + B + Z + 21 + max(H + 1, 2B)`` edges, the start edge included.
 
     Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T),
     ``mean`` (μ), ``centred`` (y, recomputed from ``x`` and ``μ`` in pass 3), ``variance``
     (V), ``padded`` (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
     ``normalize_shift`` (t), ``reciprocal`` (R), ``normalized`` (z), ``affine`` (a),
-    ``output`` (o), ``step`` and ``phase`` (:class:`Phase`); with checkers also
-    ``centred_sum`` (the running sum, kept as ``2 sum y + n``), ``peak`` (p),
-    ``output_centre`` and ``output_bound`` (the ``k`` and the far bound of the output
-    check), ``output_upper`` (its side), ``check_flags`` and the ``*_count`` counters.
-    The divider and square root keep their own ``remainder``, ``quotient``/``root`` and
-    ``count``. Buffers and per-channel memories are
+    ``output`` (o); control ``phase`` (:class:`Phase`), ``step``, ``row_length``, ``done``
+    and ``error`` (the ports are the registers); with checkers also ``centred_sum`` (the
+    running sum, kept as ``2 sum y + n``), ``peak`` (p), ``output_centre`` and
+    ``output_bound`` (the ``k`` and the far bound of the output check), ``output_upper``
+    (its side), ``flags`` (the port) and the ``<check>_count`` counters. The divider and
+    square root keep their own ``remainder``, ``quotient``/``root``, ``count`` (and
+    ``saturated``). No ``fault_class`` attribute: the integration classifies them as the
+    ``layernorm`` unit's. Buffers and per-channel memories are
     :class:`~amaranth.lib.memory.Memory` (not fault sites).
 
     Checkers (``checkers=True``): one sticky bit per check of :data:`LAYERNORM_CHECKS`
     (the spec's checker table) in ``flags``, cleared by ``start``; when a row ends, each
-    check's saturating 16-bit counter in ``flag_counts`` counts it if its flag is set
-    (counters are cleared only by reset). ``mean`` is checked in the ``P`` cycle
+    check's counter in ``flag_counts`` (``count_bits`` wide, saturating at
+    ``2^count_bits - 1``) counts it if its flag is set (counters are cleared only by
+    reset). ``mean`` is checked in the ``P`` cycle
     (``0 <= 2 sum y + n < 2n``); ``variance`` in two halves, ``p**2 <= V`` in the ``P``
     cycle and ``V / n <= p**2`` when ``r`` is latched (the divider's quotient); ``root`` in
     the ``l`` cycle (``0 <= Q - r**2 < 2r + 1``) and ``reciprocal`` in its own cycle
@@ -139,8 +129,8 @@ class LayerNormUnit(wiring.Component):
     register: ``k`` comes from the output shifter in the affine cycle, the far bound from
     the affine adder in the next one (both free then) and a shifter of the check's own.
     With ``checkers=False`` none of that logic is built (nor the divider's ``2B + 1``-bit
-    quotient), ``flags`` and ``flag_counts`` read 0 and a row takes fewer cycles
-    (:meth:`latency`).
+    quotient), ``flags`` and ``flag_counts`` read 0; the outputs and the latency are the
+    same.
 
     Parameters
     ----------
@@ -151,28 +141,23 @@ class LayerNormUnit(wiring.Component):
     norm_bits : int
         ``Z``, 4 .. 16: fraction bits of the normalized value.
     checkers : bool
-        Build the checkers.
+        Build the checkers (default True).
+    count_bits : int
+        Width of each counter of ``flag_counts``, 1 .. 32 (default 8).
 
     Members
     -------
-    start : In(1)
-        One-cycle pulse: begin a row.
-    busy : Out(1)
-    done : Out(1)
-        Sticky from the end of the row until the next start.
-    n : In(range(length + 1))
-        Row length CSR, 1 .. ``length``.
+    The common unit interface (:func:`~hw.nonlinear.interface.unit_members`: ``start``,
+    ``busy``, ``done``, ``error``, ``n``, ``in_we``, ``in_addr``, ``in_data`` (the low ``B``
+    bits are stored), ``out_addr``, ``out_data``, ``flags``, ``flag_counts``) with six
+    checks, bit ``i`` of ``flags`` and element ``i`` of ``flag_counts`` for
+    ``LAYERNORM_CHECKS[i]``. Parameter ports:
     out_shift : In(6)
         ``W``.
     epsilon : In(2B + L - 2)
         ``ε``.
-    in_we : In(1)
-    in_addr : In(range(length))
-    in_data : In(signed(32))
-        Input buffer write port (low ``B`` bits).
-    out_addr : In(range(length))
-    out_data : Out(signed(8))
-        Output buffer read port, one cycle of latency.
+
+    and the write ports of the per-channel memories:
     gain_we : In(1)
     gain_addr : In(range(length))
     gain_data : In(signed(16))
@@ -180,10 +165,6 @@ class LayerNormUnit(wiring.Component):
     offset_addr : In(range(length))
     offset_data : In(signed(32))
         Per-channel memories ``G`` and ``C``.
-    flags : Out(6)
-        Bit ``i``: check ``LAYERNORM_CHECKS[i]`` raised in this row.
-    flag_counts : Out(ArrayLayout(16, 6))
-        Element ``i``: rows that raised check ``i``, saturating at 65535.
 
     Raises
     ------
@@ -191,36 +172,27 @@ class LayerNormUnit(wiring.Component):
         If a parameter is not an integer in its range, or ``checkers`` is not a bool.
     """
 
-    def __init__(self, *, length, input_bits=16, norm_bits=14, checkers=True):
+    def __init__(self, *, length, input_bits=16, norm_bits=14, checkers=True,
+                 count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("LayerNorm length", length, 1, MAX_LAYERNORM_LENGTH)
         self._input_bits = check_int("LayerNorm input_bits", input_bits, 2, 24)
         self._norm_bits = check_int("LayerNorm norm_bits", norm_bits, 4, 16)
         if not isinstance(checkers, bool):
             raise TypeError(f"LayerNorm checkers must be a bool, not {checkers!r}")
         self._checkers = checkers
+        self._count_bits = check_count_bits("LayerNorm", count_bits)
         # Which checks are built: all or none (a subset only to measure each one's area).
         self._checks = frozenset(LAYERNORM_CHECKS if checkers else ())
         self._registers = {}
         super().__init__({
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "n": In(range(length + 1)),
-            "out_shift": In(6),
-            "epsilon": In(self.epsilon_bits),
-            "in_we": In(1),
-            "in_addr": In(range(length)),
-            "in_data": In(signed(32)),
-            "out_addr": In(range(length)),
-            "out_data": Out(signed(8)),
+            **unit_members(length=length, checks=len(LAYERNORM_CHECKS), count_bits=count_bits,
+                           parameters={"out_shift": In(6), "epsilon": In(self.epsilon_bits)}),
             "gain_we": In(1),
             "gain_addr": In(range(length)),
             "gain_data": In(signed(16)),
             "offset_we": In(1),
             "offset_addr": In(range(length)),
             "offset_data": In(signed(32)),
-            "flags": Out(len(LAYERNORM_CHECKS)),
-            "flag_counts": Out(data.ArrayLayout(COUNT_BITS, len(LAYERNORM_CHECKS))),
         })
 
     @property
@@ -240,6 +212,15 @@ class LayerNormUnit(wiring.Component):
     @property
     def checkers(self):
         return self._checkers
+
+    @property
+    def count_bits(self):
+        return self._count_bits
+
+    @property
+    def checks(self):
+        """The checkers' names, in the order of the ``flags`` bits."""
+        return LAYERNORM_CHECKS
 
     @property
     def index_bits(self):
@@ -282,14 +263,21 @@ class LayerNormUnit(wiring.Component):
         fault injection; empty before the unit is elaborated."""
         return dict(self._registers)
 
+    @property
+    def root_wait(self):
+        """Cycles of the ``ROOT_WAIT`` phase, ``max(H + 1, 2B)``: the square root and the
+        ``V / n`` check divide (with or without the checkers: one schedule)."""
+        return max(self.root_bits + 1, 2 * self._input_bits)
+
     def latency(self, n):
-        """Edges from the start edge (excluded) to the one that raises ``done``, for a row of
-        ``n`` elements."""
+        """Clock edges from the one that samples ``start`` to the one after which ``done``
+        is high, both included: ``4n + B + Z + 21 + max(H + 1, 2B)`` (``4n + 83`` for the
+        default widths), with or without the checkers.
+
+        Raises ``TypeError`` if ``n`` is not an integer from 1 to ``length``.
+        """
         check_int("LayerNorm row length n", n, 1, self._length)
-        b, z, h = self._input_bits, self._norm_bits, self.root_bits
-        # ROOT_WAIT lasts H + 1 cycles, or 2B if the V / n check divide is longer.
-        root_wait = max(h + 1, 2 * b) if "variance" in self._checks else h + 1
-        return 4 * n + b + z + 19 + root_wait + ("reciprocal" in self._checks)
+        return 4 * n + self._input_bits + self._norm_bits + 21 + self.root_wait
 
     def elaborate(self, platform):
         m = Module()
@@ -347,19 +335,20 @@ class LayerNormUnit(wiring.Component):
         normalized = Signal(signed(z + 2), name="normalized")
         affine = Signal(signed(self.affine_bits), name="affine")
         output = Signal(signed(8), name="output")
-        step = Signal(range(2 * length + 4), name="step")
-        row_done = Signal(name="row_done")
+        step = Signal(range(max(2 * length + 4, self.root_wait)), name="step")
+        row_length = Signal(range(length + 1), name="row_length")
         phase = Signal(Phase, name="phase")
+        done, error = self.done, self.error        # the ports are the registers
         registers = [phase, total, mean, centred, variance, padded, scale, radicand, root,
                      root_length, normalize_shift, reciprocal, normalized, affine, output,
-                     step, row_done]
+                     step, row_length, done, error]
 
         # The one multiplier: operands chosen by the schedule, zero when unused.
         operand_a = Signal(signed(self.multiplier_bits), name="multiplier_a")
         operand_b = Signal(signed(self.multiplier_bits), name="multiplier_b")
         product = operand_a * operand_b
 
-        n = self.n
+        n = row_length
         twice_n = Cat(Const(0, 1), n)
         odd = step[0]
         code = input_read.data
@@ -370,7 +359,10 @@ class LayerNormUnit(wiring.Component):
         # The affine adder and the output shifter (a >> W, saturated to int8).
         affine_term = Signal(signed(self.affine_bits), name="affine_term")
         affine_sum = affine_term + offset
-        shift_source = Signal(signed(self.affine_bits), name="shift_source")
+        # (A multiplexer, not a signal: a signal copying the affine register would give
+        # the flip-flops its name.)
+        shift_offset = Signal()                    # the output check's k_i: C_i >> W
+        shift_source = Mux(shift_offset, offset, affine) if "output" in checks else affine
         shifted = _saturate(shift_source >> self.out_shift, 8, symmetric=True)
 
         def divide(dividend, divisor, quotient_bits, launch=False):
@@ -400,12 +392,12 @@ class LayerNormUnit(wiring.Component):
             output_upper = Signal(name="output_upper")
             registers += [output_centre, output_bound, output_upper]
         if checks:
-            flags = Signal(len(LAYERNORM_CHECKS), name="check_flags")
-            counts = [Signal(COUNT_BITS, name=f"{check}_count") for check in LAYERNORM_CHECKS]
+            flags = self.flags                     # the port is the register
+            counts = [Signal(self._count_bits, name=f"{check}_count")
+                      for check in LAYERNORM_CHECKS]
             registers += [flags, *counts]
             flags_next = flags | raise_vector
             m.d.sync += flags.eq(flags_next)
-            m.d.comb += [self.flags.eq(flags)]
             m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
 
         # The variance adder: V + y**2 in pass 2. With the variance, root or reciprocal
@@ -442,16 +434,19 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [leading_zeros.value.eq(padded), square_root.radicand.eq(radicand)]
         m.d.comb += input_read.en.eq(0)
         m.d.comb += [gain_read.en.eq(0), offset_read.en.eq(0)]
-        m.d.comb += [affine_term.eq(product), shift_source.eq(affine)]
+        m.d.comb += affine_term.eq(product)
 
         with m.Switch(phase):
-            # A start clears done and the flags; it is refused for n of 0 or above length.
+            # An idle start clears done; with 1 <= n <= length it is accepted (clears
+            # error and the flags, copies n), else refused (sets error). A start while
+            # busy sets error and changes nothing else.
             with m.Case(Phase.IDLE), m.If(self.start):
-                m.d.sync += row_done.eq(0)
-                if checks:
-                    m.d.sync += flags.eq(0)
-                with m.If((n != 0) & (n <= length)):
-                    m.d.sync += [step.eq(0), total.eq(0), phase.eq(Phase.TOTAL)]
+                m.d.sync += [done.eq(0), error.eq(1)]
+                with m.If((self.n != 0) & (self.n <= length)):
+                    m.d.sync += [step.eq(0), total.eq(0), phase.eq(Phase.TOTAL),
+                                 row_length.eq(self.n), error.eq(0)]
+                    if checks:
+                        m.d.sync += flags.eq(0)
 
             # Pass 1: T = sum (x + 2**(B-1)); x_j is read in step j, added in step j + 1.
             with m.Case(Phase.TOTAL):
@@ -522,17 +517,19 @@ class LayerNormUnit(wiring.Component):
                              radicand.eq(padded << Cat(Const(0, 1), scale_value))]
                 m.d.sync += phase.eq(Phase.ROOT_LAUNCH)
             with m.Case(Phase.ROOT_LAUNCH):
+                m.d.sync += step.eq(0)
                 if "variance" in checks:
                     divide(variance, n, 2 * b + 1)
                 m.d.comb += square_root.start.eq(1)
                 m.d.sync += phase.eq(Phase.ROOT_WAIT)
 
-            # r = isqrt(Q), latched when the root (and the check divide) are done; the
-            # variance check V / n <= p**2.
+            # r = isqrt(Q), latched in the last of root_wait cycles (the root and the check
+            # divide are done by then); the variance check V / n <= p**2.
             with m.Case(Phase.ROOT_WAIT):
                 if "variance" in checks:
                     divide(variance, n, 2 * b + 1)
-                with m.If(~square_root.busy & ~divider.busy):
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == self.root_wait - 1):
                     m.d.sync += root.eq(square_root.root)
                     if "variance" in checks:
                         multiply(peak, peak)
@@ -557,16 +554,15 @@ class LayerNormUnit(wiring.Component):
             with m.Case(Phase.RECIPROCAL_WAIT):
                 divide(reciprocal_dividend, divisor_root, self.reciprocal_bits)
                 with m.If(~divider.busy):
-                    m.d.sync += [reciprocal.eq(divider.quotient[:self.reciprocal_bits]), step.eq(0)]
-                    m.d.sync += phase.eq(Phase.RECIPROCAL_CHECK if "reciprocal" in checks
-                                                 else Phase.OUTPUT)
+                    m.d.sync += [reciprocal.eq(divider.quotient[:self.reciprocal_bits]),
+                                 step.eq(0), phase.eq(Phase.RECIPROCAL_CHECK)]
 
-            # The reciprocal check: R r' <= 2**(Z+c+l) < R r' + r'.
-            if "reciprocal" in checks:
-                with m.Case(Phase.RECIPROCAL_CHECK):
+            # The reciprocal check: R r' <= 2**(Z+c+l) < R r' + r' (an idle cycle without).
+            with m.Case(Phase.RECIPROCAL_CHECK):
+                if "reciprocal" in checks:
                     multiply(reciprocal, divisor_root)
                     compare("reciprocal", reciprocal_dividend, bound=divisor_root)
-                    m.d.sync += phase.eq(Phase.OUTPUT)
+                m.d.sync += phase.eq(Phase.OUTPUT)
 
             # Pass 3, element i: x_i read in steps 2i, 2i + 1; y_i latched in 2i + 1; z_i
             # (y R) in 2i + 2; a_i (z G + C) in 2i + 3, G_i and C_i read in 2i + 2; o_i in
@@ -597,7 +593,7 @@ class LayerNormUnit(wiring.Component):
                                 normalized[z] & (normalized[:z] != 0)))
                     if "output" in checks:
                         # k_i = clamp(C_i >> W), by the output shifter (free in this cycle).
-                        m.d.comb += shift_source.eq(offset)
+                        m.d.comb += shift_offset.eq(1)
                         m.d.sync += output_centre.eq(shifted)
                 with m.If(~odd & (step >= 4) & (step <= twice_n + 2)):
                     m.d.sync += output.eq(shifted)
@@ -619,17 +615,16 @@ class LayerNormUnit(wiring.Component):
                         high = Mux(output_upper, output_bound, output_centre)
                         m.d.comb += raised["output"].eq((output < low) | (output > high))
                 with m.If(step == twice_n + 3):
-                    m.d.sync += row_done.eq(1)
+                    m.d.sync += done.eq(1)
                     if checks:
                         for i, count in enumerate(counts):
-                            incremented, full = _increment(count)
-                            with m.If(flags_next[i] & ~full):
-                                m.d.sync += count.eq(incremented)
+                            count_row(m, count, flags_next[i])
                     m.d.sync += phase.eq(Phase.IDLE)
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
 
-        m.d.comb += [busy.eq(phase != Phase.IDLE), self.busy.eq(busy),
-                     self.done.eq(row_done)]
+        with m.If(self.start & busy):
+            m.d.sync += error.eq(1)
+        m.d.comb += [busy.eq(phase != Phase.IDLE), self.busy.eq(busy)]
         self._registers = {Value.cast(register).name: register for register in registers}
         return m
