@@ -321,7 +321,9 @@ class LayerNormUnit(wiring.Component):
         m.submodules.leading_zeros = leading_zeros = LeadingZeroCount(width=wide)
 
         # The named intermediates.
-        total = Signal(b + index, name="total")
+        # With the mean check ``total`` also holds the check's running sum in pass 2, on
+        # its own adder (idle then): ``2 sum y + n``, 3 bits more, never wraps.
+        total = Signal(b + index + (3 if "mean" in checks else 0), name="total")
         mean = Signal(signed(b), name="mean")
         centred = Signal(signed(b + 1), name="centred")
         variance = Signal(wide, name="variance")
@@ -365,6 +367,11 @@ class LayerNormUnit(wiring.Component):
         shift_source = Mux(shift_offset, offset, affine) if "output" in checks else affine
         shifted = _saturate(shift_source >> self.out_shift, 8, symmetric=True)
 
+        # The normalize shifter, (y R) >> t in pass 3; with the normalized check it also
+        # gives r >> s for the check's bound (r * 1 by the multiplier) while both are idle.
+        bounding = Signal()
+        normalize_shifted = product >> Mux(bounding, scale, normalize_shift)
+
         def divide(dividend, divisor, quotient_bits, launch=False):
             """Hold ``divisor``; with ``launch`` start ``divide(dividend, divisor,
             quotient_bits)``, the dividend aligned to the widest quotient."""
@@ -376,16 +383,22 @@ class LayerNormUnit(wiring.Component):
         def multiply(a, b):
             m.d.comb += [operand_a.eq(a), operand_b.eq(b)]
 
+        # The total's adder: x + 2**(B-1) in pass 1, 2 y in pass 2 (the mean check).
+        addend = Signal(signed(b + 2))
+        m.d.comb += addend.eq(biased_code)
+        total_sum = total + addend
+
         # Checker state and the per-cycle raise vector.
         raised = {check: Signal(name=f"{check}_raised") for check in LAYERNORM_CHECKS}
         raise_vector = Cat(*(raised[check] for check in LAYERNORM_CHECKS))
-        if "mean" in checks:
-            # centred_sum holds 2 (sum y) + n: the mean check is then 0 <= it < 2n.
-            centred_sum = Signal(signed(b + index + 3), name="centred_sum")
-            registers.append(centred_sum)
-        if "variance" in checks:
+        # peak: p = max |y| in pass 2 (the variance check), then the normalized check's
+        # bound min(r >> s, 2**(B+1) - 1) for pass 3, against |y| on the same comparator.
+        # |y| <= 2**B, so the saturation changes no comparison.
+        if checks & {"variance", "normalized"}:
             peak = Signal(b + 1, name="peak")
             registers.append(peak)
+            magnitude = _magnitude(centred)
+            above_peak = magnitude > peak
         if "output" in checks:
             output_centre = Signal(signed(8), name="output_centre")
             output_bound = Signal(signed(8), name="output_bound")
@@ -452,7 +465,7 @@ class LayerNormUnit(wiring.Component):
             with m.Case(Phase.TOTAL):
                 m.d.comb += [input_read.addr.eq(step), input_read.en.eq(step < n)]
                 with m.If(step != 0):
-                    m.d.sync += total.eq(total + biased_code)
+                    m.d.sync += total.eq(total_sum)
                 with m.If(step == n):
                     m.d.sync += phase.eq(Phase.MEAN_LAUNCH)
                 with m.Else():
@@ -469,7 +482,7 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += [mean.eq(Cat(quotient[:b - 1], ~quotient[b - 1])),
                                  step.eq(0), variance.eq(0)]
                     if "mean" in checks:
-                        m.d.sync += centred_sum.eq(n)
+                        m.d.sync += total.eq(n)
                     if "variance" in checks:
                         m.d.sync += peak.eq(0)
                     m.d.sync += phase.eq(Phase.VARIANCE)
@@ -484,10 +497,11 @@ class LayerNormUnit(wiring.Component):
                     multiply(centred, centred)
                     m.d.sync += variance.eq(variance_sum[:wide])
                     if "mean" in checks:
-                        m.d.sync += centred_sum.eq(centred_sum + (centred << 1))
+                        m.d.comb += addend.eq(centred << 1)
+                        m.d.sync += total.eq(total_sum)
                     if "variance" in checks:
-                        magnitude = _magnitude(centred)
-                        m.d.sync += peak.eq(Mux(magnitude > peak, magnitude, peak))
+                        with m.If(above_peak):
+                            m.d.sync += peak.eq(magnitude)
                 with m.If(step == n + 1):
                     m.d.sync += phase.eq(Phase.PAD)
                 with m.Else():
@@ -500,8 +514,8 @@ class LayerNormUnit(wiring.Component):
                 padded_sum = variance + self.epsilon
                 m.d.sync += padded.eq(Mux(padded_sum > limit, limit, padded_sum))
                 if "mean" in checks:
-                    m.d.comb += raised["mean"].eq((centred_sum[index + 1:] != 0)
-                                                  | (centred_sum[:index + 1] >= twice_n))
+                    m.d.comb += raised["mean"].eq((total[index + 1:] != 0)
+                                                  | (total[:index + 1] >= twice_n))
                 if "variance" in checks:
                     divide(variance, n, 2 * b + 1, launch=True)
                     multiply(peak, peak)
@@ -550,6 +564,12 @@ class LayerNormUnit(wiring.Component):
                 exponent = root_length + c - scale
                 m.d.sync += normalize_shift.eq(Mux(exponent < 0, 0, exponent))
                 divide(reciprocal_dividend, divisor_root, self.reciprocal_bits, launch=True)
+                if "normalized" in checks:
+                    # The bound: r >> s (below 2**H), saturated to B + 1 bits.
+                    multiply(root, 1)
+                    m.d.comb += bounding.eq(1)
+                    m.d.sync += peak.eq(Mux(normalize_shifted[b + 1:h] != 0, (1 << (b + 1)) - 1,
+                                            normalize_shifted[:b + 1]))
                 m.d.sync += phase.eq(Phase.RECIPROCAL_WAIT)
             with m.Case(Phase.RECIPROCAL_WAIT):
                 divide(reciprocal_dividend, divisor_root, self.reciprocal_bits)
@@ -578,11 +598,10 @@ class LayerNormUnit(wiring.Component):
                     m.d.sync += centred.eq(code - mean)
                 with m.If(~odd & (step >= 2) & (step <= twice_n)):
                     multiply(centred, reciprocal)
-                    m.d.sync += normalized.eq(_saturate(product >> normalize_shift, z + 2))
+                    m.d.sync += normalized.eq(_saturate(normalize_shifted, z + 2))
                     if "normalized" in checks:
-                        # |y| << s <= r, as |y| <= r >> s.
-                        m.d.comb += raised["normalized"].eq(
-                            _magnitude(centred) > (root >> scale))
+                        # |y| << s <= r, as |y| <= r >> s (in peak since RECIPROCAL_LAUNCH).
+                        m.d.comb += raised["normalized"].eq(above_peak)
                 with m.If(odd & (step >= 3) & (step <= twice_n + 1)):
                     multiply(normalized, gain)
                     m.d.sync += affine.eq(affine_sum)
