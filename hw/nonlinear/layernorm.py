@@ -430,10 +430,16 @@ class LayerNormUnit(wiring.Component):
             windowed = Signal(name="check_windowed")
             above = Signal(name="check_above")
             variance_sum = Mux(checking, ~operand, variance) + square
-            difference = (~variance_sum[:adder_bits]).as_signed()
-            negative = difference < 0
-            outside = Mux(above, ~negative & (difference != 0), negative | windowed & (
-                (difference[h + 1:] != 0) | (difference[:h + 1] >= window)))
+            # The tests on the sum itself (it is ~difference), no inverters: difference < 0
+            # is a clear sign bit, difference != 0 a sum not all ones, and difference[:h+1]
+            # >= window is the carry out of window + sum[:h+1] clear.
+            check_sum = variance_sum[:adder_bits]
+            negative = ~check_sum[-1]
+            nonzero = check_sum != (1 << adder_bits) - 1
+            high = check_sum[h + 1:] != (1 << (adder_bits - h - 1)) - 1
+            in_window = (window + check_sum[:h + 1])[h + 1]
+            outside = Mux(above, ~negative & nonzero,
+                          negative | windowed & (high | ~in_window))
 
             def compare(check, value, bound=None, above_product=False):
                 """Raise ``check`` unless ``product <= value`` (and ``value - product <
