@@ -101,13 +101,14 @@ class LayerNormUnit(wiring.Component):
     (1); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
     ``= 4n + B + Z + 21 + max(H + 1, 2B)`` edges, the start edge included.
 
-    Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T),
+    Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T;
+    with the mean check 3 bits wider, and the check's running sum ``2 sum y + n`` in pass 2),
     ``mean`` (μ), ``centred`` (y, recomputed from ``x`` and ``μ`` in pass 3), ``variance``
     (V), ``padded`` (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
     ``normalize_shift`` (t), ``reciprocal`` (R), ``normalized`` (z), ``affine`` (a),
     ``output`` (o); control ``phase`` (:class:`Phase`), ``step``, ``row_length``, ``done``
-    and ``error`` (the ports are the registers); with checkers also ``centred_sum`` (the
-    running sum, kept as ``2 sum y + n``), ``peak`` (p), ``output_centre`` and
+    and ``error`` (the ports are the registers); with checkers also ``peak`` (p in pass 2,
+    the normalized check's bound ``min(r >> s, 2**(B+1) - 1)`` in pass 3), ``output_centre`` and
     ``output_bound`` (the ``k`` and the far bound of the output check), ``output_upper``
     (its side), ``flags`` (the port) and the ``<check>_count`` counters. The divider and
     square root keep their own ``remainder``, ``quotient``/``root``, ``count`` (and
@@ -119,13 +120,17 @@ class LayerNormUnit(wiring.Component):
     (the spec's checker table) in ``flags``, cleared by ``start``; when a row ends, each
     check's counter in ``flag_counts`` (``count_bits`` wide, saturating at
     ``2^count_bits - 1``) counts it if its flag is set (counters are cleared only by
-    reset). ``mean`` is checked in the ``P`` cycle
-    (``0 <= 2 sum y + n < 2n``); ``variance`` in two halves, ``p**2 <= V`` in the ``P``
-    cycle and ``V / n <= p**2`` when ``r`` is latched (the divider's quotient); ``root`` in
+    reset). ``mean`` is checked in the ``P`` cycle (``0 <= 2 sum y + n < 2n``, the sum
+    accumulated in pass 2 on the total's register and adder); ``variance`` in two halves,
+    ``p**2 <= V`` in the ``P`` cycle and ``V / n <= p**2`` when ``r`` is latched (the
+    divider's quotient); ``root`` in
     the ``l`` cycle (``0 <= Q - r**2 < 2r + 1``) and ``reciprocal`` in its own cycle
     (``0 <= 2**(Z+c+l) - R r' < r'``): these four comparisons of the multiplier's product
     (``p * p``, ``r * r``, ``R * r'``) share the variance adder, idle then. ``normalized``
-    and ``output`` are checked per element in pass 3, the output check against the ``o``
+    and ``output`` are checked per element in pass 3: ``|y| << s <= r`` as ``|y| <=`` the
+    bound in ``peak`` (on the peak's comparator; ``r * 1`` shifted by ``s`` on the
+    multiplier and the normalize shifter at ``RECIPROCAL_LAUNCH``, both idle then),
+    ``|z| <= 2**Z`` from the top bits of ``z``; the output check against the ``o``
     register: ``k`` comes from the output shifter in the affine cycle, the far bound from
     the affine adder in the next one (both free then) and a shifter of the check's own.
     With ``checkers=False`` none of that logic is built (nor the divider's ``2B + 1``-bit
