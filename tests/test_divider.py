@@ -124,6 +124,53 @@ def test_a_start_while_busy_restarts():
     assert quotients == [100 // 9]
 
 
+def test_a_variable_divider_divides_aligned_dividends_in_k_iterations():
+    """``iterations`` ``k``: the dividend ``D << (Q - k)`` gives ``divide(D, s, k)`` in
+    ``quotient[:k]`` after ``k`` busy cycles (the whole register without saturation)."""
+    quotient_bits, divisor_bits = 9, 5
+    divider = RestoringDivider(dividend_bits=14, divisor_bits=divisor_bits,
+                               quotient_bits=quotient_bits, variable=True)
+    rng = random.Random(4)
+    cases = []
+    for _ in range(300):
+        k = rng.randint(1, quotient_bits)
+        cases.append((rng.randrange(1 << (k + divisor_bits)),
+                      rng.choice([0, 1, rng.randrange(1 << divisor_bits)]), k))
+    cases += [((1 << k) * 7 - 1, 7, k) for k in (1, 4, 9)] + [((1 << k) * 7, 7, k)
+                                                              for k in (1, 4, 9)]
+    seen = []
+
+    async def bench(ctx):
+        for dividend, divisor, k in cases:
+            ctx.set(divider.dividend, dividend << (quotient_bits - k))
+            ctx.set(divider.divisor, divisor)
+            ctx.set(divider.iterations, k)
+            ctx.set(divider.start, 1)
+            await ctx.tick()
+            ctx.set(divider.start, 0)
+            ctx.set(divider.dividend, 0)
+            busy = 0
+            while ctx.get(divider.busy):
+                busy += 1
+                await ctx.tick()
+            seen.append((busy, ctx.get(divider.quotient), ctx.get(divider.remainder),
+                         ctx.get(divider.saturated)))
+
+    simulator = Simulator(divider)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    for (dividend, divisor, k), (busy, quotient, remainder, saturated) in zip(cases, seen,
+                                                                            strict=True):
+        assert busy == k
+        assert quotient & ((1 << k) - 1) == expected([(dividend, divisor)], k)[0]
+        assert saturated == overflows(dividend, divisor, k)
+        if not saturated:
+            assert (quotient, remainder) == divmod(dividend, divisor)
+    assert not hasattr(RestoringDivider(dividend_bits=8, divisor_bits=4, quotient_bits=4),
+                       "iterations")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"dividend_bits": 0, "divisor_bits": 4, "quotient_bits": 4},
      "Divider dividend_bits must be an integer from 1 to 128, not 0"),
@@ -131,6 +178,8 @@ def test_a_start_while_busy_restarts():
      "Divider quotient_bits must be an integer from 1 to 64, not 0"),
     ({"dividend_bits": 8, "divisor_bits": True, "quotient_bits": 4},
      "Divider divisor_bits must be an integer from 1 to 64, not True"),
+    ({"dividend_bits": 8, "divisor_bits": 4, "quotient_bits": 4, "variable": 1},
+     "Divider variable must be a bool, not 1"),
 ])
 def test_parameter_errors_name_the_parameter(kwargs, message):
     with pytest.raises(TypeError, match=f"^{message}$"):

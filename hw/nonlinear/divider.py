@@ -31,6 +31,17 @@ class RestoringDivider(wiring.Component):
     :attr:`latency` ``= Q + 1`` until the next ``start``, also in the saturating case. A
     ``start`` while ``busy`` restarts the division.
 
+    **Shorter quotients** (``variable=True``, for a unit that divides with several ``k``):
+    an ``iterations`` input ``k``, 1 .. ``Q``, read at the ``start`` edge, replaces the
+    constant ``Q`` as the number of iterations. The caller gives the dividend aligned,
+    ``D << (Q - k)`` (a constant shift per use: wiring); the pre-check then compares
+    ``D >> k`` with ``s`` and the ``k`` iterations consume exactly the bits of ``D``, so
+    that ``quotient[:k]`` is ``divide(D, s, k)`` (the whole ``quotient`` register is
+    ``floor(D / s)`` unless saturated) and ``remainder`` is ``D mod s``; ``busy`` is high
+    for ``k`` cycles and the result is held from ``k + 1`` edges after ``start``. Without
+    it (the default) the divider has no such port and the count is loaded with the
+    constant ``Q``: the same netlist as before.
+
     The output ports ``quotient``, ``remainder``, ``saturated`` and ``count`` are the
     divider's registers themselves (driven only by ``sync`` statements), so a testbench
     or a fault injector can read and set them, and the netlist names the flip-flops
@@ -44,6 +55,8 @@ class RestoringDivider(wiring.Component):
         Width of the unsigned divisor ``s``, 1 .. 64.
     quotient_bits : int
         ``Q``, 1 .. 64: width of the quotient and number of iterations.
+    variable : bool
+        Add the ``iterations`` input (default False).
     src_loc_at : int
         Stack frames above the caller to attribute the instance to (Amaranth's convention,
         read by ``Elaboratable.__new__``: a unit that creates its divider in ``__init__``
@@ -55,6 +68,8 @@ class RestoringDivider(wiring.Component):
         Load the operands and begin a division.
     dividend : In(dividend_bits)
     divisor : In(divisor_bits)
+    iterations : In(range(quotient_bits + 1))
+        Only with ``variable``: ``k``, the iterations of this division.
     quotient : Out(quotient_bits)
         The quotient register (the result once ``busy`` has fallen).
     remainder : Out(divisor_bits)
@@ -69,17 +84,22 @@ class RestoringDivider(wiring.Component):
     Raises
     ------
     TypeError
-        If a width is not an integer in its range.
+        If a width is not an integer in its range, or ``variable`` is not a bool.
     """
 
-    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits, src_loc_at=0):
+    def __init__(self, *, dividend_bits, divisor_bits, quotient_bits, variable=False,
+                 src_loc_at=0):
         self._dividend_bits = check_int("Divider dividend_bits", dividend_bits, 1, 128)
         self._divisor_bits = check_int("Divider divisor_bits", divisor_bits, 1, 64)
         self._quotient_bits = check_int("Divider quotient_bits", quotient_bits, 1, 64)
+        if not isinstance(variable, bool):
+            raise TypeError(f"Divider variable must be a bool, not {variable!r}")
+        self._variable = variable
         super().__init__({
             "start": In(1),
             "dividend": In(dividend_bits),
             "divisor": In(divisor_bits),
+            **({"iterations": In(range(quotient_bits + 1))} if variable else {}),
             "quotient": Out(quotient_bits),
             "remainder": Out(divisor_bits),
             "saturated": Out(1),
@@ -100,9 +120,15 @@ class RestoringDivider(wiring.Component):
         return self._quotient_bits
 
     @property
+    def variable(self):
+        """Whether the divider has the ``iterations`` input."""
+        return self._variable
+
+    @property
     def latency(self):
         """Clock edges from the one that samples ``start`` to the one after which the
-        result is held, both included: ``Q + 1`` (the units' convention)."""
+        result is held, both included: ``Q + 1`` (the units' convention; ``k + 1`` for
+        ``iterations`` ``k``)."""
         return self._quotient_bits + 1
 
     def elaborate(self, platform):
@@ -118,7 +144,8 @@ class RestoringDivider(wiring.Component):
 
         # The registers' statements first: the flip-flops take the ports' names.
         with m.If(self.start):
-            m.d.sync += [self.count.eq(q), self.saturated.eq(overflow)]
+            m.d.sync += [self.count.eq(self.iterations if self._variable else q),
+                         self.saturated.eq(overflow)]
             with m.If(overflow):
                 m.d.sync += [self.quotient.eq((1 << q) - 1), self.remainder.eq(0)]
             with m.Else():
