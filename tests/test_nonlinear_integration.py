@@ -69,7 +69,7 @@ def run_cli(*args):
                           text=True, check=False)
 
 
-@pytest.mark.parametrize("unit", ["softmax", "gelu"])
+@pytest.mark.parametrize("unit", ["softmax", "gelu", "layernorm"])
 def test_verify_nonlinear_is_bit_exact_over_the_host_port(unit):
     result = run_cli("verify", "nonlinear", "--unit", unit, "--length", "8", "--rows", "40",
                      "--seed", "3", "--json")
