@@ -47,8 +47,9 @@ def check_executor_arguments(args):
 
 
 def quiet_distributed():
-    """distributed logs a lost scheduler as tracebacks; the campaign says it in one line."""
+    """distributed (and tornado and asyncio under it) log a lost scheduler as tracebacks;
+    the campaign says it in one line."""
     import distributed  # noqa: F401 -- it sets its loggers' levels when imported
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name.startswith("distributed"):
+    for name in ["distributed", "tornado", "asyncio", *logging.root.manager.loggerDict]:
+        if name.startswith(("distributed", "tornado", "asyncio")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
