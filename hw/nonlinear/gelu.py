@@ -1,14 +1,24 @@
 """The integer GELU unit and its checkers (docs/nonlinear.md, "GELU")."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import memory, wiring
+from amaranth.lib import memory
 from amaranth.lib.wiring import In
 
 from hw.nonlinear.divider import RestoringDivider
-from hw.nonlinear.interface import (DEFAULT_COUNT_BITS, check_count_bits, count_row,
-                                    unit_members)
-from hw.nonlinear.shift_exponential import (MAX_EXP_BITS, MIN_EXP_BITS, ExponentialCheck,
-                                            ShiftExponential, exponent_limit)
+from hw.nonlinear.interface import (
+    DEFAULT_COUNT_BITS,
+    NonlinearUnit,
+    check_count_bits,
+    count_row,
+    unit_members,
+)
+from hw.nonlinear.shift_exponential import (
+    MAX_EXP_BITS,
+    MIN_EXP_BITS,
+    ExponentialCheck,
+    ShiftExponential,
+    exponent_limit,
+)
 from hw.validation import check_int
 
 __all__ = ["GeluUnit", "GELU_CHECKS", "MAX_GELU_LENGTH", "GELU_STAGE_REGISTERS"]
@@ -25,7 +35,7 @@ GELU_STAGE_REGISTERS = {"input": "x", "exponent": "u", "exponential": "e",
 _OUTPUT_LIMIT = 127
 
 
-class GeluUnit(wiring.Component):
+class GeluUnit(NonlinearUnit):
     """Integer GELU of a row of int8 codes, ``o ~ x sigmoid(1.702 x)``, with its checkers.
 
     Per element ``x`` (docs/nonlinear.md, "GELU"): ``u = min((|x| M) >> sh, U_MAX)``,
@@ -112,6 +122,8 @@ class GeluUnit(wiring.Component):
         If ``sigmoid_bits`` exceeds ``exp_bits``.
     """
 
+    CHECKS = GELU_CHECKS
+
     def __init__(self, *, length, exp_bits=15, sigmoid_bits=8, checkers=True,
                  count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("GELU length", length, 1, MAX_GELU_LENGTH)
@@ -155,24 +167,12 @@ class GeluUnit(wiring.Component):
                 self._registers[f"{name}_count"] = Signal(count_bits, name=f"{name}_count")
 
     @property
-    def length(self):
-        return self._length
-
-    @property
     def exp_bits(self):
         return self._exp_bits
 
     @property
     def sigmoid_bits(self):
         return self._sigmoid_bits
-
-    @property
-    def checkers(self):
-        return self._checkers
-
-    @property
-    def count_bits(self):
-        return self._count_bits
 
     @property
     def period(self):

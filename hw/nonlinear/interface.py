@@ -2,13 +2,13 @@
 interface"): its ports and its saturating per-check row counters."""
 
 from amaranth.hdl import signed
-from amaranth.lib import data
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.validation import check_int
 
 __all__ = ["DEFAULT_COUNT_BITS", "MAX_COUNT_BITS", "unit_members", "check_count_bits",
-           "count_row"]
+           "count_row", "NonlinearUnit"]
 
 #: Default width of each counter of ``flag_counts``: rows that raised a check, up to 255.
 DEFAULT_COUNT_BITS = 8
@@ -63,3 +63,35 @@ def count_row(m, count, raised):
     incremented = count + 1
     with m.If(raised & ~incremented[len(count)]):
         m.d.sync += count.eq(incremented)
+
+
+class NonlinearUnit(wiring.Component):
+    """Base of the units: the generator parameters every unit has, read-only.
+
+    A unit sets ``_length``, ``_checkers`` and ``_count_bits`` and names its checks in
+    ``CHECKS`` (the order of its ``flags`` bits).
+    """
+    CHECKS = ()
+
+    @property
+    def length(self):
+        return self._length
+
+    @property
+    def checkers(self):
+        return self._checkers
+
+    @property
+    def count_bits(self):
+        return self._count_bits
+
+    @property
+    def checks(self):
+        """The checkers' names, in the order of the ``flags`` bits."""
+        return self.CHECKS
+
+    @property
+    def index_bits(self):
+        """``L = bitlen(length)``."""
+        return self._length.bit_length()
+

@@ -1,13 +1,18 @@
 """The integer LayerNorm unit and its checkers (docs/nonlinear.md, "LayerNorm")."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import enum, wiring
+from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from hw.nonlinear.divider import RestoringDivider
-from hw.nonlinear.interface import (DEFAULT_COUNT_BITS, check_count_bits, count_row,
-                                    unit_members)
+from hw.nonlinear.interface import (
+    DEFAULT_COUNT_BITS,
+    NonlinearUnit,
+    check_count_bits,
+    count_row,
+    unit_members,
+)
 from hw.nonlinear.leading_zeros import LeadingZeroCount
 from hw.nonlinear.square_root import SquareRoot
 from hw.validation import check_int
@@ -60,7 +65,7 @@ def _magnitude(value):
     return Mux(value < 0, -value, value)
 
 
-class LayerNormUnit(wiring.Component):
+class LayerNormUnit(NonlinearUnit):
     """Integer LayerNorm of one row of signed ``B``-bit codes into int8 codes, with checkers.
 
     Computes exactly the integers of docs/nonlinear.md ("LayerNorm"), as the bit-exact twin
@@ -177,6 +182,8 @@ class LayerNormUnit(wiring.Component):
         If a parameter is not an integer in its range, or ``checkers`` is not a bool.
     """
 
+    CHECKS = LAYERNORM_CHECKS
+
     def __init__(self, *, length, input_bits=16, norm_bits=14, checkers=True,
                  count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("LayerNorm length", length, 1, MAX_LAYERNORM_LENGTH)
@@ -201,10 +208,6 @@ class LayerNormUnit(wiring.Component):
         })
 
     @property
-    def length(self):
-        return self._length
-
-    @property
     def input_bits(self):
         """``B``."""
         return self._input_bits
@@ -213,24 +216,6 @@ class LayerNormUnit(wiring.Component):
     def norm_bits(self):
         """``Z``."""
         return self._norm_bits
-
-    @property
-    def checkers(self):
-        return self._checkers
-
-    @property
-    def count_bits(self):
-        return self._count_bits
-
-    @property
-    def checks(self):
-        """The checkers' names, in the order of the ``flags`` bits."""
-        return LAYERNORM_CHECKS
-
-    @property
-    def index_bits(self):
-        """``L = bitlen(length)``."""
-        return self._length.bit_length()
 
     @property
     def root_bits(self):

@@ -1,15 +1,24 @@
 """The integer softmax unit of docs/nonlinear.md ("Softmax"), with its six row checkers."""
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from hw.config import INT32_MIN
 from hw.nonlinear.divider import RestoringDivider
-from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, unit_members
-from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
-                                            ShiftExponential, exponent_limit)
+from hw.nonlinear.interface import (
+    DEFAULT_COUNT_BITS,
+    NonlinearUnit,
+    check_count_bits,
+    unit_members,
+)
+from hw.nonlinear.shift_exponential import (
+    EXPONENT_INTEGER_BITS,
+    MAX_EXP_BITS,
+    MIN_EXP_BITS,
+    ShiftExponential,
+    exponent_limit,
+)
 from hw.nonlinear.softmax_checker import ONE, SOFTMAX_CHECKS, SoftmaxChecker
 from hw.validation import check_int
 
@@ -27,7 +36,7 @@ _EXPONENTIAL_DRAIN = 4      # read, difference, exponent, exponential: pass 2 la
 _OUTPUT_DRAIN = 2           # read, output: pass 3 lasts n + 2
 
 
-class SoftmaxUnit(wiring.Component):
+class SoftmaxUnit(NonlinearUnit):
     """Integer softmax of a row of int32 scores into int8 probabilities of scale 1/127.
 
     Implements docs/nonlinear.md, "Softmax", bit-exactly as ``sw.twin.nonlinear.softmax``
@@ -121,6 +130,8 @@ class SoftmaxUnit(wiring.Component):
         ``checkers`` is not a bool.
     """
 
+    CHECKS = SOFTMAX_CHECKS
+
     def __init__(self, *, length, exp_bits=MAX_EXP_BITS, checkers=True,
                  count_bits=DEFAULT_COUNT_BITS):
         self._length = check_int("Softmax length", length, 1, MAX_SOFTMAX_LENGTH)
@@ -144,30 +155,8 @@ class SoftmaxUnit(wiring.Component):
             parameters={"scale_m": In(16), "scale_shift": In(6)}))
 
     @property
-    def length(self):
-        return self._length
-
-    @property
     def exp_bits(self):
         return self._exp_bits
-
-    @property
-    def checkers(self):
-        return self._checkers
-
-    @property
-    def count_bits(self):
-        return self._count_bits
-
-    @property
-    def checks(self):
-        """The checkers' names, in the order of the ``flags`` bits."""
-        return SOFTMAX_CHECKS
-
-    @property
-    def index_bits(self):
-        """``L = bitlen(length)``."""
-        return self._length.bit_length()
 
     @property
     def precision(self):

@@ -4,9 +4,14 @@ from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.nonlinear.shift_exponential import (EXPONENT_INTEGER_BITS, MAX_EXP_BITS, MIN_EXP_BITS,
-                                            ExponentialCheck, exponent_over_limit)
 from hw.nonlinear.interface import DEFAULT_COUNT_BITS, check_count_bits, count_row
+from hw.nonlinear.shift_exponential import (
+    EXPONENT_INTEGER_BITS,
+    MAX_EXP_BITS,
+    MIN_EXP_BITS,
+    ExponentialCheck,
+    exponent_over_limit,
+)
 from hw.validation import check_int
 
 __all__ = ["SoftmaxChecker", "SOFTMAX_CHECKS", "ONE"]
