@@ -1,13 +1,14 @@
 """Generate, Verilate and compile one accelerator configuration, cached by content.
 
 A build directory is keyed by a hash of the design parameters, the generator's and this
-build step's source, the tool versions and the flags, so a test suite builds each
-configuration once, a second ``make sim`` does not rebuild, and a changed generator never
-reuses a stale model. Concurrent builders of the same key (campaign workers, pytest
-processes) wait on a file lock; a build is assembled in a temporary directory and renamed
-into place only when it is complete, its ready marker (``BUILD_OK``, listing the size of
-every file of the build) written last. A build is used only if every file it lists is
-there at its size, and built again otherwise; a whole build is used without the lock, so a
+build step's source, the tool versions, the flags and the cocotb library it links (by its
+path), so a test suite builds each configuration once, a second ``make sim`` does not
+rebuild, and neither a changed generator nor another checkout's environment sharing the
+cache reuses a model that is not its own. Concurrent builders of the same key (campaign
+workers, pytest processes) wait on a file lock; a build is assembled in a temporary
+directory and renamed into place only when it is complete, its ready marker
+(``BUILD_OK``, listing the size of every file of the build) written last. A build is used
+only if every file it lists is there at its size, and built again otherwise; a whole build is used without the lock, so a
 read-only cache serves the builds it holds.
 
 What a build contains:
@@ -135,6 +136,9 @@ def _build_key(config, waves):
         "waves": waves,
         "flags": [VERILATOR_FLAGS, CXX_FLAGS, MAKE_OPTIMIZATION],
         "versions": toolchain.versions(),
+        # The model loads cocotb's VPI library from this directory (its run path): a build
+        # made by another checkout's virtual environment is not this one's.
+        "cocotb_libs": str(toolchain.cocotb_libs_dir()),
         "sources": _source_digest(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]

@@ -83,6 +83,16 @@ def test_every_generator_source_is_hashed_sub_packages_included(tmp_path, monkey
     assert build_module._build_key(config, None) != before
 
 
+def test_a_build_of_another_environment_is_not_reused(monkeypatch, tmp_path):
+    """The model's run path names the cocotb library of the environment that built it; a
+    checkout whose environment differs (a CI clone sharing the cache) builds its own."""
+    config = AcceleratorConfig(2, 2, 4)
+    before = build_module._build_key(config, None)
+    monkeypatch.setattr(build_module.toolchain, "cocotb_libs_dir",
+                        lambda: tmp_path / "other" / ".venv" / "cocotb" / "libs")
+    assert build_module._build_key(config, None) != before
+
+
 @pytest.fixture
 def compile_runs(tmp_path, monkeypatch):
     """A build cache in ``tmp_path`` whose compiler writes placeholder files; the list of
