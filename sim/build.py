@@ -8,8 +8,8 @@ cache reuses a model that is not its own. Concurrent builders of the same key (c
 workers, pytest processes) wait on a file lock; a build is assembled in a temporary
 directory and renamed into place only when it is complete, its ready marker
 (``BUILD_OK``, listing the size of every file of the build) written last. A build is used
-only if every file it lists is there at its size, and built again otherwise; a whole build is used without the lock, so a
-read-only cache serves the builds it holds.
+only if every file it lists is there at its size, and built again otherwise; a whole
+build is used without the lock, so a read-only cache serves the builds it holds.
 
 What a build contains:
 
