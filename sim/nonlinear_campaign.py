@@ -50,7 +50,7 @@ from sim.simulator import SimulatorSession
 from sim.verify_nonlinear import nonlinear_rows, twin_rows, unit_parameters
 
 __all__ = ["run_unit_campaign", "UnitCampaign", "UnitRecord", "UNIT_OUTCOMES",
-           "unit_watchdog", "DEFAULT_ROWS", "GoldenMismatch"]
+           "unit_watchdog", "DEFAULT_ROWS", "GoldenMismatch", "UpsetTwin", "status_flags"]
 
 TESTBENCH = "sim.testbenches.unit_campaign"
 #: The outcomes of a unit's row, in reporting order (a unit corrects nothing).
@@ -156,10 +156,7 @@ class UnitCampaign:
         self.build = build_design(self.config)
         self.sites = [site for site in self.build.fault_sites() if site.fault_class == unit]
         self._starts = np.cumsum([0] + [site.width for site in self.sites]).tolist()
-        hardware = timing_unit(unit, length, checkers)
-        self._hardware = hardware
-        self._stages = {f"{unit}.{register.name}": stage
-                        for stage, register in getattr(hardware, "stage_registers", {}).items()}
+        self._twin = UpsetTwin(unit, length, checkers)
         self._session = None
 
     @property
@@ -227,8 +224,7 @@ class UnitCampaign:
         return [self._record(experiment, run) for experiment, run in zip(experiments, runs)]
 
     def _flags(self, status):
-        return [bool(status >> (UNIT_FLAGS_SHIFT + check) & 1)
-                for check in range(len(UNIT_CHECKS[self.unit]))]
+        return status_flags(self.unit, status)
 
     def _record(self, experiment, run):
         golden = self.golden[experiment.row][0]
@@ -246,37 +242,11 @@ class UnitCampaign:
     # -- the twin under the same upset ---------------------------------------------------
 
     def predict(self, experiment):
-        """The twin's (codes, flags) of ``experiment``'s row with the same bit flipped, if
-        the flipped register holds one of the twin's stages in that cycle; else ``None``.
-        Flags are all ``False`` without checkers, as the host reads them."""
-        stage = self._stages.get(self.sites[experiment.site].path)
-        if stage is None:
-            return None
-        row = self.rows[experiment.row]
-        index = self._stage_index(len(row), stage, experiment.cycle)
-        if index is None:
-            return None
-
-        def hook(name, values):
-            if name != stage:
-                return values
-            values = values.clone()
-            flat = values.view(-1)
-            flat[index] = int(flat[index]) ^ (1 << experiment.bit)
-            return values
-
-        [(codes, flags)] = twin_rows(self.unit, [self.params], [row], hook=hook)
-        return codes, flags if self.checkers else [False] * len(flags)
-
-    def _stage_index(self, n, stage, cycle):
-        """The element whose ``stage`` value the register holds in ``cycle``, or ``None``."""
-        for index in range(n):
-            try:
-                if self._hardware.stage_cycle(n, stage, index) == cycle:
-                    return index
-            except TypeError:       # a per-row stage has element 0 only
-                return None
-        return None
+        """The twin's (codes, flags) of ``experiment``'s row with the same bit flipped
+        (:meth:`UpsetTwin.predict`), or ``None``."""
+        return self._twin.predict(self.params, self.rows[experiment.row],
+                                  self.sites[experiment.site].path, experiment.bit,
+                                  experiment.cycle)
 
     # -- the summary ---------------------------------------------------------------------
 
@@ -343,6 +313,57 @@ class UnitCampaign:
 
     def _site_index(self, path):
         return next(index for index, site in enumerate(self.sites) if site.path == path)
+
+
+def status_flags(unit, status):
+    """The checker flags of ``unit`` in a STATUS word, in the order of
+    :data:`hw.register_map.UNIT_CHECKS`."""
+    return [bool(status >> (UNIT_FLAGS_SHIFT + check) & 1)
+            for check in range(len(UNIT_CHECKS[unit]))]
+
+
+class UpsetTwin:
+    """The twin of a unit under one register upset, where the twin can say: the flipped
+    register holds one of the twin's stages (the unit's ``stage_registers``) in the cycle
+    its ``stage_cycle`` says."""
+
+    def __init__(self, unit, length, checkers):
+        self.unit, self.checkers = unit, checkers
+        self._hardware = hardware = timing_unit(unit, length, checkers)
+        self._stages = {f"{unit}.{register.name}": stage
+                        for stage, register in getattr(hardware, "stage_registers", {}).items()}
+
+    def predict(self, params, row, path, bit, cycle):
+        """The twin's (codes, flags) of ``row`` under ``params`` with bit ``bit`` of the
+        register ``path`` flipped after the ``cycle``-th edge, if it holds a stage then;
+        else ``None``. Flags are all ``False`` without checkers, as the host reads them."""
+        stage = self._stages.get(path)
+        if stage is None:
+            return None
+        index = self._stage_index(len(row), stage, cycle)
+        if index is None:
+            return None
+
+        def hook(name, values):
+            if name != stage:
+                return values
+            values = values.clone()
+            flat = values.view(-1)
+            flat[index] = int(flat[index]) ^ (1 << bit)
+            return values
+
+        [(codes, flags)] = twin_rows(self.unit, [params], [row], hook=hook)
+        return codes, flags if self.checkers else [False] * len(flags)
+
+    def _stage_index(self, n, stage, cycle):
+        """The element whose ``stage`` value the register holds in ``cycle``, or ``None``."""
+        for index in range(n):
+            try:
+                if self._hardware.stage_cycle(n, stage, index) == cycle:
+                    return index
+            except TypeError:       # a per-row stage has element 0 only
+                return None
+        return None
 
 
 def _rate(count, total):

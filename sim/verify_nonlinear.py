@@ -2,8 +2,8 @@
 
 ``softerror verify nonlinear`` builds the accelerator with one unit, drives each row through
 the host port (parameters and per-channel tables, row, START, STATUS until DONE, the codes
-back, the checker flags and counters) in :mod:`sim.testbenches.nonlinear`, and compares everything with
-``sw.twin.nonlinear``. Rows are drawn from the seed: every length from 1 to ``length``
+back, the checker flags and counters) in :mod:`sim.testbenches.nonlinear`, and compares
+everything with ``sw.twin.nonlinear``. Rows are drawn from the seed: every length from 1 to ``length``
 comes first (as many as the row count allows), a tenth of the rows are extremes, the rest
 random.
 """
@@ -20,7 +20,7 @@ from hw.register_map import UNIT_COUNT_BITS
 from sim.build import build_design
 from sim.simulator import run_testbench
 
-__all__ = ["nonlinear_rows", "unit_parameters", "verify_nonlinear", "twin_rows"]
+__all__ = ["nonlinear_rows", "unit_parameters", "unit_registers", "verify_nonlinear", "twin_rows"]
 
 TESTBENCH = "sim.testbenches.nonlinear"
 
@@ -32,18 +32,26 @@ def unit_parameters(unit, length, seed, n):
     if unit == "softmax":
         from sw.twin.nonlinear.softmax import SoftmaxParams
         params = SoftmaxParams.for_scale(float(10 ** rng.uniform(-4, -1)), length)
-        return params, {"scale_m": params.multiplier, "scale_shift": params.shift}, {}
+        return (params, *unit_registers(unit, params))
     if unit == "gelu":
         from sw.twin.nonlinear.gelu import GeluParams
         params = GeluParams.for_scale(float(10 ** rng.uniform(-2.5, -0.5)), length)
-        return params, {"scale_m": params.multiplier, "scale_shift": params.shift}, {}
+        return (params, *unit_registers(unit, params))
     from sw.twin.nonlinear.layernorm import LayerNormParams
     weight, bias = rng.uniform(0.2, 2.0, length), rng.uniform(-1.0, 1.0, length)
     input_scale, output_scale = float(10 ** rng.uniform(-4, -2)), float(rng.uniform(0.02, 0.1))
     params = LayerNormParams.for_affine(weight[:n], bias[:n], input_scale, output_scale,
                                         length, eps=1e-5)
-    return (params, {"out_shift": params.shift, "epsilon": params.eps_term},
-            {"gain": list(params.gain), "offset": list(params.offset)})
+    return (params, *unit_registers(unit, params))
+
+
+def unit_registers(unit, params):
+    """(CSR values by port name, per-channel tables by window) that program ``unit`` with
+    the twin's ``params``, as a driver writes them (docs/register-map.md)."""
+    if unit == "layernorm":
+        return ({"out_shift": params.shift, "epsilon": params.eps_term},
+                {"gain": list(params.gain), "offset": list(params.offset)})
+    return {"scale_m": params.multiplier, "scale_shift": params.shift}, {}
 
 
 def nonlinear_rows(unit, length, count, seed, elements=None):

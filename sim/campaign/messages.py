@@ -8,7 +8,10 @@ its tile's operands and expected output, so a worker never regenerates them.
 A nonlinear unit's campaign (:mod:`sim.nonlinear_campaign`) talks to its own testbench
 (:mod:`sim.testbenches.unit_campaign`) with the ``Unit*`` messages: a
 :class:`UnitSessionSetup`, answered by :class:`UnitSessionReady`, then tuples of
-:class:`UnitExperiment`, answered by tuples of :class:`UnitRun`.
+:class:`UnitExperiment`, answered by tuples of :class:`UnitRun`. A model campaign on the
+units (:mod:`sim.cosim.unit_engine`) sends a :class:`UnitRowSetup` instead, then tuples of
+:class:`UnitRowTask` (the rows the model feeds the units, each with its parameters),
+answered by tuples of :class:`UnitRowResult`.
 """
 
 from dataclasses import dataclass
@@ -17,7 +20,8 @@ from hw.config import AcceleratorConfig
 from sim.campaign.workload import TileData
 
 __all__ = ["Experiment", "BatchTask", "SessionSetup", "SessionReady", "ExperimentResult",
-           "BatchResult", "UnitExperiment", "UnitSessionSetup", "UnitRun", "UnitSessionReady"]
+           "BatchResult", "UnitExperiment", "UnitSessionSetup", "UnitRun", "UnitSessionReady",
+           "UnitRowSetup", "UnitRowTask", "UnitRowResult"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +138,33 @@ class UnitRun:
 class UnitSessionReady:
     """The answer to :class:`UnitSessionSetup`: each row's golden run (no upset)."""
     golden: tuple[UnitRun, ...]
+
+
+@dataclass(frozen=True)
+class UnitRowSetup:
+    """The first message of a model campaign on the units: the design (with its units)
+    and the registers it upsets (the experiments' ``site`` indices into ``site_paths``)."""
+    config: AcceleratorConfig
+    site_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UnitRowTask:
+    """One row a model feeds ``unit``, with the unit's parameters (CSR values by port name
+    and per-channel tables), its latency and watchdog, and the upsets to run on it (their
+    ``row`` is 0)."""
+    unit: str
+    csrs: dict
+    tables: dict
+    row: tuple[int, ...]
+    latency: int
+    watchdog: int
+    experiments: tuple[UnitExperiment, ...]
+
+
+@dataclass(frozen=True)
+class UnitRowResult:
+    """The answer to a :class:`UnitRowTask`: the row without an upset (run and read as an
+    experiment is) and one :class:`UnitRun` per experiment, in order."""
+    golden: UnitRun
+    runs: tuple[UnitRun, ...]

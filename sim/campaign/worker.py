@@ -21,8 +21,8 @@ from sim.build import build_design
 from sim.campaign.messages import BatchResult, BatchTask, SessionSetup
 from sim.simulator import SimulatorSession, die_with_parent
 
-__all__ = ["run_batch", "run_batches", "start_session", "close_sessions",
-           "prepare_pool_worker"]
+__all__ = ["run_batch", "run_batches", "start_session", "open_session", "thread_session",
+           "close_sessions", "prepare_pool_worker"]
 
 TESTBENCH = "sim.testbenches.campaign"
 
@@ -39,12 +39,32 @@ def _thread_sessions():
     return sessions
 
 
-def _session(config, site_paths, control_paths):
+def thread_session(key, open_session):
+    """This thread's simulator for ``key``, opened by ``open_session()`` the first time
+    and kept across batches (ended as the module's docstring says)."""
     sessions = _thread_sessions()
-    key = (config, site_paths, control_paths)
     if key not in sessions:
-        sessions[key] = start_session(config, site_paths, control_paths)
+        sessions[key] = open_session()
     return sessions[key]
+
+
+def _session(config, site_paths, control_paths):
+    return thread_session((config, site_paths, control_paths),
+                          lambda: start_session(config, site_paths, control_paths))
+
+
+def open_session(build, testbench, setup, *, waves_file=None):
+    """A simulator running ``testbench`` on ``build``, sent ``setup`` (its answer is
+    dropped), ended with its owner (see the module's docstring)."""
+    session = SimulatorSession(build, testbench, waves_file=waves_file)
+    with _open_sessions_lock:
+        _open_sessions.add(session)
+    try:
+        session.request(setup)
+    except BaseException:
+        _end(session, kill=True)
+        raise
+    return session
 
 
 def start_session(config, site_paths, control_paths, *, waves_file=None):
@@ -52,16 +72,9 @@ def start_session(config, site_paths, control_paths, *, waves_file=None):
     the module's docstring); ``waves_file`` (``.vcd`` or ``.fst``): on a tracing build,
     writing its waveform there (:mod:`sim.campaign.replay`)."""
     waves = None if waves_file is None else Path(waves_file).suffix[1:]
-    session = SimulatorSession(build_design(config, waves=waves), TESTBENCH,
-                               waves_file=waves_file)
-    with _open_sessions_lock:
-        _open_sessions.add(session)
-    try:
-        session.request(SessionSetup(config, site_paths, control_paths))  # SessionReady
-    except BaseException:
-        _end(session, kill=True)
-        raise
-    return session
+    return open_session(build_design(config, waves=waves), TESTBENCH,
+                        SessionSetup(config, site_paths, control_paths),
+                        waves_file=waves_file)
 
 
 def run_batch(task: BatchTask, session=None) -> BatchResult:

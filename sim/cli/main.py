@@ -24,6 +24,7 @@ from sim.cli.usage import (
     UsageError,
     check_output_directory,
     check_output_file,
+    design_config,
     int_range,
     print_json,
 )
@@ -102,21 +103,6 @@ def _range_bounds(args):
     return RangeBounds(args.range_lower, args.range_upper, args.range_mode == "zero")
 
 
-def _design(args):
-    from hw.config import AcceleratorConfig
-    nonlinear = getattr(args, "nonlinear", ())
-    try:
-        return AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
-                                 abft=getattr(args, "abft", "none"),
-                                 range_check=getattr(args, "range_check", False),
-                                 nonlinear=nonlinear,
-                                 nonlinear_length=getattr(args, "nonlinear_length", 256)
-                                 if nonlinear else 256,
-                                 nonlinear_checkers=getattr(args, "nonlinear_checkers", True))
-    except TypeError as error:
-        raise UsageError(f"--nonlinear-length: {error}") from None
-
-
 def _gemm_table(reports):
     from sim.cli.table import format_table
     rows = []
@@ -150,7 +136,7 @@ def _cmd_generate(args):
     from hw.accelerator import GemmAccelerator
     from hw.netlist.generate import generate_verilog
     output = check_output_file("-o", args.output)
-    output.write_text(generate_verilog(GemmAccelerator(_design(args))))
+    output.write_text(generate_verilog(GemmAccelerator(design_config(args))))
     print(f"wrote {args.output} ({args.rows}x{args.cols} array, k_max {args.k_max})",
           file=sys.stderr)
     return 0
@@ -166,7 +152,7 @@ def _check_gemm_memory(args):
 
 def _cmd_verify_gemm(args):
     from sim.verify import GemmJob, verify_gemms
-    config = _design(args)
+    config = design_config(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
     _check_gemm_memory(args)
@@ -215,7 +201,7 @@ def _cmd_sites(args):
     from hw.accelerator import GemmAccelerator
     from hw.netlist.fault_sites import enumerate_fault_sites, sites_per_class
     from sim.cli.table import format_table
-    sites = enumerate_fault_sites(GemmAccelerator(_design(args)))
+    sites = enumerate_fault_sites(GemmAccelerator(design_config(args)))
     bits = sites_per_class(sites)
     if args.json:
         print_json({"sites": [vars(site) for site in sites], "bits_per_class": bits,
@@ -287,7 +273,7 @@ def _cmd_campaign(args):
     from sim.campaign.engine import CampaignOptions
     from sim.campaign.workload import Workload
     from sim.cli.campaign_tables import format_summary
-    config = _design(args)
+    config = design_config(args)
     if args.k > config.k_max:
         raise UsageError(f"--k must be at most --k-max ({config.k_max}), not {args.k}")
     _check_gemm_memory(args)
@@ -413,7 +399,7 @@ def _cmd_area(args):
     from hw.config import AcceleratorConfig
     from sim.area import area_overhead, nonlinear_area
     from sim.cli.table import format_table
-    config = _design(args)
+    config = design_config(args)
     report = area_overhead(config)
     report["nonlinear"] = nonlinear_area(config)
     # The checks run during the drain and the correction on the read path, so the tile
@@ -452,7 +438,7 @@ def _cmd_sim(args):
     from sim.campaign.workload import Workload
     from sim.cli.campaign_tables import format_summary
     from sim.verify import default_suite, verify_gemms
-    config = _design(args)
+    config = design_config(args)
     workload = Workload(config.rows, min(64, config.k_max), config.cols, args.seed)
     campaign = CampaignOptions(config, workload, seed=args.seed, injections=args.injections,
                                range_bounds=_range_bounds(args))

@@ -14,7 +14,13 @@ from sim.cli.executor_options import (
 )
 from sim.cli.progress import add_progress_option, progress_wanted
 from sim.cli.table import format_table
-from sim.cli.usage import UsageError, check_output_directory, int_range, print_json
+from sim.cli.usage import (
+    UsageError,
+    check_output_directory,
+    design_config,
+    int_range,
+    print_json,
+)
 from sim.cosim.record import MODEL_OUTCOMES
 
 __all__ = ["add_campaign_command", "format_model_summary", "format_model_comparison"]
@@ -57,7 +63,6 @@ def add_campaign_command(actions, design_options, choice_list):
 
 
 def _cmd_campaign(args):
-    from hw.config import AcceleratorConfig
     from sim.campaign.executors import CampaignError
     from sim.campaign.store import DatabaseError, check_database
     from sim.cosim.campaign import run_model_campaign
@@ -68,8 +73,7 @@ def _cmd_campaign(args):
         check_database(args.db)
     except DatabaseError as error:
         raise UsageError(f"--db: {error}") from None
-    config = AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
-                               abft=args.abft, range_check=args.range_check)
+    config = design_config(args)
     options = ModelCampaignOptions(
         config, model=args.model, dataset=args.dataset, images=args.images, seed=args.seed,
         modules=tuple(args.modules) if args.modules else None,
@@ -97,6 +101,7 @@ def _cmd_campaign(args):
 def _option_message(error):
     text = str(error)
     for name, option in (("images", "--images"), ("modules", "--modules"),
+                         ("nonlinear_length", "--nonlinear-length"),
                          ("sites", "--sites"), ("the twin engine", "--sites")):
         if text.startswith(name):
             return f"{option}: {text}"
@@ -111,11 +116,17 @@ def format_model_summary(summary):
     """The module x outcome table, the cross-check against the operation-level model."""
     description = summary["description"]
     design = description["config"]
+    if "units" in description:
+        checkers = "with" if design["nonlinear_checkers"] else "without"
+        work = (f"{description['rows']} rows of the {', '.join(description['units'])} "
+                f"units {checkers} checkers ({description['inference_cycles']} busy cycles "
+                f"per inference, {description['bits']} bits)")
+    else:
+        work = (f"{description['passes']} tile passes ({description['inference_cycles']} "
+                f"cycles per inference, {description['bits']} bits)")
     lines = [f"{description['model']} on {description['dataset']}, "
              f"{design['rows']}x{design['cols']} array, abft {design['abft']}, engine "
-             f"{description['engine']}: {summary['injections']} upsets over "
-             f"{description['passes']} tile passes ({description['inference_cycles']} cycles "
-             f"per inference, {description['bits']} bits)"]
+             f"{description['engine']}: {summary['injections']} upsets over {work}"]
     header = ["module", *MODEL_OUTCOMES, "model SDC rate [95%]"]
     rows = []
     for module, counts in summary["per_module"].items():
@@ -143,6 +154,9 @@ def format_model_summary(summary):
 def _label(summary):
     description = summary["description"]
     design = description["config"]
+    if "units" in description:
+        checkers = "checkers" if design["nonlinear_checkers"] else "no checkers"
+        return f"{description['model']} units, {checkers} ({description['engine']})"
     protection = design["abft"] + ("+range" if design["range_check"] else "")
     return f"{description['model']} {protection} ({description['engine']})"
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["UsageError", "int_range", "check_output_file", "check_output_directory",
-           "print_json"]
+           "print_json", "design_config"]
 
 
 class UsageError(Exception):
@@ -72,3 +72,20 @@ def check_output_directory(option, path):
 def print_json(value):
     """The one JSON object a ``--json`` run prints on stdout."""
     print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def design_config(args):
+    """The :class:`hw.config.AcceleratorConfig` of a command's design options (those it
+    lacks take their defaults)."""
+    from hw.config import AcceleratorConfig
+    nonlinear = getattr(args, "nonlinear", ())
+    try:
+        return AcceleratorConfig(rows=args.rows, cols=args.cols, k_max=args.k_max,
+                                 abft=getattr(args, "abft", "none"),
+                                 range_check=getattr(args, "range_check", False),
+                                 nonlinear=nonlinear,
+                                 nonlinear_length=getattr(args, "nonlinear_length", 256)
+                                 if nonlinear else 256,
+                                 nonlinear_checkers=getattr(args, "nonlinear_checkers", True))
+    except TypeError as error:
+        raise UsageError(f"--nonlinear-length: {error}") from None

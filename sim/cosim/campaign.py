@@ -18,7 +18,9 @@ import torch
 from sim.campaign.executors import check_executor_options, execute, open_executor
 from sim.campaign.statistics import wilson_interval
 from sim.campaign.store import CampaignDatabase, RunRecord
+from hw.config import NONLINEAR_UNITS
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
+from sim.cosim.unit_engine import UnitModelCampaign
 from sim.cosim.record import MODEL_OUTCOMES
 
 __all__ = ["run_model_campaign", "summarize_model_campaign", "run_chunk", "ModelChunk",
@@ -44,7 +46,8 @@ class ModelChunk:
 def _campaign(options):
     if options not in _prepared:
         _prepared.clear()
-        _prepared[options] = ModelCampaign.prepare(options)
+        units = options.classes and any(c in NONLINEAR_UNITS for c in options.classes)
+        _prepared[options] = (UnitModelCampaign if units else ModelCampaign).prepare(options)
     return _prepared[options]
 
 
@@ -72,13 +75,7 @@ def run_model_campaign(options, injections, db_path, *, workers=None, scheduler=
     check_executor_options(workers, scheduler, scheduler_timeout)
     campaign = _campaign(options)     # every option checked before the database
     identity = identity_of(options)
-    description = {**identity, "passes": len(campaign.passes),
-                   "inference_cycles": int(campaign.total_cycles),
-                   "bits": int(campaign.total_bits), "images_used": campaign.chosen.tolist()}
-    if campaign.bounds:
-        description["range_bounds"] = {site: bounds.upper
-                                       for site, bounds in campaign.bounds.items()}
-        description["range_bounds_widened"] = campaign.widened_bounds
+    description = {**identity, **campaign.description()}
     database = CampaignDatabase(db_path)
     try:
         campaign_id = database.campaign(identity, description, campaign.sites, injections)

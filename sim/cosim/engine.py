@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hw.accelerator import GemmAccelerator
-from hw.config import AcceleratorConfig
+from hw.config import NONLINEAR_UNITS, AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES, enumerate_fault_sites
 from sim.cosim.record import ModelRecord, StruckTile, Upset
 from sim.cosim.splice import SpliceDatapath, TileSplice
@@ -41,9 +41,12 @@ from sw.twin.gemm import tile_product, to_signed, wrap_int32
 from sw.twin.protection import RangeBounds
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
-__all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model"]
+__all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model", "load_workload",
+           "GEMM_CLASSES"]
 
 ENGINES = ("rtl", "twin")
+#: The fault classes of the GEMM datapath (the units' classes are named after the units).
+GEMM_CLASSES = tuple(c for c in FAULT_CLASSES if c not in NONLINEAR_UNITS)
 #: Experiments whose inferences the twin finishes in one batch (about twice as many rows).
 JUDGE_BATCH = 256
 
@@ -67,6 +70,29 @@ class ModelCampaignOptions:
         if self.engine not in ENGINES:
             raise TypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
                             f"not {self.engine!r}")
+
+
+def load_workload(options):
+    """(quantized model, data split, chosen test image indices) of ``options``: on a design
+    with nonlinear units the ViT runs its softmax, GELU and LayerNorm on them (the integer
+    ViT, its units as long as the design's)."""
+    from sw.analysis.vulnerability import quantized_model
+    from sw.models.datasets import load_dataset
+    integer = options.model == "vit" and bool(options.config.nonlinear)
+    try:
+        _, quantized = quantized_model(
+            options.model, options.dataset, nonlinear="int" if integer else "float",
+            unit_length=options.config.nonlinear_length if integer else None)
+    except ValueError as error:
+        raise ValueError(f"nonlinear_length: {error}") from None
+    split = load_dataset(options.dataset)
+    count = len(split.test_images)
+    if options.images is not None and not 1 <= options.images <= count:
+        raise TypeError(f"images must be from 1 to {count} (the test set), "
+                        f"not {options.images!r}")
+    chosen = (np.arange(count) if options.images is None else np.sort(
+        np.random.default_rng(options.seed).choice(count, options.images, replace=False)))
+    return quantized, split, chosen
 
 
 def classify_model(struck, clean, top1_changed):
@@ -113,32 +139,22 @@ class ModelCampaign:
     @classmethod
     def prepare(cls, options):
         """Load the model and data, enumerate sites and passes; raise on bad options."""
-        from sw.analysis.vulnerability import quantized_model
-        from sw.models.datasets import load_dataset
-        _, quantized = quantized_model(options.model, options.dataset)
-        split = load_dataset(options.dataset)
-        count = len(split.test_images)
-        if options.images is not None and not 1 <= options.images <= count:
-            raise TypeError(f"images must be from 1 to {count} (the test set), "
-                            f"not {options.images!r}")
-        chosen = (np.arange(count) if options.images is None else np.sort(
-            np.random.default_rng(options.seed).choice(count, options.images, replace=False)))
         all_sites = enumerate_fault_sites(GemmAccelerator(options.config))
-        default = MODELED_CLASSES if options.engine == "twin" else FAULT_CLASSES
+        default = MODELED_CLASSES if options.engine == "twin" else GEMM_CLASSES
         classes = options.classes or default
         for fault_class in classes:
-            if fault_class not in FAULT_CLASSES:
-                raise TypeError(f"sites must be among {', '.join(FAULT_CLASSES)}, "
-                                f"not {fault_class!r}")
+            if fault_class not in GEMM_CLASSES:
+                raise TypeError(f"sites must be among {', '.join(GEMM_CLASSES)} for GEMM "
+                                f"upsets, not {fault_class!r}")
             if options.engine == "twin" and fault_class not in MODELED_CLASSES:
                 raise ValueError(f"the twin engine models {', '.join(MODELED_CLASSES)}, "
                                  f"not {fault_class!r}: use --engine rtl")
         sites = [site for site in all_sites if site.fault_class in classes]
-        design_sites = all_sites
         if not sites:
             raise ValueError(f"the design has no {'/'.join(classes)} site")
+        quantized, split, chosen = load_workload(options)
         campaign = cls(options, quantized, split.test_images, split.test_labels, chosen,
-                       [], sites, design_sites)
+                       [], sites, all_sites)
         if options.config.range_check:
             campaign._profile_bounds(split.train_images[:CALIBRATION_IMAGES])
         gemms = campaign.gemms(int(chosen[0]))
@@ -153,6 +169,16 @@ class ModelCampaign:
         campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes])
         campaign._cumulative_bits = np.cumsum([site.width for site in sites])
         return campaign
+
+    def description(self):
+        """What the campaign database records about the workload beside the identity."""
+        description = {"passes": len(self.passes), "inference_cycles": self.total_cycles,
+                       "bits": self.total_bits, "images_used": self.chosen.tolist()}
+        if self.bounds:
+            description["range_bounds"] = {site: bounds.upper
+                                           for site, bounds in self.bounds.items()}
+            description["range_bounds_widened"] = self.widened_bounds
+        return description
 
     def _profile_bounds(self, calibration):
         k_max = self.options.config.k_max
@@ -234,19 +260,16 @@ class ModelCampaign:
         """:class:`ModelRecord` s of experiments from the tiles the host read: the rest of
         every inference runs in the twin, in one batch (each experiment, its operation-level
         twin and one clean run per image)."""
-        splices, operation_splices, clean_tiles = [], [], []
+        splices, operation_splices, clean_tiles, places = [], [], [], []
         for upset, struck in zip(upsets, struck_tiles):
-            gemm, tile_pass, _, _ = self.pass_operands(upset)
-            clean = self.clean_tile(upset)[:tile_pass.valid_rows, :tile_pass.valid_cols]
+            clean, module, label = self.struck_place(upset)
             clean_tiles.append(clean)
-            kept = None
+            places.append((module, label))
             recompute = struck.hang or struck.range_flag or (struck.abft_error
                                                              and not struck.abft_corrected)
-            if not recompute and not torch.equal(struck.output, clean):
-                kept = TileSplice(gemm.site, gemm.index, tile_pass.row0, tile_pass.col0,
-                                  struck.output.to(torch.int64) - clean.to(torch.int64))
-            splices.append(kept)
-            operation_splices.append(self._operation_level_splice(upset, gemm))
+            splices.append(None if recompute or torch.equal(struck.output, clean)
+                           else self.splice(upset, struck.output))
+            operation_splices.append(self.operation_level_splice(upset))
         # One row per kept wrong tile (an equal or recomputed tile leaves the clean logits),
         # one per operation-level flip, one clean row per image.
         images = [upset.image for upset in upsets]
@@ -266,15 +289,13 @@ class ModelCampaign:
             clean_logits = logits[clean_row[image]]
             label = int(self.labels[image])
             clean_top1 = int(clean_logits.argmax())
-            tile_pass = self.passes[upset.pass_index]
-            gemm = self.gemms(image)[tile_pass.gemm]
+            module, place = places[number]
             row = experiment_row.get(number, clean_row[image])
             top1 = int(logits[row].argmax())
             action, outcome = classify_model(struck, clean_tiles[number], top1 != clean_top1)
             kept_clean = action == "recompute" or splices[number] is None
             records.append(ModelRecord(
-                experiment=upset.experiment, image=image, module=gemm.module,
-                gemm_site=gemm.site + "".join(f"[{i}]" for i in gemm.index),
+                experiment=upset.experiment, image=image, module=module, gemm_site=place,
                 pass_index=upset.pass_index, site=upset.site, fault_class=upset.fault_class,
                 bit=upset.bit, cycle=upset.cycle,
                 tile_equal=struck.output is not None
@@ -288,8 +309,23 @@ class ModelCampaign:
                 != clean_top1))
         return records
 
-    def _operation_level_splice(self, upset, gemm):
+    def struck_place(self, upset):
+        """(clean tile of the struck pass, valid part; module; GEMM label) of ``upset``."""
+        gemm, tile_pass, _, _ = self.pass_operands(upset)
+        clean = self.clean_tile(upset)[:tile_pass.valid_rows, :tile_pass.valid_cols]
+        return clean, gemm.module, gemm.site + "".join(f"[{i}]" for i in gemm.index)
+
+    def splice(self, upset, output):
+        """The :class:`TileSplice` that puts the tile ``output`` (valid part) the host kept
+        in place of the struck pass's clean one."""
+        gemm, tile_pass, _, _ = self.pass_operands(upset)
+        clean, _, _ = self.struck_place(upset)
+        return TileSplice(gemm.site, gemm.index, tile_pass.row0, tile_pass.col0,
+                          output.to(torch.int64) - clean.to(torch.int64))
+
+    def operation_level_splice(self, upset):
         """One bit of one int32 output element of the struck GEMM, drawn from the seed."""
+        gemm = self.gemms(upset.image)[self.passes[upset.pass_index].gemm]
         rng = np.random.default_rng([self.options.seed, upset.experiment, 1])
         m, n = gemm.a.shape[0], gemm.b.shape[1]
         row, col, bit = int(rng.integers(m)), int(rng.integers(n)), int(rng.integers(32))

@@ -56,11 +56,12 @@ def calibrate(model, images, batch_size=256):
     return max_abs
 
 
-def quantize(model, calibration_images, nonlinear="float"):
+def quantize(model, calibration_images, nonlinear="float", unit_length=None):
     """The int8 twin of a float ViT or CNN, calibrated on ``calibration_images``.
 
     ``nonlinear="int"`` (ViT only) runs softmax, GELU and LayerNorm on the integer units
-    (:class:`sw.models.quantized_vit.QuantizedViT`).
+    (:class:`sw.models.quantized_vit.QuantizedViT`), of generator length ``unit_length``
+    (``None``: as long as their rows).
 
     Raises
     ------
@@ -74,7 +75,8 @@ def quantize(model, calibration_images, nonlinear="float"):
         raise TypeError(f"nonlinear must be one of {', '.join(map(repr, NONLINEAR_MODES))}, "
                         f"not {nonlinear!r}")
     if isinstance(model, VisionTransformer):
-        return QuantizedViT(model, calibrate(model, calibration_images), nonlinear)
+        return QuantizedViT(model, calibrate(model, calibration_images), nonlinear,
+                            unit_length)
     if isinstance(model, SmallCNN):
         if nonlinear != "float":
             raise ValueError(f"nonlinear {nonlinear!r} needs a VisionTransformer: a SmallCNN "

@@ -90,13 +90,14 @@ class _Norm:
 class _IntegerNorm:
     """A LayerNorm on the integer unit: the input scale of its B-bit codes and its CSRs."""
 
-    def __init__(self, module, input_max_abs, output_scale):
+    def __init__(self, module, input_max_abs, output_scale, length):
         weight = module.weight.detach().float()
         self.input_bits = NORM_INPUT_BITS
         self.input_scale = activation_scale(input_max_abs, self.input_bits)
         self.params = LayerNormParams.for_affine(
             weight.tolist(), module.bias.detach().float().tolist(), self.input_scale,
-            output_scale, length=weight.numel(), eps=module.eps, input_bits=self.input_bits)
+            output_scale, length=length or weight.numel(), eps=module.eps,
+            input_bits=self.input_bits)
 
     def __call__(self, site, values, datapath):
         """int8 codes of the next GEMM's input scale for the float residual ``values``."""
@@ -107,16 +108,16 @@ class _IntegerNorm:
 class _IntegerUnits:
     """One block's integer softmax and GELU, its LayerNorms and fc2 on the GELU's scale."""
 
-    def __init__(self, block, quantized, max_abs, prefix, tokens):
+    def __init__(self, block, quantized, max_abs, prefix, tokens, length):
         self.norm1 = _IntegerNorm(block.norm1, _calibrated(max_abs, f"{prefix}.norm1"),
-                                  quantized.qkv.input_scale)
+                                  quantized.qkv.input_scale, length)
         self.norm2 = _IntegerNorm(block.norm2, _calibrated(max_abs, f"{prefix}.norm2"),
-                                  quantized.fc1.input_scale)
+                                  quantized.fc1.input_scale, length)
         score_scale = quantized.q_scale * quantized.k_scale * quantized.head_scale
-        self.softmax = SoftmaxParams.for_scale(score_scale, length=tokens)
+        self.softmax = SoftmaxParams.for_scale(score_scale, length=length or tokens)
         self.gelu_scale = activation_scale(_calibrated(max_abs, f"{prefix}.mlp.act"))
         self.gelu = GeluParams.for_scale(self.gelu_scale,
-                                         length=block.mlp.fc1.out_features)
+                                         length=length or block.mlp.fc1.out_features)
         self.fc2 = dataclasses.replace(quantized.fc2, input_scale=self.gelu_scale)
 
 
@@ -158,6 +159,10 @@ class QuantizedViT:
     nonlinear : str
         ``"float"`` (default) or ``"int"``: softmax, GELU and LayerNorm in float32 or on
         the integer units (see the module docstring).
+    unit_length : int or None
+        With ``nonlinear="int"``: the units' generator ``length`` (their longest row, on
+        which some widths depend), as an accelerator with ``nonlinear_length`` builds them;
+        ``None`` (default): each unit as long as its rows.
 
     Members
     -------
@@ -176,10 +181,11 @@ class QuantizedViT:
     TypeError
         If ``nonlinear`` is not one of :data:`NONLINEAR_MODES`.
     ValueError
-        If ``nonlinear="int"`` and ``max_abs`` lacks a LayerNorm or GELU input.
+        If ``nonlinear="int"`` and ``max_abs`` lacks a LayerNorm or GELU input, or
+        ``unit_length`` is shorter than a unit's rows.
     """
 
-    def __init__(self, model, max_abs, nonlinear="float"):
+    def __init__(self, model, max_abs, nonlinear="float", unit_length=None):
         if not isinstance(nonlinear, str) or nonlinear not in NONLINEAR_MODES:
             raise TypeError(f"nonlinear must be one of {', '.join(map(repr, NONLINEAR_MODES))}, "
                             f"not {nonlinear!r}")
@@ -202,11 +208,13 @@ class QuantizedViT:
         self.integer_norm = None
         self.units = {}
         if nonlinear == "int":
+            self._check_unit_length(model, unit_length)
             self.integer_blocks = [
-                _IntegerUnits(block, quantized, max_abs, f"blocks.{index}", self.num_tokens)
+                _IntegerUnits(block, quantized, max_abs, f"blocks.{index}", self.num_tokens,
+                              unit_length)
                 for index, (block, quantized) in enumerate(zip(model.blocks, self.blocks))]
             self.integer_norm = _IntegerNorm(model.norm, _calibrated(max_abs, "norm"),
-                                             self.head.input_scale)
+                                             self.head.input_scale, unit_length)
             for index, units in enumerate(self.integer_blocks):
                 prefix = f"blocks.{index}"
                 self.units.update({f"{prefix}.norm1": units.norm1.params,
@@ -216,6 +224,18 @@ class QuantizedViT:
             self.units["norm"] = self.integer_norm.params
         self._sites = self._make_sites()
         self.sites = tuple(self._sites.values())
+
+    def _check_unit_length(self, model, unit_length):
+        if unit_length is None:
+            return
+        rows = {"softmax": self.num_tokens, "layernorm": model.config["embed_dim"],
+                "gelu": max(block.mlp.fc1.out_features for block in model.blocks)}
+        if isinstance(unit_length, bool) or not isinstance(unit_length, int):
+            raise TypeError(f"unit_length must be an int or None, not {unit_length!r}")
+        for unit, n in rows.items():
+            if unit_length < n:
+                raise ValueError(f"unit_length {unit_length} is shorter than the {unit} "
+                                 f"rows of this ViT ({n} elements)")
 
     def _make_sites(self):
         tokens = tuple(range(self.num_tokens))
