@@ -5,6 +5,7 @@ from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
+from hw.nonlinear.compare import at_most, less_than
 from hw.nonlinear.divider import RestoringDivider
 from hw.nonlinear.interface import (
     DEFAULT_COUNT_BITS,
@@ -388,7 +389,7 @@ class LayerNormUnit(NonlinearUnit):
             peak = Signal(b + 1, name="peak")
             registers.append(peak)
             magnitude = _magnitude(centred)
-            above_peak = magnitude > peak
+            above_peak = less_than(peak, magnitude)
         if "output" in checks:
             output_centre = Signal(signed(8), name="output_centre")
             output_bound = Signal(signed(8), name="output_bound")
@@ -420,16 +421,16 @@ class LayerNormUnit(NonlinearUnit):
             windowed = Signal(name="check_windowed")
             above = Signal(name="check_above")
             variance_sum = Mux(checking, ~operand, variance) + square
-            # The tests on the sum itself (it is ~difference), no inverters: difference < 0
-            # is a clear sign bit, difference != 0 a sum not all ones, and difference[:h+1]
-            # >= window is the carry out of window + sum[:h+1] clear.
+            # The tests on the sum itself (it is ~difference): difference < 0 is a clear
+            # sign bit, difference != 0 a sum not all ones, and difference[:h+1] >= window
+            # a comparator chain on the complement of sum[:h+1].
             check_sum = variance_sum[:adder_bits]
             negative = ~check_sum[-1]
             nonzero = check_sum != (1 << adder_bits) - 1
             high = check_sum[h + 1:] != (1 << (adder_bits - h - 1)) - 1
-            in_window = (window + check_sum[:h + 1])[h + 1]
+            past_window = at_most(window, ~check_sum[:h + 1])
             outside = Mux(above, ~negative & nonzero,
-                          negative | windowed & (high | ~in_window))
+                          negative | windowed & (high | past_window))
 
             def compare(check, value, bound=None, above_product=False):
                 """Raise ``check`` unless ``product <= value`` (and ``value - product <
@@ -511,7 +512,7 @@ class LayerNormUnit(NonlinearUnit):
                 m.d.sync += padded.eq(Mux(padded_sum > limit, limit, padded_sum))
                 if "mean" in checks:
                     m.d.comb += raised["mean"].eq((total[index + 1:] != 0)
-                                                  | (total[:index + 1] >= twice_n))
+                                                  | at_most(twice_n, total[:index + 1]))
                 if "variance" in checks:
                     divide(variance, n, 2 * b + 1, launch=True)
                     multiply(peak, peak)
@@ -628,7 +629,7 @@ class LayerNormUnit(NonlinearUnit):
                     if "output" in checks:
                         low = Mux(output_upper, output_centre, output_bound)
                         high = Mux(output_upper, output_bound, output_centre)
-                        m.d.comb += raised["output"].eq((output < low) | (output > high))
+                        m.d.comb += raised["output"].eq(less_than(output, low) | less_than(high, output))
                 with m.If(step == twice_n + 3):
                     m.d.sync += done.eq(1)
                     if checks:
