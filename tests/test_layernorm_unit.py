@@ -319,6 +319,7 @@ def rows_for(length, b, seed, count):
     (12, 8, 4, 12),
     (9, 2, 10, 12),     # B = 2: the square root, not the check divide, sets the latency
     (5, 24, 16, 12),    # the widest codes and normalized values
+    (6, 24, 4, 8),      # H > 2Z + 11: the second square root sets the recheck wait
     (1, 16, 14, 4),     # a one-word buffer
 ])
 def test_unit_equals_the_twin_and_no_checker_raises(length, input_bits, norm_bits, count):
@@ -341,12 +342,16 @@ def test_every_row_length_up_to_the_unit_length():
 def test_latency_formula():
     unit = LayerNormUnit(length=768)
     assert (unit.index_bits, unit.root_bits, unit.multiplier_bits) == (10, 21, 22)
-    # 4n + B + Z + 21 + max(H + 1, 2B), with or without the checkers.
-    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 83, 4 * 197 + 83, 4 * 768 + 83]
-    assert LayerNormUnit(length=768, checkers=False).latency(197) == 4 * 197 + 83
-    assert LayerNormUnit(length=256).latency(256) == 4 * 256 + 83
+    # 4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z - c - 3), with or without
+    # the checkers.
+    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 102, 4 * 197 + 102, 4 * 768 + 102]
+    assert LayerNormUnit(length=768, checkers=False).latency(197) == 4 * 197 + 102
+    assert LayerNormUnit(length=256).latency(256) == 4 * 256 + 102
     # B = 2, length 9: H + 1 = 5 > 2B, the square root is the longer of the two.
-    assert LayerNormUnit(length=9, input_bits=2, norm_bits=10).latency(3) == 12 + 2 + 10 + 26
+    assert LayerNormUnit(length=9, input_bits=2, norm_bits=10).latency(3) == 12 + 2 + 10 + 41
+    # B = 24, Z = 4, length 6: H - Z - c - 3 = 17 > Z + c + 4, the second square root waits.
+    unit = LayerNormUnit(length=6, input_bits=24, norm_bits=4)
+    assert (unit.root_wait, unit.recheck_wait, unit.latency(6)) == (48, 17, 24 + 24 + 4 + 85)
 
 
 def test_checkers_off_computes_the_same_outputs_and_raises_nothing():

@@ -242,7 +242,7 @@ def reference_layernorm_flags(stages, length, gain, offset, shift, eps_term, b, 
 
     return {
         "mean": not -n <= 2 * sum(centred) < n,
-        "variance": not (peak * peak <= variance
+        "variance": not (peak < 1 << b and peak * peak <= variance
                          and reference_divide(variance, n, 2 * b + 1) <= peak * peak),
         "root": not root * root <= scaled <= root * root + 2 * root,
         "reciprocal": not reciprocal * divisor <= dividend < (reciprocal + 1) * divisor,
@@ -711,6 +711,15 @@ def test_layernorm_variance_checker_catches_a_cleared_top_bit_in_a_row_with_an_o
     hook = replace("variance", lambda v: v ^ (1 << top))
     flags = check_layernorm(layernorm(rows, LAYERNORM_PARAMS, hook=hook), LAYERNORM_PARAMS)
     assert bool(flags.variance.all())
+
+
+def test_layernorm_variance_checker_catches_a_centred_value_beyond_any_input():
+    # |y| <= 2**B - 1 for B-bit codes and mean: y = -2**B (the sign bit of y's B + 1 set,
+    # the rest clear) is a peak no row has, whatever V it leaves.
+    def beyond(centred):
+        centred[..., 5] = -(1 << 16)
+        return centred
+    assert bool(layernorm_flags_after("centred", beyond)["variance"].all())
 
 
 @pytest.mark.parametrize("delta", [1, -1])

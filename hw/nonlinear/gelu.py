@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory
 from amaranth.lib.wiring import In
 
+from hw.nonlinear.compare import less_than
 from hw.nonlinear.divider import RestoringDivider
 from hw.nonlinear.interface import (
     DEFAULT_COUNT_BITS,
@@ -334,7 +335,8 @@ class GeluUnit(NonlinearUnit):
         m.submodules.exponential_check = exponential_check = ExponentialCheck(exp_bits=e)
         m.d.comb += [exponential_check.exponent.eq(u),
                      exponential_check.exponential.eq(exponential)]
-        quotient_fail = (g < (exponential >> (e + 1 - k))) | (g > (exponential >> (e - k)))
+        quotient_fail = (less_than(g, exponential >> (e + 1 - k))
+                         | less_than(exponential >> (e - k), g))
         # The sigmoid bounds are powers of two: bit tests on sigma[K], sigma[K-1] and the rest.
         low_bits = sigma[:k - 1] != 0
         below_half = ~sigma[k] & ~sigma[k - 1]
@@ -342,7 +344,7 @@ class GeluUnit(NonlinearUnit):
         above_half = sigma[k] | (sigma[k - 1] & low_bits)
         sigmoid_fail = Mux(x_back[-1], above_half, below_half | above_one)
         # o < (x + 1) >> 1 is 2o < x, and o > max(x, 0) is o > x and o > 0: no adder.
-        output_fail = ((o << 1) < x_back) | ((o > x_back) & (o > 0))
+        output_fail = less_than(o << 1, x_back) | (less_than(x_back, o) & ~o[-1] & o.any())
 
         # Each check in the cycle its registers hold the same element (see register_cycle).
         raised = Signal(len(GELU_CHECKS), name="flag_raised")

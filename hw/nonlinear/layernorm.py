@@ -5,6 +5,7 @@ from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
+from hw.nonlinear.compare import at_most, less_than
 from hw.nonlinear.divider import RestoringDivider
 from hw.nonlinear.interface import (
     DEFAULT_COUNT_BITS,
@@ -41,10 +42,10 @@ class Phase(enum.Enum, shape=4):
     RADICAND = 6            # s and Q
     ROOT_LAUNCH = 7         # the square root
     ROOT_WAIT = 8           # ... and the variance check
-    ROOT_CHECK = 9          # l; the root check
+    ROOT_CHECK = 9          # l; the square root again (the root check)
     RECIPROCAL_LAUNCH = 10  # t; the reciprocal divide
     RECIPROCAL_WAIT = 11
-    RECIPROCAL_CHECK = 12   # checkers only
+    RECIPROCAL_CHECK = 12   # the divide again; the root and reciprocal checks
     OUTPUT = 13             # pass 3: y, z, a, o
 
 
@@ -101,10 +102,13 @@ class LayerNormUnit(NonlinearUnit):
     pass 2 computes ``y``, ``V``, ``sum y`` and ``p`` (``n + 2``); ``P`` (1, and the
     ``V / n`` check divide starts); ``s`` and ``Q`` (1); the square root (launch, then
     :attr:`root_wait` ``= max(H + 1, 2B)`` cycles, by then both it and the check divide are
-    done; latch ``r``, variance check); ``l`` and the root check (1); the reciprocal divide
-    (launch with ``t``, ``Z + c + 2`` cycles, latch: ``Z + c + 4``); the reciprocal check
-    (1); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
-    ``= 4n + B + Z + 21 + max(H + 1, 2B)`` edges, the start edge included.
+    done; latch ``r``, variance check); ``l`` (1, the square root starts again); the
+    reciprocal divide (launch with ``t``, ``Z + c + 2`` cycles, latch: ``Z + c + 4``); the
+    same divide again, until both it and the second square root are done
+    (:attr:`recheck_wait` ``= max(Z + c + 4, H - Z - c - 3)``; the root and reciprocal
+    checks); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
+    ``= 4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z - c - 3)`` edges, the start
+    edge included.
 
     Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T;
     with the mean check 3 bits wider, and the check's running sum ``2 sum y + n`` in pass 2),
@@ -127,14 +131,16 @@ class LayerNormUnit(NonlinearUnit):
     ``2^count_bits - 1``) counts it if its flag is set (counters are cleared only by
     reset). ``mean`` is checked in the ``P`` cycle (``0 <= 2 sum y + n < 2n``, the sum
     accumulated in pass 2 on the total's register and adder); ``variance`` in two halves,
-    ``p**2 <= V`` in the ``P`` cycle and ``V / n <= p**2`` when ``r`` is latched (the
-    divider's quotient); ``root`` in
-    the ``l`` cycle (``0 <= Q - r**2 < 2r + 1``) and ``reciprocal`` in its own cycle
-    (``0 <= 2**(Z+c+l) - R r' < r'``): these four comparisons of the multiplier's product
-    (``p * p``, ``r * r``, ``R * r'``) share the variance adder, idle then. ``normalized``
+    ``p < 2**B`` and ``p**2 <= V`` in the ``P`` cycle and ``V / n <= p**2`` when ``r`` is
+    latched (the divider's quotient; both comparisons of ``p[:B]**2`` on the variance
+    adder, idle then); ``root`` (``r = isqrt(Q)``, i.e. ``r**2 <= Q <= r**2 + 2r``) and
+    ``reciprocal`` (``R = floor(2**(Z+c+l) / r')``, i.e. ``R r' <= 2**(Z+c+l) < R r' +
+    r'``) in the last ``RECIPROCAL_CHECK`` cycle, by comparing ``r`` with the square root
+    run again on ``Q`` and ``R`` with the divider's second quotient (both idle then): no
+    product wider than the datapath's. ``normalized``
     and ``output`` are checked per element in pass 3: ``|y| << s <= r`` as ``|y| <=`` the
-    bound in ``peak`` (on the peak's comparator; ``r * 1`` shifted by ``s`` on the
-    multiplier and the normalize shifter at ``RECIPROCAL_LAUNCH``, both idle then),
+    bound in ``peak`` (on the peak's comparator; ``r >> s`` on the normalize shifter at
+    ``RECIPROCAL_LAUNCH``, idle then),
     ``|z| <= 2**Z`` from the top bits of ``z``; the output check against the ``o``
     register: ``k`` comes from the output shifter in the affine cycle, the far bound from
     the affine adder in the next one (both free then) and a shifter of the check's own.
@@ -259,15 +265,25 @@ class LayerNormUnit(NonlinearUnit):
         ``V / n`` check divide (with or without the checkers: one schedule)."""
         return max(self.root_bits + 1, 2 * self._input_bits)
 
+    @property
+    def recheck_wait(self):
+        """Cycles of the ``RECIPROCAL_CHECK`` phase, ``max(Z + c + 4, H - Z - c - 3)``: the
+        second reciprocal divide (launch, ``Z + c + 2`` iterations, result) and the second
+        square root, started ``Z + c + 5`` cycles before the phase (with or without the
+        checkers: one schedule)."""
+        k = self.reciprocal_bits
+        return max(k + 2, self.root_bits - k - 1)
+
     def latency(self, n):
         """Clock edges from the one that samples ``start`` to the one after which ``done``
-        is high, both included: ``4n + B + Z + 21 + max(H + 1, 2B)`` (``4n + 83`` for the
-        default widths), with or without the checkers.
+        is high, both included: ``4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z -
+        c - 3)`` (``4n + 102`` for the default widths), with or without the checkers.
 
         Raises ``TypeError`` if ``n`` is not an integer from 1 to ``length``.
         """
         check_int("LayerNorm row length n", n, 1, self._length)
-        return 4 * n + self._input_bits + self._norm_bits + 21 + self.root_wait
+        return (4 * n + self._input_bits + self._norm_bits + 20 + self.root_wait
+                + self.recheck_wait)
 
     def elaborate(self, platform):
         m = Module()
@@ -327,7 +343,8 @@ class LayerNormUnit(NonlinearUnit):
         normalized = Signal(signed(z + 2), name="normalized")
         affine = Signal(signed(self.affine_bits), name="affine")
         output = Signal(signed(8), name="output")
-        step = Signal(range(max(2 * length + 4, self.root_wait)), name="step")
+        step = Signal(range(max(2 * length + 4, self.root_wait, self.recheck_wait)),
+                      name="step")
         row_length = Signal(range(length + 1), name="row_length")
         phase = Signal(Phase, name="phase")
         done, error = self.done, self.error        # the ports are the registers
@@ -358,17 +375,20 @@ class LayerNormUnit(NonlinearUnit):
         shifted = _saturate(shift_source >> self.out_shift, 8, symmetric=True)
 
         # The normalize shifter, (y R) >> t in pass 3; with the normalized check it also
-        # gives r >> s for the check's bound (r * 1 by the multiplier) while both are idle.
+        # gives r >> s for the check's bound while it is idle (r in place of the product:
+        # through the multiplier it would widen an operand to H + 1 bits).
         bounding = Signal()
-        normalize_shifted = product >> Mux(bounding, scale, normalize_shift)
+        normalize_shifted = (Mux(bounding, root, product)
+                             >> Mux(bounding, scale, normalize_shift))
 
         def divide(dividend, divisor, quotient_bits, launch=False):
-            """Hold ``divisor``; with ``launch`` start ``divide(dividend, divisor,
-            quotient_bits)``, the dividend aligned to the widest quotient."""
+            """Hold ``divisor``; with ``launch`` (True or a condition) start
+            ``divide(dividend, divisor, quotient_bits)``, the dividend aligned to the widest
+            quotient."""
             m.d.comb += divider.divisor.eq(divisor)
-            if launch:
+            if launch is not False:
                 m.d.comb += [divider.dividend.eq(dividend << (widest - quotient_bits)),
-                             divider.iterations.eq(quotient_bits), divider.start.eq(1)]
+                             divider.iterations.eq(quotient_bits), divider.start.eq(launch)]
 
         def multiply(a, b):
             m.d.comb += [operand_a.eq(a), operand_b.eq(b)]
@@ -388,7 +408,7 @@ class LayerNormUnit(NonlinearUnit):
             peak = Signal(b + 1, name="peak")
             registers.append(peak)
             magnitude = _magnitude(centred)
-            above_peak = magnitude > peak
+            above_peak = less_than(peak, magnitude)
         if "output" in checks:
             output_centre = Signal(signed(8), name="output_centre")
             output_bound = Signal(signed(8), name="output_bound")
@@ -404,39 +424,29 @@ class LayerNormUnit(NonlinearUnit):
             m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
 
         # The variance adder: V + y**2 in pass 2. With the variance, root or reciprocal
-        # checks it also serves them, in their cycles: ``~operand + product`` is
-        # ``-(operand - product) - 1``, so its complement is ``difference = operand -
-        # product``, raised if it is negative or (with a window) not below the window, or
-        # (``above``) if it is positive.
-        square = product[:2 * self.multiplier_bits]      # y**2, p**2, r**2, R r': >= 0
-        shared_adder = bool(checks & {"variance", "root", "reciprocal"})
-        if not shared_adder:
+        # check it also serves it, in its cycles: ``~operand + product`` is ``-(operand -
+        # product) - 1``, so its complement is ``difference = operand - product``, raised
+        # if it is negative, or (``above``) if it is positive.
+        square = product[:2 * self.multiplier_bits]      # y**2, p**2: >= 0
+        if "variance" not in checks:
             variance_sum = variance + square
         else:
-            adder_bits = max(wide, len(reciprocal_dividend), 2 * b + 1, len(square)) + 2
+            adder_bits = max(wide, 2 * b + 1, len(square)) + 2
             operand = Signal(adder_bits, name="check_operand")
             checking = Signal(name="check_cycle")
-            window = Signal(h + 1, name="check_window")
-            windowed = Signal(name="check_windowed")
             above = Signal(name="check_above")
             variance_sum = Mux(checking, ~operand, variance) + square
-            # The tests on the sum itself (it is ~difference), no inverters: difference < 0
-            # is a clear sign bit, difference != 0 a sum not all ones, and difference[:h+1]
-            # >= window is the carry out of window + sum[:h+1] clear.
+            # The tests on the sum itself (it is ~difference): difference < 0 is a clear
+            # sign bit, difference != 0 a sum not all ones.
             check_sum = variance_sum[:adder_bits]
             negative = ~check_sum[-1]
             nonzero = check_sum != (1 << adder_bits) - 1
-            high = check_sum[h + 1:] != (1 << (adder_bits - h - 1)) - 1
-            in_window = (window + check_sum[:h + 1])[h + 1]
-            outside = Mux(above, ~negative & nonzero,
-                          negative | windowed & (high | ~in_window))
+            outside = Mux(above, ~negative & nonzero, negative)
 
-            def compare(check, value, bound=None, above_product=False):
-                """Raise ``check`` unless ``product <= value`` (and ``value - product <
-                bound``), or with ``above_product`` unless ``value <= product``."""
+            def compare(check, value, above_product=False):
+                """Raise ``check`` unless ``product <= value``, or with ``above_product``
+                unless ``value <= product``."""
                 m.d.comb += [operand.eq(value), checking.eq(1), raised[check].eq(outside)]
-                if bound is not None:
-                    m.d.comb += [window.eq(bound), windowed.eq(1)]
                 if above_product:
                     m.d.comb += above.eq(1)
 
@@ -511,11 +521,15 @@ class LayerNormUnit(NonlinearUnit):
                 m.d.sync += padded.eq(Mux(padded_sum > limit, limit, padded_sum))
                 if "mean" in checks:
                     m.d.comb += raised["mean"].eq((total[index + 1:] != 0)
-                                                  | (total[:index + 1] >= twice_n))
+                                                  | at_most(twice_n, total[:index + 1]))
                 if "variance" in checks:
+                    # p < 2**B (|y| <= 2**B - 1 fault-free), so p**2 is p[:B] squared: the
+                    # multiplier keeps the datapath's operand widths.
                     divide(variance, n, 2 * b + 1, launch=True)
-                    multiply(peak, peak)
+                    multiply(peak[:b], peak[:b])
                     compare("variance", variance)
+                    with m.If(peak[b]):
+                        m.d.comb += raised["variance"].eq(1)
                 m.d.sync += phase.eq(Phase.RADICAND)
 
             # s = (2B + L - bitlen(P)) >> 1 (0 for P = 0) and Q = P << 2s.
@@ -542,17 +556,17 @@ class LayerNormUnit(NonlinearUnit):
                 with m.If(step == self.root_wait - 1):
                     m.d.sync += root.eq(square_root.root)
                     if "variance" in checks:
-                        multiply(peak, peak)
+                        multiply(peak[:b], peak[:b])
                         compare("variance", divider.quotient[:2 * b + 1], above_product=True)
                     m.d.sync += phase.eq(Phase.ROOT_CHECK)
 
-            # l = bitlen(r'); the root check r**2 <= Q <= r**2 + 2r.
+            # l = bitlen(r'); the root check r = isqrt(Q) starts.
             with m.Case(Phase.ROOT_CHECK):
                 m.d.comb += leading_zeros.value.eq(divisor_root)
                 m.d.sync += root_length.eq(wide - leading_zeros.count)
                 if "root" in checks:
-                    multiply(root, root)
-                    compare("root", radicand, bound=Cat(Const(1, 1), root))
+                    # The root check: the square root runs again on Q (idle from here on).
+                    m.d.comb += square_root.start.eq(1)
                 m.d.sync += phase.eq(Phase.RECIPROCAL_LAUNCH)
 
             # t = max(l + c - s, 0); R = divide(2**(Z+c+l), r', Z + c + 2).
@@ -562,7 +576,6 @@ class LayerNormUnit(NonlinearUnit):
                 divide(reciprocal_dividend, divisor_root, self.reciprocal_bits, launch=True)
                 if "normalized" in checks:
                     # The bound: r >> s (below 2**H), saturated to B + 1 bits.
-                    multiply(root, 1)
                     m.d.comb += bounding.eq(1)
                     m.d.sync += peak.eq(Mux(normalize_shifted[b + 1:h] != 0, (1 << (b + 1)) - 1,
                                             normalize_shifted[:b + 1]))
@@ -573,12 +586,22 @@ class LayerNormUnit(NonlinearUnit):
                     m.d.sync += [reciprocal.eq(divider.quotient[:self.reciprocal_bits]),
                                  step.eq(0), phase.eq(Phase.RECIPROCAL_CHECK)]
 
-            # The reciprocal check: R r' <= 2**(Z+c+l) < R r' + r' (an idle cycle without).
+            # The reciprocal check: R again by the divider, launched in step 0; the root
+            # check: r against the second square root. Both are done by the last step
+            # (idle cycles without the checkers: one schedule).
             with m.Case(Phase.RECIPROCAL_CHECK):
                 if "reciprocal" in checks:
-                    multiply(reciprocal, divisor_root)
-                    compare("reciprocal", reciprocal_dividend, bound=divisor_root)
-                m.d.sync += phase.eq(Phase.OUTPUT)
+                    divide(reciprocal_dividend, divisor_root, self.reciprocal_bits,
+                           launch=step == 0)
+                with m.If(step == self.recheck_wait - 1):
+                    if "reciprocal" in checks:
+                        m.d.comb += raised["reciprocal"].eq(
+                            divider.quotient[:self.reciprocal_bits] != reciprocal)
+                    if "root" in checks:
+                        m.d.comb += raised["root"].eq(square_root.root != root)
+                    m.d.sync += [step.eq(0), phase.eq(Phase.OUTPUT)]
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
 
             # Pass 3, element i: x_i read in steps 2i, 2i + 1; y_i latched in 2i + 1; z_i
             # (y R) in 2i + 2; a_i (z G + C) in 2i + 3, G_i and C_i read in 2i + 2; o_i in
@@ -628,7 +651,7 @@ class LayerNormUnit(NonlinearUnit):
                     if "output" in checks:
                         low = Mux(output_upper, output_centre, output_bound)
                         high = Mux(output_upper, output_bound, output_centre)
-                        m.d.comb += raised["output"].eq((output < low) | (output > high))
+                        m.d.comb += raised["output"].eq(less_than(output, low) | less_than(high, output))
                 with m.If(step == twice_n + 3):
                     m.d.sync += done.eq(1)
                     if checks:
