@@ -13,7 +13,7 @@ import torch
 from hw.config import AcceleratorConfig
 from sim.campaign.worker import close_sessions
 from sim.cosim.campaign import run_model_campaign
-from sim.cosim.engine import ModelCampaignOptions
+from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
 from sim.cosim.splice import RowSplice, SpliceDatapath
 from sim.cosim.unit_engine import UnitModelCampaign, record_unit_calls, row_slots
 from sw.datapath import Recorder
@@ -118,7 +118,26 @@ def test_a_campaign_on_the_units_resumes_to_the_uninterrupted_result(tmp_path):
         assert resumed[key] == straight[key]
     assert resumed["injections"] == 50
     assert set(resumed["per_module"]) == {"gelu", "layernorm"}
-    assert resumed["description"]["units"]["gelu"]["rows"] == 2 * 17
+    units = resumed["description"]["units"]
+    assert units["gelu"]["rows"] == 2 * 17
+    for unit in ("gelu", "layernorm"):
+        assert resumed["exposure"][unit]["bit_cycles"] == (units[unit]["bits"]
+                                                           * units[unit]["cycles"])
+        loss = resumed["margin_loss"][unit]
+        assert 0.0 <= loss["mean"] and loss["low"] <= loss["mean"] <= loss["high"]
+
+
+def test_a_gemm_campaign_on_a_design_with_units_runs_the_integer_vit():
+    options = ModelCampaignOptions(DESIGN, images=2, seed=3)
+    campaign = ModelCampaign.prepare(options)
+    assert campaign.quantized.nonlinear == "int"
+    assert {site.fault_class for site in campaign.sites}.isdisjoint(UNITS)
+    description = campaign.description()
+    assert sum(description["module_cycles"].values()) == description["inference_cycles"]
+    assert set(description["module_cycles"]) == {gemm.module for gemm in
+                                                 campaign.gemms(int(campaign.chosen[0]))}
+    plain = ModelCampaign.prepare(replace(options, config=AcceleratorConfig(2, 2, 8)))
+    assert plain.quantized.nonlinear == "float"
 
 
 def run_cli(*args):

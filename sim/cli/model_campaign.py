@@ -127,14 +127,15 @@ def format_model_summary(summary):
     lines = [f"{description['model']} on {description['dataset']}, "
              f"{design['rows']}x{design['cols']} array, abft {design['abft']}, engine "
              f"{description['engine']}: {summary['injections']} upsets over {work}"]
-    header = ["module", *MODEL_OUTCOMES, "model SDC rate [95%]"]
+    header = ["module", *MODEL_OUTCOMES, "model SDC rate [95%]", "margin loss"]
     rows = []
     for module, counts in summary["per_module"].items():
         check = summary["operation_level_cross_check"][module]
         rows.append([module, *(counts[o] for o in MODEL_OUTCOMES),
-                     _interval(check["model_sdc"])])
+                     _interval(check["model_sdc"]),
+                     f"{summary['margin_loss'][module]['mean']:.4f}"])
     rows.append(["all", *(summary["outcomes"][o] for o in MODEL_OUTCOMES),
-                 _interval(summary["model_sdc_rate"])])
+                 _interval(summary["model_sdc_rate"]), ""])
     lines += ["", format_table(header, rows), ""]
     header = ["module", "hardware SDC [95%]", "operation-level SDC [95%]", "agree"]
     lines.append(format_table(header, [
@@ -156,7 +157,8 @@ def _label(summary):
     design = description["config"]
     if "units" in description:
         checkers = "checkers" if design["nonlinear_checkers"] else "no checkers"
-        return f"{description['model']} units, {checkers} ({description['engine']})"
+        return (f"{description['model']} {'+'.join(description['units'])}, {checkers} "
+                f"({description['engine']})")
     protection = design["abft"] + ("+range" if design["range_check"] else "")
     return f"{description['model']} {protection} ({description['engine']})"
 
@@ -174,12 +176,36 @@ def format_model_comparison(summaries):
         rows.append(row)
     rows.append(["all", *(_interval(summary["model_sdc_rate"]) for summary in summaries)])
     lines = ["model SDC rate per module [95%]", format_table(["module", *labels], rows), "",
+             "mean loss of the correct class's logit margin per upset [95%]",
+             format_table(["module", *labels], [
+                 [module, *(_mean_interval(summary["margin_loss"].get(module))
+                            for summary in summaries)] for module in modules]), "",
+             "SDC-prone bit-cycles per inference: SDC rate x bits x busy cycles [95%]",
+             format_table(["module", *labels], [
+                 [module, *(_exposed(summary, module) for summary in summaries)]
+                 for module in modules]), "",
              "outcomes (share of upsets)"]
     rows = [[outcome, *(f"{100 * summary['outcomes'][outcome] / summary['injections']:.2f}%"
                         for summary in summaries)] for outcome in MODEL_OUTCOMES]
     rows.append(["upsets", *(summary["injections"] for summary in summaries)])
     lines.append(format_table(["outcome", *labels], rows))
     return "\n".join(lines)
+
+
+def _mean_interval(entry):
+    if entry is None:
+        return "-"
+    return f"{entry['mean']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
+
+
+def _exposed(summary, module):
+    """``rate x bit_cycles`` of a module, with the rate's interval (``-``: not struck)."""
+    check = summary["operation_level_cross_check"].get(module)
+    exposure = summary.get("exposure", {}).get(module)
+    if check is None or exposure is None:
+        return "-"
+    rate, size = check["model_sdc"], exposure["bit_cycles"]
+    return f"{rate['rate'] * size:,.0f} [{rate['low'] * size:,.0f}, {rate['high'] * size:,.0f}]"
 
 
 def write_report(summary, out):

@@ -122,6 +122,29 @@ def _rate(count, total):
     return {"count": count, "rate": count / total if total else 0.0, "low": low, "high": high}
 
 
+def _mean(values):
+    """Mean of ``values`` with a 95% normal interval (the samples are independent draws)."""
+    values = torch.tensor(values, dtype=torch.float64)
+    mean = float(values.mean())
+    half = 1.96 * float(values.std()) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return {"mean": mean, "low": mean - half, "high": mean + half}
+
+
+def exposure(description):
+    """Per module, the flip-flop bits struck and the cycles they work per inference, and
+    their product (bit-cycles): what a uniform upset rate per bit and cycle turns into
+    upsets per inference, so ``sdc rate x bit_cycles`` compares modules of different size
+    and duration."""
+    if "units" in description:
+        parts = {unit: (entry["bits"], entry["cycles"])
+                 for unit, entry in description["units"].items()}
+    else:
+        parts = {module: (description["bits"], cycles)
+                 for module, cycles in description.get("module_cycles", {}).items()}
+    return {module: {"bits": bits, "cycles": cycles, "bit_cycles": bits * cycles}
+            for module, (bits, cycles) in sorted(parts.items())}
+
+
 def summarize_model_campaign(database, campaign_id):
     """The campaign's numbers, as ``softerror vit campaign --json`` prints them."""
     stored = database.stored_campaign(campaign_id)
@@ -131,8 +154,10 @@ def summarize_model_campaign(database, campaign_id):
     outcomes = Counter(record.outcome for record in records)
     per_module, per_class, per_pe = (defaultdict(Counter) for _ in range(3))
     operation_sdc = Counter()
+    margin_losses = defaultdict(list)
     for record in records:
         per_module[record.module][record.outcome] += 1
+        margin_losses[record.module].append(max(0.0, -record.margin_change))
         per_class[record.fault_class][record.outcome] += 1
         operation_sdc[record.module] += record.operation_level_sdc
         position = pe_position(record.site)
@@ -164,6 +189,9 @@ def summarize_model_campaign(database, campaign_id):
         "model_sdc_rate": _rate(outcomes["sdc"], total),
         "recomputations": sum(record.action == "recompute" for record in records),
         "operation_level_cross_check": cross_check,
+        "margin_loss": {module: _mean(losses) for module, losses in
+                        sorted(margin_losses.items())},
+        "exposure": exposure(stored.description),
         "prediction": {"equal": predicted["equal"], "not_modeled": predicted["not_modeled"],
                        "mismatch": predicted["mismatch"]},
         "prediction_mismatches": [record.experiment for record in records

@@ -172,8 +172,13 @@ class ModelCampaign:
 
     def description(self):
         """What the campaign database records about the workload beside the identity."""
+        module_cycles = defaultdict(int)
+        gemms = self.gemms(int(self.chosen[0]))
+        for tile_pass in self.passes:
+            module_cycles[gemms[tile_pass.gemm].module] += tile_pass.cycles
         description = {"passes": len(self.passes), "inference_cycles": self.total_cycles,
-                       "bits": self.total_bits, "images_used": self.chosen.tolist()}
+                       "bits": self.total_bits, "module_cycles": dict(module_cycles),
+                       "images_used": self.chosen.tolist()}
         if self.bounds:
             description["range_bounds"] = {site: bounds.upper
                                            for site, bounds in self.bounds.items()}
