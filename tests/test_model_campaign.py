@@ -12,10 +12,10 @@ from hw.config import AcceleratorConfig
 from sim.cosim.campaign import run_model_campaign
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions, classify_model
 from sim.cosim.record import StruckTile
-from sim.cosim.splice import SpliceDatapath, TileSplice
+from sim.cosim.splice import CleanPrefix, SpliceDatapath, TileSplice
 from sim.cosim.workload import record_gemms, tile_passes
 from sw.analysis.vulnerability import quantized_model
-from sw.datapath import Datapath
+from sw.datapath import Datapath, Recorder
 from sw.models.datasets import load_dataset
 from sw.twin.gemm import gemm_int8, tile_product, wrap_int32
 
@@ -92,11 +92,23 @@ def test_the_splice_equals_an_inference_with_the_tile_replaced(model):
             recorded[site.name] = result = super().gemm(site, a, b)
             return result
 
-    logits = quantized(images[:1].expand(len(splices), *images.shape[1:]), Keep(splices))
+    batch = images[:1].expand(len(splices), *images.shape[1:])
+    logits = quantized(batch, Keep(splices))
     for number, (splice, (reference_logits, reference_output)) in enumerate(
             zip(splices, references)):
         assert torch.equal(recorded[splice.site][number], reference_output[0])
         assert torch.allclose(logits[number], reference_logits, rtol=1e-4, atol=1e-4)
+    # Starting each element from the clean pass (no multiply before its splice) changes
+    # nothing: every GEMM output is the same integer, the logits the same floats.
+    full = dict(recorded)
+    clean = Recorder()
+    quantized(images[:1], clean)
+    outputs = {site.name: clean.values[(site.name, "output")][0]
+               for site in quantized.sites if site.operation == "gemm"}
+    order = {site.name: place for place, site in enumerate(quantized.sites)}
+    resumed = quantized(batch, Keep(splices, CleanPrefix(order, [outputs] * len(splices))))
+    assert all(torch.equal(recorded[name], full[name]) for name in full)
+    assert torch.equal(resumed, logits)
 
 
 def test_experiments_are_pure_functions_of_seed_and_index():

@@ -14,7 +14,7 @@ from hw.config import AcceleratorConfig
 from sim.campaign.worker import close_sessions
 from sim.cosim.campaign import run_model_campaign
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
-from sim.cosim.splice import RowSplice, SpliceDatapath
+from sim.cosim.splice import CleanPrefix, RowSplice, SpliceDatapath
 from sim.cosim.unit_engine import UnitModelCampaign, record_unit_calls, row_slots
 from sw.datapath import Recorder
 
@@ -56,6 +56,15 @@ def test_a_row_splice_replaces_that_row_of_that_element_only(campaign):
     changed = (output[1] != clean).nonzero().tolist()
     assert changed == [[2, 0, 5]] and int(output[1, 2, 0, 5]) == int(clean[2, 0, 5]) + 30
     assert not torch.equal(logits[0], logits[1])
+    # From the clean pass (no multiply before the splice): the same logits.
+    gemms = Recorder()
+    campaign.quantized(image[None], gemms)
+    outputs = {site.name: gemms.values[(site.name, "output")][0]
+               for site in campaign.quantized.sites if site.operation == "gemm"}
+    order = {site.name: place for place, site in enumerate(campaign.quantized.sites)}
+    resumed = campaign.quantized(torch.stack([image, image]), SpliceDatapath(
+        [None, RowSplice(site, (2, 0), codes)], CleanPrefix(order, [outputs, outputs])))
+    assert torch.equal(resumed, logits)
     # Splicing the clean row back changes nothing, bit for bit.
     same = campaign.quantized(image[None], SpliceDatapath([RowSplice(site, (2, 0),
                                                                       clean[2, 0])]))

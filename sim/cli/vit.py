@@ -270,7 +270,8 @@ def add_commands(commands, parser_class, design_options):
         parser.add_argument("--dataset", choices=DATASETS, default="digits",
                             help="digits (8x8, default) or mnist5k (28x28)")
         parser.add_argument("--checkpoint-dir", metavar="DIR",
-                            help="where checkpoints are (default: the shipped ones, sw/models/checkpoints)")
+                            help="where checkpoints are (default: the shipped ones, "
+                                 "sw/models/checkpoints)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     train = commands.add_parser("train", help="train a shipped model again (checkpoint)")

@@ -29,7 +29,7 @@ from hw.accelerator import GemmAccelerator
 from hw.config import NONLINEAR_UNITS, AcceleratorConfig
 from hw.netlist.fault_sites import FAULT_CLASSES, enumerate_fault_sites
 from sim.cosim.record import ModelRecord, StruckTile, Upset
-from sim.cosim.splice import SpliceDatapath, TileSplice
+from sim.cosim.splice import CleanPrefix, SpliceDatapath, TileSplice
 from sim.cosim.workload import (
     CALIBRATION_IMAGES,
     RANGE_MARGIN,
@@ -37,7 +37,8 @@ from sim.cosim.workload import (
     record_gemms,
     tile_passes,
 )
-from sw.twin.gemm import tile_product, to_signed, wrap_int32
+from sw.datapath import Datapath
+from sw.twin.gemm import tile_product, to_signed
 from sw.twin.protection import RangeBounds
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
@@ -49,6 +50,9 @@ ENGINES = ("rtl", "twin")
 GEMM_CLASSES = tuple(c for c in FAULT_CLASSES if c not in NONLINEAR_UNITS)
 #: Experiments whose inferences the twin finishes in one batch (about twice as many rows).
 JUDGE_BATCH = 256
+#: Images whose clean pass (every GEMM output, the logits) a campaign keeps (about 80 KB
+#: each for the shipped ViTs).
+CLEAN_PASSES = 512
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,16 @@ def classify_model(struck, clean, top1_changed):
     return "keep", "sdc" if top1_changed else "tolerated"
 
 
+class _OutputRecorder(Datapath):
+    def __init__(self):
+        self.outputs = {}
+
+    def gemm(self, site, a, b):
+        result = super().gemm(site, a, b)
+        self.outputs[site.name] = result[0]
+        return result
+
+
 def _margin(logits, label):
     others = logits.clone()
     others[..., label] = float("-inf")
@@ -135,6 +149,7 @@ class ModelCampaign:
     """GEMM sites whose bounds were widened for a chosen test image."""
     _gemms: dict = field(default_factory=dict)
     _passes: dict = field(default_factory=dict)
+    _clean: dict = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, options):
@@ -276,27 +291,24 @@ class ModelCampaign:
                            else self.splice(upset, struck.output))
             operation_splices.append(self.operation_level_splice(upset))
         # One row per kept wrong tile (an equal or recomputed tile leaves the clean logits),
-        # one per operation-level flip, one clean row per image.
+        # one per operation-level flip, each starting from its image's clean pass.
         images = [upset.image for upset in upsets]
-        distinct = sorted(set(images))
         spliced = [number for number, splice in enumerate(splices) if splice is not None]
-        rows = ([images[number] for number in spliced] + images + distinct)
+        rows = [images[number] for number in spliced] + images
         logits = self.quantized(self.images[rows], SpliceDatapath(
-            [splices[number] for number in spliced] + operation_splices
-            + [None] * len(distinct)))
-        clean_row = {image: len(spliced) + len(upsets) + number
-                     for number, image in enumerate(distinct)}
+            [splices[number] for number in spliced] + operation_splices,
+            CleanPrefix(self._order, [self.clean_pass(image)[0] for image in rows])))
         experiment_row = {number: row for row, number in enumerate(spliced)}
         records = []
         for number, (upset, struck, prediction) in enumerate(zip(upsets, struck_tiles,
                                                                  predictions)):
             image = upset.image
-            clean_logits = logits[clean_row[image]]
+            clean_logits = self.clean_pass(image)[1]
             label = int(self.labels[image])
             clean_top1 = int(clean_logits.argmax())
             module, place = places[number]
-            row = experiment_row.get(number, clean_row[image])
-            top1 = int(logits[row].argmax())
+            row = experiment_row.get(number)
+            top1 = clean_top1 if row is None else int(logits[row].argmax())
             action, outcome = classify_model(struck, clean_tiles[number], top1 != clean_top1)
             kept_clean = action == "recompute" or splices[number] is None
             records.append(ModelRecord(
@@ -313,6 +325,21 @@ class ModelCampaign:
                 operation_level_sdc=int(logits[len(spliced) + number].argmax())
                 != clean_top1))
         return records
+
+    def clean_pass(self, image):
+        """(GEMM outputs by site without the batch axis, logits) of the clean inference
+        of test image ``image``, kept for the images of the campaign."""
+        if image not in self._clean:
+            if len(self._clean) >= CLEAN_PASSES:
+                self._clean.clear()
+            outputs = _OutputRecorder()
+            logits = self.quantized(self.images[image][None], outputs)[0]
+            self._clean[image] = (outputs.outputs, logits)
+        return self._clean[image]
+
+    @property
+    def _order(self):
+        return {site.name: place for place, site in enumerate(self.quantized.sites)}
 
     def struck_place(self, upset):
         """(clean tile of the struck pass, valid part; module; GEMM label) of ``upset``."""
@@ -334,7 +361,7 @@ class ModelCampaign:
         rng = np.random.default_rng([self.options.seed, upset.experiment, 1])
         m, n = gemm.a.shape[0], gemm.b.shape[1]
         row, col, bit = int(rng.integers(m)), int(rng.integers(n)), int(rng.integers(32))
-        value = int(wrap_int32(gemm.a[row].to(torch.int64) @ gemm.b[:, col].to(torch.int64)))
+        value = int(self.clean_pass(upset.image)[0][gemm.site][(*gemm.index, row, col)])
         flipped = to_signed((value & 0xFFFFFFFF) ^ (1 << bit), 32)
         return TileSplice(gemm.site, gemm.index, row, col,
                           torch.tensor([[flipped - value]], dtype=torch.int64))

@@ -15,7 +15,7 @@ import torch
 from sw.datapath import Datapath
 from sw.twin.gemm import gemm_int8, wrap_int32
 
-__all__ = ["TileSplice", "RowSplice", "SpliceDatapath"]
+__all__ = ["TileSplice", "RowSplice", "CleanPrefix", "SpliceDatapath"]
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,40 @@ class RowSplice:
     """``None``: ``codes`` is the whole row; else the one element ``codes`` replaces."""
 
 
+@dataclass(frozen=True)
+class CleanPrefix:
+    """The clean pass an inference under splices can start from: ``order`` maps each site
+    name to its place in the inference, ``outputs[e]`` holds batch element ``e``'s image's
+    clean GEMM outputs by site (without the batch axis)."""
+    order: dict
+    outputs: list
+
+
 class SpliceDatapath(Datapath):
     """Exact GEMMs, with ``splices[e]`` (a :class:`TileSplice`, a :class:`RowSplice` or
-    ``None``) applied to batch element ``e``."""
+    ``None``) applied to batch element ``e``.
 
-    def __init__(self, splices):
+    With a :class:`CleanPrefix`, a GEMM that runs before element ``e``'s splice takes its
+    clean output instead of being computed: everything before the splice is the clean
+    pass, bit for bit, so only the rest of the inference costs multiplies (an element
+    without a splice computes none).
+    """
+
+    def __init__(self, splices, prefix=None):
         self.size = len(splices)
         self.by_site = {}
         self.rows_by_site = {}
+        self.prefix = prefix
         for element, splice in enumerate(splices):
             if isinstance(splice, RowSplice):
                 self.rows_by_site.setdefault(splice.site, []).append((element, splice))
             elif splice is not None:
                 self.by_site.setdefault(splice.site, []).append((element, splice))
+        if prefix is not None:
+            if len(prefix.outputs) != self.size:
+                raise ValueError(f"{len(prefix.outputs)} clean passes for {self.size} splices")
+            self.starts = [float("inf") if splice is None else prefix.order[splice.site]
+                           for splice in splices]
 
     def nonlinear(self, site, stage, values):
         splices = self.rows_by_site.get(site.name) if stage == "output" else None
@@ -67,12 +88,28 @@ class SpliceDatapath(Datapath):
         return values
 
     def gemm(self, site, a, b):
-        result = gemm_int8(a, b)
         if a.shape[0] != self.size:
             raise ValueError(f"batch of {a.shape[0]} for {self.size} splices")
+        result = self._product(site, a, b)
         for element, splice in self.by_site.get(site.name, ()):
             rows, cols = splice.delta.shape
             region = result[(element, *splice.index)][splice.row0:splice.row0 + rows,
                                                        splice.col0:splice.col0 + cols]
             region.copy_(wrap_int32(region.to(torch.int64) + splice.delta))
         return result
+
+    def _product(self, site, a, b):
+        """``a @ b`` for the elements at or past their splice, the clean output for the
+        others."""
+        if self.prefix is None:
+            return gemm_int8(a, b)
+        place = self.prefix.order[site.name]
+        live = [element for element, start in enumerate(self.starts) if start <= place]
+        if len(live) == self.size:
+            return gemm_int8(a, b)
+        result = torch.stack([outputs[site.name] for outputs in self.prefix.outputs])
+        if live:
+            index = torch.tensor(live)
+            result[index] = gemm_int8(a[index], b[index] if b.dim() == a.dim() else b)
+        return result
+
