@@ -325,13 +325,17 @@ def status_flags(unit, status):
 class UpsetTwin:
     """The twin of a unit under one register upset, where the twin can say: the flipped
     register holds one of the twin's stages (the unit's ``stage_registers``) in the cycle
-    its ``stage_cycle`` says."""
+    its ``stage_cycle`` says. A stage register's site is ``<unit>.<path>``, the path its
+    unit's ``stage_paths`` gives (a register of a submodule, as the GELU's divider's
+    ``quotient``), else the register's name."""
 
     def __init__(self, unit, length, checkers):
         self.unit, self.checkers = unit, checkers
         self._hardware = hardware = timing_unit(unit, length, checkers)
-        self._stages = {f"{unit}.{register.name}": stage
-                        for stage, register in getattr(hardware, "stage_registers", {}).items()}
+        registers = getattr(hardware, "stage_registers", {})
+        paths = getattr(hardware, "stage_paths", {})
+        self._stages = {f"{unit}.{paths.get(stage, register.name)}": stage
+                        for stage, register in registers.items()}
 
     def predict(self, params, row, path, bit, cycle):
         """The twin's (codes, flags) of ``row`` under ``params`` with bit ``bit`` of the

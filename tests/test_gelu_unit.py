@@ -461,6 +461,89 @@ def test_upsets_of_several_stages_and_elements_equal_the_twin():
     run_and_compare(unit, rows)
 
 
+def simulate_stage_upsets(unit, rows):
+    """Run ``rows`` on ``unit`` through what it tells a fault injector only (its
+    ``stage_registers`` and ``stage_cycle``, as the softmax's bench): each stage register
+    read in its stage cycle for each element, each of the row's ``flips`` made there after
+    the read. A (stages, output, flags) per row."""
+    registers = unit.stage_registers
+    results = []
+
+    async def bench(ctx):
+        for row in rows:
+            n = len(row.codes)
+            reads, upsets = {}, {}
+            for stage in registers:
+                for index in range(n):
+                    reads.setdefault(unit.stage_cycle(n, stage, index), []).append(
+                        (stage, index))
+            for stage, index, bit in row.flips:
+                upsets.setdefault(unit.stage_cycle(n, stage, index), []).append((stage, bit))
+            await load_row(ctx, unit, row.codes, random.Random(0))
+            await start_row(ctx, unit, n, row.multiplier, row.shift)
+            stages = {stage: [None] * n for stage in registers}
+            for cycle in range(1, unit.latency(n)):
+                for stage, index in reads.get(cycle, ()):
+                    stages[stage][index] = ctx.get(registers[stage])
+                for stage, bit in upsets.get(cycle, ()):
+                    register = registers[stage]
+                    ctx.set(register, int(fit(ctx.get(register) ^ 1 << bit, len(register),
+                                              register.shape().signed)))
+                await ctx.tick()
+            assert ctx.get(unit.done)
+            flags = ctx.get(unit.flags)
+            results.append((stages, await read_output(ctx, unit, n),
+                            {name for i, name in enumerate(GELU_CHECKS) if flags >> i & 1}))
+
+    run_bench(unit, bench)
+    return results
+
+
+def test_stage_registers_in_their_stage_cycles_are_the_twins_stages():
+    """Clean rows: each stage register in its stage cycle holds the twin's trace. One bit
+    flipped there (every bit of every stage, and the low, middle and top bit on other rows
+    and elements): the twin with that bit flipped through its hook, also as the
+    campaign's :class:`UpsetTwin` predicts it at the site ``gelu.<stage_paths>``."""
+    from sim.nonlinear_campaign import UpsetTwin
+
+    unit = GeluUnit(length=5)
+    assert set(unit.stage_registers) == set(GELU_STAGES)
+    assert {stage: unit.stage_cycle(5, stage, 3) for stage in GELU_STAGES} == {
+        stage: unit.register_cycle(name, 3) for stage, name in GELU_STAGE_REGISTERS.items()}
+    rng = random.Random(8)
+    clean = [Row(UPSET_CODES, m, sh) for m, sh in csr_choices(15)]
+    clean += [Row(random_codes(rng, n), *csr_choices(15)[0]) for n in (1, 2, 5)]
+    flips = []
+    for number, (stage, register) in enumerate(unit.stage_registers.items()):
+        for bit in range(len(register)):    # every bit, of elements 1 and 3
+            flips.append(Row(UPSET_CODES, *csr_choices(15)[0],
+                             flips=((stage, 1 + 2 * (bit % 2), bit),)))
+        for bit in sorted({0, len(register) // 2, len(register) - 1}):
+            row = clean[1 + (number + bit) % (len(clean) - 1)]
+            index = (3 * number + bit) % len(row.codes)
+            flips.append(Row(row.codes, row.multiplier, row.shift,
+                             flips=((stage, index, bit),)))
+    rows = clean + flips
+    results = simulate_stage_upsets(unit, rows)
+    twin = UpsetTwin("gelu", unit.length, checkers=True)
+    outcomes = set()
+    for row, (stages, output, flags) in zip(rows, results, strict=True):
+        expected, raised = twin_row(unit, row)
+        assert (output, flags) == (expected["output"], raised), row
+        if not row.flips:
+            assert stages == {stage: expected[stage] for stage in stages}, row
+            continue
+        [(stage, index, bit)] = row.flips
+        params = GeluParams(unit.length, row.multiplier, row.shift)
+        predicted = twin.predict(params, list(row.codes), f"gelu.{unit.stage_paths[stage]}",
+                                 bit, unit.stage_cycle(len(row.codes), stage, index))
+        assert predicted == (output, [name in flags for name in GELU_CHECKS]), row
+        golden, _ = twin_row(unit, Row(row.codes, row.multiplier, row.shift))
+        outcomes.add((output != golden["output"], bool(flags)))
+    # Meaningful: some flips corrupt the codes, and the checkers catch some.
+    assert (True, True) in outcomes and any(wrong for wrong, _ in outcomes)
+
+
 @pytest.mark.parametrize("count_bits", [None, 1, 16])
 def test_flag_counts_saturate_and_are_kept_across_rows(count_bits):
     """``count_bits`` wide counters (8 by default) stop at ``2^count_bits - 1``."""
@@ -497,6 +580,11 @@ def test_the_netlist_names_every_register(checkers):
         expected["flags"] = 4
         expected.update({f"{name}_count": 8 for name in GELU_CHECKS})
     assert sites == expected
+    # The stage registers' paths, as a campaign's twin check finds their sites.
+    unit = GeluUnit(length=8, checkers=checkers)
+    assert {path: sites[path] for path in unit.stage_paths.values()} == {
+        unit.stage_paths[stage]: len(register)
+        for stage, register in unit.stage_registers.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,3 +633,13 @@ def test_latency_and_register_cycle_check_their_arguments():
         unit.latency(5)
     with pytest.raises(TypeError, match="^GELU register name must be one of"):
         unit.register_cycle("phase", 0)
+    with pytest.raises(TypeError, match="^GELU stage index must be an integer from 0 to 2, "
+                                        "not 3$"):
+        unit.stage_cycle(3, "quotient", 3)
+    with pytest.raises(TypeError, match="^GELU row length n must be an integer from 1 to 4, "
+                                        "not 0$"):
+        unit.stage_cycle(0, "input")
+    with pytest.raises(TypeError, match=r"^GELU stage must be one of \('input', 'exponent', "
+                                        r"'exponential', 'quotient', 'sigmoid', 'output'\), "
+                                        r"not 'g'$"):
+        unit.stage_cycle(3, "g")

@@ -72,6 +72,20 @@ class GeluUnit(NonlinearUnit):
     included. :meth:`register_cycle` says when each register
     holds an element's value (for fault injection).
 
+    **Twin stages** (for the twin check of fault campaigns): every stage of the twin
+    (``GELU_STAGES``) lives in a register, :attr:`stage_registers` (``input`` ``x``,
+    ``exponent`` ``u``, ``exponential`` ``e``, ``quotient`` the divider's ``quotient``,
+    ``sigmoid`` ``sigma``, ``output`` ``o``; :attr:`stage_paths` their netlist paths), each
+    per element, and :meth:`stage_cycle` is the cycle after which it holds element ``i``
+    and nothing has read it yet. An upset there is the twin's ``hook`` flipping that
+    element of the stage: the register keeps the flipped value until every reader has
+    seen it (``x`` feeds ``u`` in that cycle and is copied into ``x_back``, which the back
+    stages and their checks read, a period later; ``u`` feeds ``e`` and, a cycle later, the
+    exponential check; ``e`` is the divider's dividend and divisor through the division and
+    read by both its checks; ``g`` is held for one cycle, read by ``sigma`` and the
+    quotient check; ``sigma`` and ``o`` are read in one cycle), and nothing of another
+    element reads it.
+
     **Checkers** (``checkers=True``), one bit each of ``flags`` in the order of
     :data:`GELU_CHECKS`: ``exponential`` (``u <= U_MAX`` and ``2^(E-1) >> q <= e <= 2^E >>
     q``), ``quotient`` (``e >> (E+1-K) <= g <= e >> (E-K)``), ``sigmoid`` (``2^(K-1) <= σ
@@ -181,6 +195,19 @@ class GeluUnit(NonlinearUnit):
         return self._sigmoid_bits + 2
 
     @property
+    def stage_registers(self):
+        """The register of each of the twin's stages (all of ``GELU_STAGES``; ``quotient``
+        is the divider's ``quotient``): for testbenches and fault injectors."""
+        return {stage: self._registers[name] for stage, name in GELU_STAGE_REGISTERS.items()}
+
+    @property
+    def stage_paths(self):
+        """The netlist path of each stage register inside the unit: its name, except
+        ``divider.quotient`` (a register of the divider, not of the unit itself)."""
+        paths = {"g": "divider.quotient"}
+        return {stage: paths.get(name, name) for stage, name in GELU_STAGE_REGISTERS.items()}
+
+    @property
     def registers(self):
         """The unit's registers by name (a new dict): the signals a testbench reads or
         upsets. ``g`` is the divider's ``quotient`` register."""
@@ -215,6 +242,28 @@ class GeluUnit(NonlinearUnit):
                             f"{name!r}")
         check_int("GELU element index", index, 0, self._length - 1)
         return index * self.period + offsets[name]
+
+    def stage_cycle(self, n, stage, index=0):
+        """The cycle (edges after ``start``, that edge included) in which the register of
+        ``stage`` holds its final value for element ``index`` and has not been used yet:
+        :meth:`register_cycle` of its register.
+
+        ``stage`` is one of :data:`GELU_STAGE_REGISTERS`, all per element (``index`` from 0
+        to ``n - 1``). Changing the register in that cycle, after the edge (a testbench's
+        ``ctx.set`` after ``ctx.tick``), has the effect of the twin's ``hook`` changing
+        that element of the stage.
+
+        Raises
+        ------
+        TypeError
+            If ``n`` or ``index`` is out of range, or ``stage`` is not a stage.
+        """
+        n = check_int("GELU row length n", n, 1, self._length)
+        if not isinstance(stage, str) or stage not in GELU_STAGE_REGISTERS:
+            raise TypeError(f"GELU stage must be one of {tuple(GELU_STAGE_REGISTERS)}, not "
+                            f"{stage!r}")
+        index = check_int("GELU stage index", index, 0, n - 1)
+        return self.register_cycle(GELU_STAGE_REGISTERS[stage], index)
 
     def elaborate(self, platform):
         m = Module()
