@@ -249,8 +249,7 @@ def check_layernorm(trace, params):
     variance = trace.variance[..., 0]
     peak = centred.abs().amax(dim=-1)
     square = peak * peak
-    mean_square = divide(variance, torch.full_like(variance, n), 2 * b + 1)
-    spread = ~((peak < 1 << b) & (square <= variance) & (mean_square <= square))
+    spread = ~((peak < 1 << b) & (square <= variance) & (variance <= n * square))
     radicand, scale = params.radicand(variance)
     root = trace.root[..., 0]
     exact_root = ~((root * root <= radicand) & (radicand <= root * root + 2 * root))
