@@ -238,7 +238,8 @@ def reference_layernorm_flags(stages, length, gain, offset, shift, eps_term, b, 
         low = clamp((o - (abs(g) << z)) >> shift, -127, 127)
         high = clamp((o + (abs(g) << z)) >> shift, -127, 127)
         centre = clamp(o >> shift, -127, 127)
-        return centre <= value <= high if normalized * g >= 0 else low <= value <= centre
+        upper = (normalized < 0) == (g < 0)
+        return centre <= value <= high if upper else low <= value <= centre
 
     return {
         "mean": not -n <= 2 * sum(centred) < n,

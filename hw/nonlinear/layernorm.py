@@ -147,6 +147,8 @@ class LayerNormUnit(NonlinearUnit):
     ``|z| <= 2**Z`` from the top bits of ``z``; the output check against the ``o``
     register: ``k`` comes from the output shifter in the affine cycle, the far bound from
     the affine adder in the next one (both free then) and a shifter of the check's own.
+    The output check's side is that of ``z G`` from the sign bits of ``z`` and ``G`` alone
+    (``z = 0`` or ``G = 0`` gives ``o = k`` fault-free, inside either side).
     With ``checkers=False`` none of that logic is built, ``flags`` and ``flag_counts`` read
     0; the outputs and the latency are the same.
 
@@ -628,7 +630,9 @@ class LayerNormUnit(NonlinearUnit):
                         # The far bound of element i - 1, clamp((C +- |G| 2**Z) >> W) on the
                         # side of z G, by the affine adder (free in this cycle: G, C and z
                         # still hold element i - 1) and a shifter of the check's own.
-                        upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
+                        # The side of z G from the sign bits alone: z = 0 or G = 0 gives
+                        # o = k fault-free, inside either side.
+                        upper = normalized[-1] == gain[-1]
                         m.d.comb += affine_term.eq(Mux(upper ^ gain[-1], gain, -gain) << z)
                         m.d.sync += [
                             output_bound.eq(_saturate(affine_sum >> self.out_shift, 8,

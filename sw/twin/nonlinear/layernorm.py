@@ -266,7 +266,7 @@ def check_layernorm(trace, params):
     high = ((offset + reach) >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
     centre = (offset >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
     normalized_value = trace.normalized
-    upper_side = (normalized_value == 0) | (gain == 0) | ((normalized_value < 0) == (gain < 0))
+    upper_side = (normalized_value < 0) == (gain < 0)
     output = trace.output.to(torch.int64)
     in_range = ~torch.where(upper_side, (output >= centre) & (output <= high),
                             (output >= low) & (output <= centre)).all(dim=-1)
