@@ -317,7 +317,7 @@ def rows_for(length, b, seed, count):
 @pytest.mark.parametrize("length, input_bits, norm_bits, count", [
     (16, 16, 14, 24),   # the default widths
     (12, 8, 4, 12),
-    (9, 2, 10, 12),     # B = 2: the square root, not the check divide, sets the latency
+    (9, 2, 10, 12),     # B = 2: the variance check's L + 2 steps set the root wait
     (5, 24, 16, 12),    # the widest codes and normalized values
     (6, 24, 4, 8),      # H > 2Z + 11: the second square root sets the recheck wait
     (1, 16, 14, 4),     # a one-word buffer
@@ -342,16 +342,18 @@ def test_every_row_length_up_to_the_unit_length():
 def test_latency_formula():
     unit = LayerNormUnit(length=768)
     assert (unit.index_bits, unit.root_bits, unit.multiplier_bits) == (10, 21, 22)
-    # 4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z - c - 3), with or without
+    # 4n + B + Z + 20 + max(H + 1, L + 2) + max(Z + c + 4, H - Z - c - 3), with or without
     # the checkers.
-    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 102, 4 * 197 + 102, 4 * 768 + 102]
-    assert LayerNormUnit(length=768, checkers=False).latency(197) == 4 * 197 + 102
-    assert LayerNormUnit(length=256).latency(256) == 4 * 256 + 102
-    # B = 2, length 9: H + 1 = 5 > 2B, the square root is the longer of the two.
-    assert LayerNormUnit(length=9, input_bits=2, norm_bits=10).latency(3) == 12 + 2 + 10 + 41
+    assert unit.root_wait == 22
+    assert [unit.latency(n) for n in (1, 197, 768)] == [4 + 92, 4 * 197 + 92, 4 * 768 + 92]
+    assert LayerNormUnit(length=768, checkers=False).latency(197) == 4 * 197 + 92
+    assert LayerNormUnit(length=256).latency(256) == 4 * 256 + 92
+    # B = 2, length 9: L + 2 = 6 > H + 1 = 5, the variance check's steps are the longer.
+    unit = LayerNormUnit(length=9, input_bits=2, norm_bits=10)
+    assert (unit.root_wait, unit.latency(3)) == (6, 12 + 2 + 10 + 42)
     # B = 24, Z = 4, length 6: H - Z - c - 3 = 17 > Z + c + 4, the second square root waits.
     unit = LayerNormUnit(length=6, input_bits=24, norm_bits=4)
-    assert (unit.root_wait, unit.recheck_wait, unit.latency(6)) == (48, 17, 24 + 24 + 4 + 85)
+    assert (unit.root_wait, unit.recheck_wait, unit.latency(6)) == (27, 17, 24 + 24 + 4 + 64)
 
 
 def test_checkers_off_computes_the_same_outputs_and_raises_nothing():
@@ -404,6 +406,24 @@ def test_each_checker_raises_on_its_corrupted_register_as_the_twin_does():
     assert not any(observed[0].flags.values()) and not any(observed[-1].flags.values())
     for (flip, check), seen in zip(TARGETED, observed[1:]):
         assert seen.flags[check], f"{flip} did not raise {check}: {seen.flags}"
+
+
+def test_the_variance_check_is_exact_at_v_equal_to_n_p_squared():
+    """Rows whose every |y| is p have V = n p**2: quiet. V + 1 (bit 0 of the even V set)
+    raises ``variance``, though floor((V + 1) / n) = p**2 (the divide check let it pass)."""
+    unit = LayerNormUnit(length=FAULT_LENGTH)
+    rng = random.Random(5)
+    rows = []
+    for n, a in ((12, 1000), (10, 32767), (16, 1), (2, 7)):
+        codes = tuple(a if i % 2 else -a for i in range(n))          # μ = 0, y = +-a
+        assert (n * a * a) % 2 == 0 and (n * a * a + 1) // n == a * a
+        clean = Row(codes, *calibrated_affine(rng, n, 16, FAULT_LENGTH))
+        rows += [clean, Row(clean.codes, clean.gain, clean.offset, clean.shift,
+                            clean.eps_term, flips=(("variance", 0, 0),))]
+    observed = assert_rows_match(unit, rows, quiet=False)
+    for row, seen in zip(rows, observed):
+        assert seen.flags["variance"] == bool(row.flips), (row.n, seen.flags)
+        assert not any(flag for check, flag in seen.flags.items() if check != "variance")
 
 
 def test_random_bit_flips_in_every_stage_match_the_twin():
@@ -569,7 +589,7 @@ def test_the_registers_are_flip_flops_named_after_them():
                 "normalize_shift": 5, "reciprocal": 18, "normalized": 16, "affine": 33,
                 "output": 8}
     control = {"phase": 4, "step": 11, "row_length": 10, "done": 1, "error": 1,
-               "divider.quotient": 33, "divider.remainder": 21, "divider.count": 6,
+               "divider.quotient": 18, "divider.remainder": 21, "divider.count": 5,
                "divider.saturated": 1, "square_root.root": 21, "square_root.remainder": 23,
                "square_root.count": 5}
     # With the mean check total is 3 bits wider: also 2 sum y + n, in pass 2.
@@ -578,4 +598,4 @@ def test_the_registers_are_flip_flops_named_after_them():
                **{f"{check}_count": 8 for check in LAYERNORM_CHECKS}}
     assert widths == {**datapath, **control, **checker}
     bare = unit_registers(LayerNormUnit(length=768, checkers=False))
-    assert bare == {**datapath, **control, "divider.quotient": 18, "divider.count": 5}
+    assert bare == {**datapath, **control}

@@ -238,12 +238,12 @@ def reference_layernorm_flags(stages, length, gain, offset, shift, eps_term, b, 
         low = clamp((o - (abs(g) << z)) >> shift, -127, 127)
         high = clamp((o + (abs(g) << z)) >> shift, -127, 127)
         centre = clamp(o >> shift, -127, 127)
-        return centre <= value <= high if normalized * g >= 0 else low <= value <= centre
+        upper = (normalized < 0) == (g < 0)
+        return centre <= value <= high if upper else low <= value <= centre
 
     return {
         "mean": not -n <= 2 * sum(centred) < n,
-        "variance": not (peak < 1 << b and peak * peak <= variance
-                         and reference_divide(variance, n, 2 * b + 1) <= peak * peak),
+        "variance": not (peak < 1 << b and peak * peak <= variance <= n * peak * peak),
         "root": not root * root <= scaled <= root * root + 2 * root,
         "reciprocal": not reciprocal * divisor <= dividend < (reciprocal + 1) * divisor,
         "normalized": not (all(abs(y) << scale <= root for y in centred)

@@ -38,7 +38,7 @@ class Phase(enum.Enum, shape=4):
     MEAN_LAUNCH = 2         # the mean divide
     MEAN_WAIT = 3
     VARIANCE = 4            # pass 2: y, V, sum y, p
-    PAD = 5                 # P; the mean check; the V / n divide starts
+    PAD = 5                 # P; the mean check
     RADICAND = 6            # s and Q
     ROOT_LAUNCH = 7         # the square root
     ROOT_WAIT = 8           # ... and the variance check
@@ -74,8 +74,8 @@ class LayerNormUnit(NonlinearUnit):
     division), the sum of squares ``V`` of ``y = x - μ``, the root ``r`` of the normalized
     radicand ``Q = P << 2s``, ``P = min(V + ε, 2**(2B+L) - 1)``, the normalized reciprocal
     ``R``, then per element ``z = clamp((y R) >> t)``, ``a = z G + C`` and
-    ``o = clamp(a >> W, -127, 127)``. One multiplier, one restoring divider (shared by the
-    mean, the reciprocal and the variance check), one bit-serial square root.
+    ``o = clamp(a >> W, -127, 127)``. One multiplier, one restoring divider (the mean and
+    the reciprocal, twice: the reciprocal check), one bit-serial square root.
 
     **Use** (the common unit interface of docs/nonlinear.md, as the softmax and GELU
     units'). While the unit is idle the host writes the row into the input buffer
@@ -99,21 +99,22 @@ class LayerNormUnit(NonlinearUnit):
 
     **Schedule** (cycles after the start edge; one schedule with or without the checkers):
     pass 1 sums ``T`` (``n + 1``); the mean divide (launch, ``B`` cycles, latch: ``B + 2``);
-    pass 2 computes ``y``, ``V``, ``sum y`` and ``p`` (``n + 2``); ``P`` (1, and the
-    ``V / n`` check divide starts); ``s`` and ``Q`` (1); the square root (launch, then
-    :attr:`root_wait` ``= max(H + 1, 2B)`` cycles, by then both it and the check divide are
-    done; latch ``r``, variance check); ``l`` (1, the square root starts again); the
+    pass 2 computes ``y``, ``V``, ``sum y`` and ``p`` (``n + 2``); ``P`` (1); ``s`` and
+    ``Q`` (1); the square root (launch, then :attr:`root_wait` ``= max(H + 1, L + 2)``
+    cycles, the variance check's steps among them; latch ``r``); ``l`` (1, the square root
+    starts again); the
     reciprocal divide (launch with ``t``, ``Z + c + 2`` cycles, latch: ``Z + c + 4``); the
     same divide again, until both it and the second square root are done
     (:attr:`recheck_wait` ``= max(Z + c + 4, H - Z - c - 3)``; the root and reciprocal
     checks); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
-    ``= 4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z - c - 3)`` edges, the start
-    edge included.
+    ``= 4n + B + Z + 20 + max(H + 1, L + 2) + max(Z + c + 4, H - Z - c - 3)`` edges, the
+    start edge included.
 
     Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T;
     with the mean check 3 bits wider, and the check's running sum ``2 sum y + n`` in pass 2),
     ``mean`` (μ), ``centred`` (y, recomputed from ``x`` and ``μ`` in pass 3), ``variance``
-    (V), ``padded`` (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
+    (V; with the variance check the check's running value in ``ROOT_WAIT``), ``padded``
+    (P), ``scale`` (s), ``radicand`` (Q), ``root`` (r), ``root_length`` (l),
     ``normalize_shift`` (t), ``reciprocal`` (R), ``normalized`` (z), ``affine`` (a),
     ``output`` (o); control ``phase`` (:class:`Phase`), ``step``, ``row_length``, ``done``
     and ``error`` (the ports are the registers); with checkers also ``peak`` (p in pass 2,
@@ -130,10 +131,12 @@ class LayerNormUnit(NonlinearUnit):
     check's counter in ``flag_counts`` (``count_bits`` wide, saturating at
     ``2^count_bits - 1``) counts it if its flag is set (counters are cleared only by
     reset). ``mean`` is checked in the ``P`` cycle (``0 <= 2 sum y + n < 2n``, the sum
-    accumulated in pass 2 on the total's register and adder); ``variance`` in two halves,
-    ``p < 2**B`` and ``p**2 <= V`` in the ``P`` cycle and ``V / n <= p**2`` when ``r`` is
-    latched (the divider's quotient; both comparisons of ``p[:B]**2`` on the variance
-    adder, idle then); ``root`` (``r = isqrt(Q)``, i.e. ``r**2 <= Q <= r**2 + 2r``) and
+    accumulated in pass 2 on the total's register and adder); ``variance`` (``p < 2**B``,
+    ``p**2 <= V`` and ``V <= n p**2``) in ``ROOT_WAIT``, on the multiplier and the variance
+    adder and register (idle then): ``p**2 - V - 1`` in step 0, then ``V <= n p**2`` one
+    bit of ``n`` per step, lowest first (``d <- (d + n_j p[:B]**2) >> 1`` from ``d = -V``:
+    after ``j`` steps ``d = floor(((n mod 2**j) p**2 - V) / 2**j)``), raised in step
+    ``L + 1`` if ``d < 0``; ``root`` (``r = isqrt(Q)``, i.e. ``r**2 <= Q <= r**2 + 2r``) and
     ``reciprocal`` (``R = floor(2**(Z+c+l) / r')``, i.e. ``R r' <= 2**(Z+c+l) < R r' +
     r'``) in the last ``RECIPROCAL_CHECK`` cycle, by comparing ``r`` with the square root
     run again on ``Q`` and ``R`` with the divider's second quotient (both idle then): no
@@ -144,9 +147,10 @@ class LayerNormUnit(NonlinearUnit):
     ``|z| <= 2**Z`` from the top bits of ``z``; the output check against the ``o``
     register: ``k`` comes from the output shifter in the affine cycle, the far bound from
     the affine adder in the next one (both free then) and a shifter of the check's own.
-    With ``checkers=False`` none of that logic is built (nor the divider's ``2B + 1``-bit
-    quotient), ``flags`` and ``flag_counts`` read 0; the outputs and the latency are the
-    same.
+    The output check's side is that of ``z G`` from the sign bits of ``z`` and ``G`` alone
+    (``z = 0`` or ``G = 0`` gives ``o = k`` fault-free, inside either side).
+    With ``checkers=False`` none of that logic is built, ``flags`` and ``flag_counts`` read
+    0; the outputs and the latency are the same.
 
     Parameters
     ----------
@@ -261,9 +265,10 @@ class LayerNormUnit(NonlinearUnit):
 
     @property
     def root_wait(self):
-        """Cycles of the ``ROOT_WAIT`` phase, ``max(H + 1, 2B)``: the square root and the
-        ``V / n`` check divide (with or without the checkers: one schedule)."""
-        return max(self.root_bits + 1, 2 * self._input_bits)
+        """Cycles of the ``ROOT_WAIT`` phase, ``max(H + 1, L + 2)``: the square root and the
+        ``L + 2`` steps of the variance check (with or without the checkers: one
+        schedule)."""
+        return max(self.root_bits + 1, self.index_bits + 2)
 
     @property
     def recheck_wait(self):
@@ -276,8 +281,8 @@ class LayerNormUnit(NonlinearUnit):
 
     def latency(self, n):
         """Clock edges from the one that samples ``start`` to the one after which ``done``
-        is high, both included: ``4n + B + Z + 20 + max(H + 1, 2B) + max(Z + c + 4, H - Z -
-        c - 3)`` (``4n + 102`` for the default widths), with or without the checkers.
+        is high, both included: ``4n + B + Z + 20 + max(H + 1, L + 2) + max(Z + c + 4, H - Z
+        - c - 3)`` (``4n + 92`` for the default widths), with or without the checkers.
 
         Raises ``TypeError`` if ``n`` is not an integer from 1 to ``length``.
         """
@@ -315,11 +320,10 @@ class LayerNormUnit(NonlinearUnit):
         m.d.comb += [host_read.addr.eq(self.out_addr), self.out_data.eq(host_read.data)]
 
         # Arithmetic blocks.
-        # One divider for the mean (B quotient bits), the reciprocal (Z + c + 2) and the
-        # V / n check (2B + 1): its iterations input gives each its own cycle count, each
-        # dividend aligned to the widest quotient.
-        checked = "variance" in checks
-        widest = max(b, self.reciprocal_bits, 2 * b + 1 if checked else 0)
+        # One divider for the mean (B quotient bits) and the reciprocal (Z + c + 2): its
+        # iterations input gives each its own cycle count, each dividend aligned to the
+        # widest quotient.
+        widest = max(b, self.reciprocal_bits)
         m.submodules.divider = divider = RestoringDivider(
             dividend_bits=widest + max(index + 1, h - 1), divisor_bits=max(index + 1, h),
             quotient_bits=widest, variable=True)
@@ -423,32 +427,21 @@ class LayerNormUnit(NonlinearUnit):
             m.d.sync += flags.eq(flags_next)
             m.d.comb += [self.flag_counts[i].eq(count) for i, count in enumerate(counts)]
 
-        # The variance adder: V + y**2 in pass 2. With the variance, root or reciprocal
-        # check it also serves it, in its cycles: ``~operand + product`` is ``-(operand -
-        # product) - 1``, so its complement is ``difference = operand - product``, raised
-        # if it is negative, or (``above``) if it is positive.
-        square = product[:2 * self.multiplier_bits]      # y**2, p**2: >= 0
+        # The variance adder: V + y**2 in pass 2. With the variance check it is one bit
+        # wider and in ROOT_WAIT computes ``~V + p**2 = p**2 - V - 1`` (``invert``: raised
+        # if non-negative), then the steps ``d <- (d + n_j p**2) >> 1`` over the bits
+        # ``n_j`` of n from the lowest, from ``d = -V`` (``invert`` and ``carry``), in the
+        # variance register (``extend``: d is signed). After L steps d is
+        # ``floor((n p**2 - V) / 2**L)``, negative exactly when ``V > n p**2``.
+        square = product[:2 * b + 1]                     # y**2, p**2 < 2**(2B+1)
         if "variance" not in checks:
             variance_sum = variance + square
         else:
-            adder_bits = max(wide, 2 * b + 1, len(square)) + 2
-            operand = Signal(adder_bits, name="check_operand")
-            checking = Signal(name="check_cycle")
-            above = Signal(name="check_above")
-            variance_sum = Mux(checking, ~operand, variance) + square
-            # The tests on the sum itself (it is ~difference): difference < 0 is a clear
-            # sign bit, difference != 0 a sum not all ones.
-            check_sum = variance_sum[:adder_bits]
-            negative = ~check_sum[-1]
-            nonzero = check_sum != (1 << adder_bits) - 1
-            outside = Mux(above, ~negative & nonzero, negative)
-
-            def compare(check, value, above_product=False):
-                """Raise ``check`` unless ``product <= value``, or with ``above_product``
-                unless ``value <= product``."""
-                m.d.comb += [operand.eq(value), checking.eq(1), raised[check].eq(outside)]
-                if above_product:
-                    m.d.comb += above.eq(1)
+            invert, carry, extend = Signal(), Signal(), Signal()
+            signed_variance = Cat(variance, variance[-1] & extend)
+            # The carry enters below the lowest bit: (2A + carry) + (2 sq + 1), halved.
+            variance_sum = (Cat(carry, signed_variance ^ invert.replicate(wide + 1))
+                            + Cat(Const(1, 1), square))[1:wide + 2]
 
         m.d.comb += [leading_zeros.value.eq(padded), square_root.radicand.eq(radicand)]
         m.d.comb += input_read.en.eq(0)
@@ -513,8 +506,7 @@ class LayerNormUnit(NonlinearUnit):
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
 
-            # P = min(V + ε, 2**(2B+L) - 1); the mean check -n <= 2 sum y < n; the variance
-            # check p**2 <= V; the V / n check divide starts.
+            # P = min(V + ε, 2**(2B+L) - 1); the mean check -n <= 2 sum y < n.
             with m.Case(Phase.PAD):
                 limit = (1 << wide) - 1
                 padded_sum = variance + self.epsilon
@@ -522,42 +514,41 @@ class LayerNormUnit(NonlinearUnit):
                 if "mean" in checks:
                     m.d.comb += raised["mean"].eq((total[index + 1:] != 0)
                                                   | at_most(twice_n, total[:index + 1]))
-                if "variance" in checks:
-                    # p < 2**B (|y| <= 2**B - 1 fault-free), so p**2 is p[:B] squared: the
-                    # multiplier keeps the datapath's operand widths.
-                    divide(variance, n, 2 * b + 1, launch=True)
-                    multiply(peak[:b], peak[:b])
-                    compare("variance", variance)
-                    with m.If(peak[b]):
-                        m.d.comb += raised["variance"].eq(1)
                 m.d.sync += phase.eq(Phase.RADICAND)
 
             # s = (2B + L - bitlen(P)) >> 1 (0 for P = 0) and Q = P << 2s.
             with m.Case(Phase.RADICAND):
-                if "variance" in checks:
-                    divide(variance, n, 2 * b + 1)
                 scale_value = Mux(padded == 0, 0, leading_zeros.count >> 1)
                 m.d.sync += [scale.eq(scale_value),
                              radicand.eq(padded << Cat(Const(0, 1), scale_value))]
                 m.d.sync += phase.eq(Phase.ROOT_LAUNCH)
             with m.Case(Phase.ROOT_LAUNCH):
                 m.d.sync += step.eq(0)
-                if "variance" in checks:
-                    divide(variance, n, 2 * b + 1)
                 m.d.comb += square_root.start.eq(1)
                 m.d.sync += phase.eq(Phase.ROOT_WAIT)
 
-            # r = isqrt(Q), latched in the last of root_wait cycles (the root and the check
-            # divide are done by then); the variance check V / n <= p**2.
+            # r = isqrt(Q), latched in the last of root_wait cycles. The variance check:
+            # p < 2**B and p**2 <= V in step 0; V <= n p**2 with bit n_j of n in step
+            # j + 1 (d = -V in step 1), raised in step L + 1 if d < 0.
             with m.Case(Phase.ROOT_WAIT):
-                if "variance" in checks:
-                    divide(variance, n, 2 * b + 1)
                 m.d.sync += step.eq(step + 1)
+                if "variance" in checks:
+                    # p < 2**B (|y| <= 2**B - 1 fault-free), so p**2 is p[:B] squared: the
+                    # multiplier keeps the datapath's operand widths. Step 0 squares p
+                    # (weight 1), step j + 1 multiplies by n_j (weight 0 beyond n's bits).
+                    k = index.bit_length()
+                    weights = Cat(Const(1, 1), n, Const(0, (1 << k) - index - 1))
+                    multiply(peak[:b], Mux(weights.bit_select(step[:k], 1), peak[:b], 0))
+                    m.d.comb += [invert.eq(step <= 1), carry.eq(step == 1),
+                                 extend.eq(step > 1)]
+                    with m.If(step == 0):
+                        m.d.comb += raised["variance"].eq(peak[b] | ~variance_sum[-1])
+                    with m.Else():
+                        m.d.sync += variance.eq(variance_sum[1:])
+                    with m.If(step == index + 1):
+                        m.d.comb += raised["variance"].eq(variance[-1])
                 with m.If(step == self.root_wait - 1):
                     m.d.sync += root.eq(square_root.root)
-                    if "variance" in checks:
-                        multiply(peak[:b], peak[:b])
-                        compare("variance", divider.quotient[:2 * b + 1], above_product=True)
                     m.d.sync += phase.eq(Phase.ROOT_CHECK)
 
             # l = bitlen(r'); the root check r = isqrt(Q) starts.
@@ -639,7 +630,9 @@ class LayerNormUnit(NonlinearUnit):
                         # The far bound of element i - 1, clamp((C +- |G| 2**Z) >> W) on the
                         # side of z G, by the affine adder (free in this cycle: G, C and z
                         # still hold element i - 1) and a shifter of the check's own.
-                        upper = (normalized == 0) | (gain == 0) | (normalized[-1] == gain[-1])
+                        # The side of z G from the sign bits alone: z = 0 or G = 0 gives
+                        # o = k fault-free, inside either side.
+                        upper = normalized[-1] == gain[-1]
                         m.d.comb += affine_term.eq(Mux(upper ^ gain[-1], gain, -gain) << z)
                         m.d.sync += [
                             output_bound.eq(_saturate(affine_sum >> self.out_shift, 8,
@@ -651,7 +644,8 @@ class LayerNormUnit(NonlinearUnit):
                     if "output" in checks:
                         low = Mux(output_upper, output_centre, output_bound)
                         high = Mux(output_upper, output_bound, output_centre)
-                        m.d.comb += raised["output"].eq(less_than(output, low) | less_than(high, output))
+                        m.d.comb += raised["output"].eq(less_than(output, low)
+                                                        | less_than(high, output))
                 with m.If(step == twice_n + 3):
                     m.d.sync += done.eq(1)
                     if checks:

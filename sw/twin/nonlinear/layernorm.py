@@ -249,8 +249,7 @@ def check_layernorm(trace, params):
     variance = trace.variance[..., 0]
     peak = centred.abs().amax(dim=-1)
     square = peak * peak
-    mean_square = divide(variance, torch.full_like(variance, n), 2 * b + 1)
-    spread = ~((peak < 1 << b) & (square <= variance) & (mean_square <= square))
+    spread = ~((peak < 1 << b) & (square <= variance) & (variance <= n * square))
     radicand, scale = params.radicand(variance)
     root = trace.root[..., 0]
     exact_root = ~((root * root <= radicand) & (radicand <= root * root + 2 * root))
@@ -267,7 +266,7 @@ def check_layernorm(trace, params):
     high = ((offset + reach) >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
     centre = (offset >> params.shift).clamp(-OUTPUT_LIMIT, OUTPUT_LIMIT)
     normalized_value = trace.normalized
-    upper_side = (normalized_value == 0) | (gain == 0) | ((normalized_value < 0) == (gain < 0))
+    upper_side = (normalized_value < 0) == (gain < 0)
     output = trace.output.to(torch.int64)
     in_range = ~torch.where(upper_side, (output >= centre) & (output <= high),
                             (output >= low) & (output <= centre)).all(dim=-1)
