@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 sim: $(STAMP)
 	$(BIN)/softerror sim --out runs $(SIM_ARGS)
 
+# The tests spend most of their time building and simulating designs: one worker per
+# core (at most four), the build cache's lock shared between them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
