@@ -21,6 +21,7 @@ that no clean pass raises the flag.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from sw.twin.protection import RangeBounds
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
 __all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model", "load_workload",
-           "GEMM_CLASSES"]
+           "GEMM_CLASSES", "bounded_cache", "draw_index", "draw_bit"]
 
 ENGINES = ("rtl", "twin")
 #: The fault classes of the GEMM datapath (the units' classes are named after the units).
@@ -74,6 +75,31 @@ class ModelCampaignOptions:
         if self.engine not in ENGINES:
             raise TypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
                             f"not {self.engine!r}")
+
+
+def bounded_cache(cache, key, limit, compute):
+    """``cache[key]``, computed by ``compute()`` if missing; a cache of ``limit`` entries
+    is emptied first (what a campaign keeps per image or pass stays bounded)."""
+    if key not in cache:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = compute()
+    return cache[key]
+
+
+def draw_index(rng, cumulative):
+    """An index drawn with probability proportional to its weight (``cumulative``: the
+    running sum of the weights)."""
+    return int(np.searchsorted(cumulative, rng.integers(cumulative[-1]), side="right"))
+
+
+def draw_bit(rng, sites, cumulative):
+    """(site, bit) uniformly over the bits of ``sites`` (``cumulative``: the running sum
+    of their widths)."""
+    number = int(rng.integers(cumulative[-1]))
+    index = int(np.searchsorted(cumulative, number, side="right"))
+    site = sites[index]
+    return site, number - int(cumulative[index] - site.width)
 
 
 def load_workload(options):
@@ -227,23 +253,15 @@ class ModelCampaign:
         return self.run_rtl(experiments)
 
     def gemms(self, image):
-        if image not in self._gemms:
-            if len(self._gemms) > 64:
-                self._gemms.clear()
-            self._gemms[image] = record_gemms(self.quantized, self.images[image])
-        return self._gemms[image]
+        return bounded_cache(self._gemms, image, 64,
+                             lambda: record_gemms(self.quantized, self.images[image]))
 
     def draw(self, experiment):
         """The :class:`Upset` of experiment number ``experiment``."""
         rng = np.random.default_rng([self.options.seed, experiment])
         image = int(self.chosen[rng.integers(len(self.chosen))])
-        pass_index = int(np.searchsorted(self._cumulative_cycles,
-                                         rng.integers(self._cumulative_cycles[-1]),
-                                         side="right"))
-        bit_number = int(rng.integers(self._cumulative_bits[-1]))
-        site_index = int(np.searchsorted(self._cumulative_bits, bit_number, side="right"))
-        site = self.sites[site_index]
-        bit = bit_number - int(self._cumulative_bits[site_index] - site.width)
+        pass_index = draw_index(rng, self._cumulative_cycles)
+        site, bit = draw_bit(rng, self.sites, self._cumulative_bits)
         cycle = int(rng.integers(self.passes[pass_index].cycles))
         return Upset(experiment, image, pass_index, site.path, site.fault_class, bit, cycle)
 
@@ -256,15 +274,13 @@ class ModelCampaign:
         return self._pass(upset)[4]
 
     def _pass(self, upset):
-        key = (upset.image, upset.pass_index)
-        if key not in self._passes:
-            if len(self._passes) > 4096:
-                self._passes.clear()
+        def operands():
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(upset.image)[tile_pass.gemm]
             a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
-            self._passes[key] = (gemm, tile_pass, a, b, tile_product(a, b))
-        return self._passes[key]
+            return gemm, tile_pass, a, b, tile_product(a, b)
+
+        return bounded_cache(self._passes, (upset.image, upset.pass_index), 4096, operands)
 
     def predict(self, upset):
         """The RTL-derived model's :class:`StruckTile` for ``upset``, or ``None``."""
@@ -329,15 +345,14 @@ class ModelCampaign:
     def clean_pass(self, image):
         """(GEMM outputs by site without the batch axis, logits) of the clean inference
         of test image ``image``, kept for the images of the campaign."""
-        if image not in self._clean:
-            if len(self._clean) >= CLEAN_PASSES:
-                self._clean.clear()
+        def run():
             outputs = _OutputRecorder()
             logits = self.quantized(self.images[image][None], outputs)[0]
-            self._clean[image] = (outputs.outputs, logits)
-        return self._clean[image]
+            return outputs.outputs, logits
 
-    @property
+        return bounded_cache(self._clean, image, CLEAN_PASSES, run)
+
+    @cached_property
     def _order(self):
         return {site.name: place for place, site in enumerate(self.quantized.sites)}
 

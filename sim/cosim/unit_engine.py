@@ -41,7 +41,13 @@ from hw.config import NONLINEAR_UNITS
 from hw.netlist.fault_sites import enumerate_fault_sites
 from hw.nonlinear.units import unit_latency
 from hw.register_map import UnitStatus
-from sim.cosim.engine import ModelCampaign, load_workload
+from sim.cosim.engine import (
+    ModelCampaign,
+    bounded_cache,
+    draw_bit,
+    draw_index,
+    load_workload,
+)
 from sim.cosim.record import StruckTile, Upset
 from sim.cosim.splice import RowSplice
 from sw.datapath import Datapath
@@ -104,8 +110,6 @@ def row_slots(calls, length, units):
 class UnitModelCampaign(ModelCampaign):
     """A prepared model-level campaign on the nonlinear units (``passes`` are the
     inference's :class:`RowSlot` s)."""
-    unit_bits: dict = field(default_factory=dict)
-    """Flip-flop bits of each unit among the chosen sites."""
     _calls: dict = field(default_factory=dict)
 
     @classmethod
@@ -135,8 +139,6 @@ class UnitModelCampaign(ModelCampaign):
         quantized, split, chosen = load_workload(options)
         campaign = cls(options, quantized, split.test_images, split.test_labels, chosen,
                        [], sites, all_sites)
-        campaign.unit_bits = {unit: sum(site.width for site in sites
-                                        if site.fault_class == unit) for unit in classes}
         campaign._units = {unit: [site for site in sites if site.fault_class == unit]
                            for unit in classes}
         campaign._unit_starts = {unit: np.cumsum([site.width for site in unit_sites])
@@ -150,6 +152,11 @@ class UnitModelCampaign(ModelCampaign):
         campaign._cumulative_cycles = np.cumsum([slot.cycles for slot in campaign.passes])
         campaign._cumulative_bits = np.cumsum([site.width for site in sites])
         return campaign
+
+    @property
+    def unit_bits(self):
+        """Flip-flop bits of each chosen unit."""
+        return {unit: int(starts[-1]) for unit, starts in self._unit_starts.items()}
 
     @property
     def bit_cycles(self):
@@ -168,26 +175,17 @@ class UnitModelCampaign(ModelCampaign):
                 "images_used": self.chosen.tolist()}
 
     def calls(self, image):
-        if image not in self._calls:
-            if len(self._calls) > 64:
-                self._calls.clear()
-            self._calls[image] = record_unit_calls(self.quantized, self.images[image])
-        return self._calls[image]
+        return bounded_cache(self._calls, image, 64,
+                             lambda: record_unit_calls(self.quantized, self.images[image]))
 
     def draw(self, experiment):
         """The :class:`Upset` of experiment number ``experiment`` (``pass_index``: the
         row's index among :attr:`passes`)."""
         rng = np.random.default_rng([self.options.seed, experiment])
         image = int(self.chosen[rng.integers(len(self.chosen))])
-        slot_index = int(np.searchsorted(self._cumulative_weight,
-                                         rng.integers(self._cumulative_weight[-1]),
-                                         side="right"))
+        slot_index = draw_index(rng, self._cumulative_weight)
         slot = self.passes[slot_index]
-        starts = self._unit_starts[slot.unit]
-        bit_number = int(rng.integers(starts[-1]))
-        site_index = int(np.searchsorted(starts, bit_number, side="right"))
-        site = self._units[slot.unit][site_index]
-        bit = bit_number - int(starts[site_index] - site.width)
+        site, bit = draw_bit(rng, self._units[slot.unit], self._unit_starts[slot.unit])
         cycle = int(rng.integers(1, slot.cycles + 1))
         return Upset(experiment, image, slot_index, site.path, site.fault_class, bit, cycle)
 
