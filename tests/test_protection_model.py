@@ -8,9 +8,11 @@ from sw.twin.gemm import random_operands, tile_product
 from sw.twin.protection import (
     RangeBounds,
     accumulator_upset,
+    check_raw,
     check_tile,
     column_checksums,
     row_checksums,
+    wrap32,
 )
 
 
@@ -143,3 +145,28 @@ def test_sign_bit_upset_wraps():
     upset = accumulator_upset(a, b, 0, 0, 31, compute_cycles(2, 2, 4))
     assert int(upset[0, 0]) == 4 - (1 << 31)
     assert INT32_MIN <= int(upset[0, 0]) <= INT32_MAX
+
+
+@pytest.mark.parametrize("abft", ["none", "col", "rowcol"])
+def test_checking_from_the_clean_tiles_sums_equals_checking_from_the_operands(abft):
+    # The RTL-derived fault model checks a corrupted tile against the clean tile's column
+    # and row sums (modulo 2**32) instead of the checksums of the operands.
+    generator = torch.Generator().manual_seed(1)
+    for seed in range(300):
+        a, b = operands(seed=seed, extreme_fraction=(seed % 3) / 2)
+        clean = tile_product(a, b)
+        cells = torch.randint(0, 5, (int(seed % 4) + 1, 2), generator=generator).tolist()
+        deltas = [int(d) for d in torch.randint(-2**31, 2**31, (len(cells),),
+                                                generator=generator)]
+        raw = corrupt(clean, cells, deltas)
+        integrity = {"row_integrity": torch.arange(6) == seed % 6} if seed % 5 == 0 else {}
+        bounds = RangeBounds(-(1 << 18), 1 << 18, seed % 2 == 0) if seed % 3 == 0 else None
+        reference = check_tile(a, b, raw, abft, bounds=bounds, **integrity)
+        sums = clean.numpy().astype("int64")
+        fast = check_raw(raw.numpy(), (wrap32(sums.sum(0)), wrap32(sums.sum(1))), abft,
+                         bounds, **{name: mask.numpy() for name, mask in integrity.items()})
+        assert torch.equal(torch.from_numpy(fast.output.astype("int32")), reference.output)
+        assert (fast.error, fast.corrected, fast.row_syndrome, fast.col_syndrome,
+                fast.out_of_range) == (reference.error, reference.corrected,
+                                       reference.row_syndrome, reference.col_syndrome,
+                                       reference.out_of_range)

@@ -39,8 +39,8 @@ from sim.cosim.workload import (
     tile_passes,
 )
 from sw.datapath import Datapath
-from sw.twin.gemm import tile_product, to_signed
-from sw.twin.protection import RangeBounds
+from sw.twin.gemm import to_signed
+from sw.twin.protection import RangeBounds, wrap32
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
 __all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model", "load_workload",
@@ -278,7 +278,8 @@ class ModelCampaign:
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(upset.image)[tile_pass.gemm]
             a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
-            return gemm, tile_pass, a, b, tile_product(a, b)
+            product = wrap32(a.numpy().astype(np.int64) @ b.numpy().astype(np.int64))
+            return gemm, tile_pass, a, b, torch.from_numpy(product.astype(np.int32))
 
         return bounded_cache(self._passes, (upset.image, upset.pass_index), 4096, operands)
 
@@ -286,7 +287,7 @@ class ModelCampaign:
         """The RTL-derived model's :class:`StruckTile` for ``upset``, or ``None``."""
         gemm, tile_pass, a, b = self.pass_operands(upset)
         view = predict_upset(self.options.config, a, b, upset.site, upset.bit, upset.cycle,
-                             self.bounds.get(gemm.site))
+                             self.bounds.get(gemm.site), clean=self.clean_tile(upset))
         if view is None:
             return None
         return StruckTile(view.output[:tile_pass.valid_rows, :tile_pass.valid_cols],

@@ -15,6 +15,7 @@ for each image; only the operands differ.
 from dataclasses import dataclass
 from itertools import product
 
+import numpy as np
 import torch
 
 from sim.harness import window_cycles
@@ -60,13 +61,13 @@ class TilePass:
 
     def operands(self, gemm, rows, cols):
         """The pass's zero-padded (rows x k, k x cols) int8 operands."""
-        a = torch.zeros((rows, self.k), dtype=torch.int8)
-        b = torch.zeros((self.k, cols), dtype=torch.int8)
-        a[:self.valid_rows] = gemm.a[self.row0:self.row0 + self.valid_rows,
-                                     self.k0:self.k0 + self.k]
-        b[:, :self.valid_cols] = gemm.b[self.k0:self.k0 + self.k,
-                                        self.col0:self.col0 + self.valid_cols]
-        return a, b
+        a = np.zeros((rows, self.k), dtype=np.int8)
+        b = np.zeros((self.k, cols), dtype=np.int8)
+        a[:self.valid_rows] = gemm.a.numpy()[self.row0:self.row0 + self.valid_rows,
+                                             self.k0:self.k0 + self.k]
+        b[:, :self.valid_cols] = gemm.b.numpy()[self.k0:self.k0 + self.k,
+                                                self.col0:self.col0 + self.valid_cols]
+        return torch.from_numpy(a), torch.from_numpy(b)
 
 
 class _GemmRecorder(Datapath):

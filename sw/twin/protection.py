@@ -12,15 +12,18 @@ a given cycle of the tile, from the array's timing: the model of a fault, so tha
 twin can be held equal with faults as well as without.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from hw.config import ABFT_MODES, BUFFER_READ_LATENCY, INT32_MAX, INT32_MIN, compute_cycles
 from sw.twin.gemm import tile_product, to_signed, wrap_int32
 
-__all__ = ["RangeBounds", "TileCheck", "check_tile", "range_check", "column_checksums",
-           "row_checksums", "accumulator_upset"]
+__all__ = ["RangeBounds", "TileCheck", "check_tile", "check_raw", "range_check",
+           "clamp_to_range", "column_checksums", "row_checksums", "accumulator_upset",
+           "accumulator_upset_raw", "wrap32"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class RangeBounds:
 
 @dataclass
 class TileCheck:
-    """What the protected hardware reports for one tile."""
+    """What the protected hardware reports for one tile (tensors from :func:`check_tile`,
+    NumPy arrays from :func:`check_raw`)."""
     raw: torch.Tensor
     output: torch.Tensor
     error: bool
@@ -65,8 +69,15 @@ def row_checksums(a_tile, b_tile):
     return wrap_int32(a_tile.to(torch.int64) @ b_tile.to(torch.int64).sum(dim=1))
 
 
+def wrap32(values):
+    """NumPy integers reduced modulo 2**32 into the int32 range, as int64."""
+    return ((np.asarray(values, dtype=np.int64) & 0xFFFFFFFF) ^ (1 << 31)) - (1 << 31)
+
+
 def _bits(mask):
-    return sum(1 << index for index, bad in enumerate(mask.tolist()) if bad)
+    if not mask.any():
+        return 0
+    return sum(1 << int(index) for index in np.flatnonzero(mask))
 
 
 def _one_hot(mask):
@@ -76,7 +87,7 @@ def _one_hot(mask):
 def _located(check_bad, integrity_bad):
     if check_bad.any():
         return check_bad
-    return integrity_bad if _one_hot(integrity_bad) else torch.zeros_like(integrity_bad)
+    return integrity_bad if _one_hot(integrity_bad) else np.zeros_like(integrity_bad)
 
 
 def check_tile(a_tile, b_tile, raw, abft="none", bounds=None, row_integrity=None,
@@ -90,18 +101,36 @@ def check_tile(a_tile, b_tile, raw, abft="none", bounds=None, row_integrity=None
     """
     if abft not in ABFT_MODES:
         raise TypeError(f"abft must be one of {ABFT_MODES!r}, not {abft!r}")
+    checksums = (None if abft == "none" else column_checksums(a_tile, b_tile).numpy(),
+                 row_checksums(a_tile, b_tile).numpy() if abft == "rowcol" else None)
+    check = check_raw(raw.numpy(), checksums, abft, bounds,
+                      None if row_integrity is None else row_integrity.numpy(),
+                      None if col_integrity is None else col_integrity.numpy())
+    return dataclasses.replace(check, raw=raw,
+                               output=torch.from_numpy(check.output.astype(np.int32)),
+                               row_differences=torch.from_numpy(check.row_differences),
+                               col_differences=torch.from_numpy(check.col_differences))
+
+
+def check_raw(raw, checksums, abft, bounds=None, row_integrity=None, col_integrity=None):
+    """:func:`check_tile` on NumPy arrays, from the checksums instead of the operands: the
+    hot path of the RTL-derived fault model, which knows them from the clean tile.
+
+    ``checksums`` is (column checksums, row checksums), each ``None`` where ``abft`` has
+    none; the :class:`TileCheck` holds NumPy arrays (``output`` int64 in the int32 range).
+    """
     rows, cols = raw.shape
-    raw64 = raw.to(torch.int64)
-    col_diff = torch.zeros(cols, dtype=torch.int32)
-    row_diff = torch.zeros(rows, dtype=torch.int32)
+    raw64 = raw.astype(np.int64)
+    col_diff = np.zeros(cols, dtype=np.int32)
+    row_diff = np.zeros(rows, dtype=np.int32)
     if abft != "none":
-        col_diff = wrap_int32(column_checksums(a_tile, b_tile).to(torch.int64) - raw64.sum(0))
+        col_diff = wrap32(checksums[0].astype(np.int64) - raw64.sum(0)).astype(np.int32)
     if abft == "rowcol":
-        row_diff = wrap_int32(row_checksums(a_tile, b_tile).to(torch.int64) - raw64.sum(1))
+        row_diff = wrap32(checksums[1].astype(np.int64) - raw64.sum(1)).astype(np.int32)
     if row_integrity is None:
-        row_integrity = torch.zeros(rows, dtype=torch.bool)
+        row_integrity = np.zeros(rows, dtype=bool)
     if col_integrity is None:
-        col_integrity = torch.zeros(cols, dtype=torch.bool)
+        col_integrity = np.zeros(cols, dtype=bool)
     col_check_bad, row_check_bad = col_diff != 0, row_diff != 0
     if abft == "col":
         col_check_bad = col_check_bad | col_integrity
@@ -111,16 +140,16 @@ def check_tile(a_tile, b_tile, raw, abft="none", bounds=None, row_integrity=None
     column_mode = error and _one_hot(col_bad) and bool(row_bad.any())
     row_mode = error and _one_hot(row_bad) and bool(col_bad.any()) and not column_mode
     corrected = abft == "rowcol" and (column_mode or row_mode)
-    output = raw64.clone()
+    output = raw64.copy()
     if abft == "rowcol":
         if column_mode:
-            output[:, col_bad] += row_diff.to(torch.int64)[:, None]
+            output[:, col_bad] += row_diff.astype(np.int64)[:, None]
         if row_mode:
-            output[row_bad, :] += col_diff.to(torch.int64)[None, :]
-    output = wrap_int32(output)
+            output[row_bad, :] += col_diff.astype(np.int64)[None, :]
+    output = wrap32(output)
     out_of_range = 0
     if bounds is not None:
-        output, out_of_range = range_check(output, bounds.lower, bounds.upper, bounds.zero)
+        output, out_of_range = clamp_to_range(output, bounds.lower, bounds.upper, bounds.zero)
     return TileCheck(raw=raw, output=output, error=error, corrected=corrected,
                      row_syndrome=_bits(row_check_bad), col_syndrome=_bits(col_check_bad),
                      row_differences=row_diff, col_differences=col_diff,
@@ -135,12 +164,16 @@ def range_check(values, lower, upper, zero=False):
     below ``lower``, else as ``upper`` (0 in ``zero`` mode). With ``lower > upper`` every
     value is out of range. :class:`RangeBounds` is the checked choice of a user.
     """
+    checked, outside = clamp_to_range(values.numpy(), lower, upper, zero)
+    return torch.from_numpy(checked.astype(values.numpy().dtype)), outside
+
+
+def clamp_to_range(values, lower, upper, zero=False):
+    """:func:`range_check` on a NumPy array."""
     below, above = values < lower, values > upper
     outside = below | above
-    replacement = (torch.zeros_like(values) if zero else
-                   torch.where(below, torch.full_like(values, lower),
-                               torch.full_like(values, upper)))
-    return torch.where(outside, replacement, values), int(outside.sum())
+    replacement = 0 if zero else np.where(below, lower, upper)
+    return np.where(outside, replacement, values), int(outside.sum())
 
 
 def _flip_int32(value, bit):
@@ -158,15 +191,21 @@ def accumulator_upset(a_tile, b_tile, row, col, bit, cycle):
     original row ``i - d`` (zeros above). An upset before START, after the drain, or in a
     PE whose value will not drain any more leaves the tile as it is.
     """
-    rows, k = a_tile.shape
-    cols = b_tile.shape[1]
-    tile = tile_product(a_tile, b_tile)
-    compute = compute_cycles(rows, cols, k)
+    a, b = a_tile.numpy().astype(np.int64), b_tile.numpy().astype(np.int64)
+    tile = accumulator_upset_raw(a, b, tile_product(a_tile, b_tile).numpy().astype(np.int64),
+                                 row, col, bit, cycle)
+    return torch.from_numpy(tile.astype(np.int32))
+
+
+def accumulator_upset_raw(a, b, tile, row, col, bit, cycle):
+    """:func:`accumulator_upset` on NumPy int64 operands and their clean tile ``tile``
+    (not changed): the raw tile, int64 in the int32 range."""
+    rows, k = a.shape
+    compute = compute_cycles(rows, b.shape[1], k)
     if 1 <= cycle <= compute:
         landed = cycle - row - col - BUFFER_READ_LATENCY - 2   # products 0 .. landed
         steps = max(0, min(k, landed + 1))
-        partial = int(wrap_int32((a_tile[row, :steps].to(torch.int64)
-                                  * b_tile[:steps, col].to(torch.int64)).sum()))
+        partial = int(wrap32(int(a[row, :steps] @ b[:steps, col])))
         target = (row, col)
         delta = _flip_int32(partial, bit) - partial
     elif compute < cycle <= compute + rows:
@@ -178,6 +217,6 @@ def accumulator_upset(a_tile, b_tile, row, col, bit, cycle):
         delta = _flip_int32(value, bit) - value
     else:
         return tile
-    tile = tile.clone()
-    tile[target] = int(wrap_int32(torch.tensor(int(tile[target]) + delta)))
+    tile = tile.copy()
+    tile[target] = int(wrap32(int(tile[target]) + delta))
     return tile

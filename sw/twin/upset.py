@@ -36,12 +36,13 @@ Control, checksum and range-checker registers are not modeled (``None``).
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from hw.config import busy_cycles, compute_cycles
 from hw.register_map import Status
-from sw.twin.gemm import tile_product, to_signed, wrap_int32
-from sw.twin.protection import accumulator_upset, check_tile
+from sw.twin.gemm import tile_product, to_signed
+from sw.twin.protection import accumulator_upset_raw, check_raw, clamp_to_range, wrap32
 
 __all__ = ["HostView", "predict_upset", "MODELED_CLASSES"]
 
@@ -72,13 +73,14 @@ def _flip(value, bit, width):
     return to_signed((int(value) & ((1 << width) - 1)) ^ (1 << bit), width)
 
 
-def _operand_upset(a_tile, b_tile, match, bit, cycle, in_pe):
-    """(raw tile, row integrity, column integrity) after an upset of an operand register."""
-    rows, k = a_tile.shape
-    cols = b_tile.shape[1]
-    raw = tile_product(a_tile, b_tile).to(torch.int64)
-    row_integrity = torch.zeros(rows, dtype=torch.bool)
-    col_integrity = torch.zeros(cols, dtype=torch.bool)
+def _operand_upset(a, b, tile, match, bit, cycle, in_pe):
+    """(raw tile, row integrity, column integrity) after an upset of an operand register
+    (NumPy: int64 operands and clean tile)."""
+    rows, k = a.shape
+    cols = b.shape[1]
+    raw = tile
+    row_integrity = np.zeros(rows, dtype=bool)
+    col_integrity = np.zeros(cols, dtype=bool)
     if in_pe:
         row, col = int(match["row"]), int(match["col"])
         side = match["register"][0]
@@ -89,74 +91,77 @@ def _operand_upset(a_tile, b_tile, match, bit, cycle, in_pe):
         step = cycle - int(match["stage"]) - _OPERAND_STEP_OFFSET
     if not 0 <= step < k:
         return raw, row_integrity, col_integrity
+    raw = tile.copy()
     if side == "a":
         first = col + 1 if in_pe else 0
-        old = int(a_tile[row, step])
-        delta = _flip(old, bit, 8) - old
-        raw[row, first:] += delta * b_tile[step, first:].to(torch.int64)
+        old = int(a[row, step])
+        raw[row, first:] += (_flip(old, bit, 8) - old) * b[step, first:]
         row_integrity[row] = True
     else:
         first = row + 1 if in_pe else 0
-        old = int(b_tile[step, col])
-        delta = _flip(old, bit, 8) - old
-        raw[first:, col] += delta * a_tile[first:, step].to(torch.int64)
+        old = int(b[step, col])
+        raw[first:, col] += (_flip(old, bit, 8) - old) * a[first:, step]
         col_integrity[col] = True
     return raw, row_integrity, col_integrity
 
 
-def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None):
+def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None, clean=None):
     """The :class:`HostView` after bit ``bit`` of register ``site`` flips at ``cycle``.
 
     ``config`` is the design's :class:`hw.config.AcceleratorConfig`; ``a_tile`` (rows x K)
     and ``b_tile`` (K x cols) are the tile's int8 operands, zero-padded to the array;
     ``bounds`` the range checker's :class:`sw.twin.protection.RangeBounds` when the design
-    has one. Returns ``None`` for a site the model does not cover (control, checksum and
-    range-checker registers).
+    has one; ``clean`` the tile's clean product (int32, computed when not given). Returns
+    ``None`` for a site the model does not cover (control, checksum and range-checker
+    registers).
+
+    Computed in NumPy from the clean tile: the checksums of the operands are its column and
+    row sums modulo 2**32, so no product is formed again.
     """
-    rows, k = a_tile.shape
-    cols = b_tile.shape[1]
+    skew, pe, result_row = (_SKEW.fullmatch(site), _PE.fullmatch(site),
+                            _RESULT_ROW.fullmatch(site))
+    if not (skew or pe or result_row or site == "rdata"):
+        return None
+    a, b = a_tile.numpy().astype(np.int64), b_tile.numpy().astype(np.int64)
+    tile = (tile_product(a_tile, b_tile) if clean is None else clean).numpy().astype(np.int64)
+    rows, k = a.shape
+    cols = b.shape[1]
     row_integrity = col_integrity = None
     read_flips = {}       # row -> XOR mask of the result register read
     captured_flip = None  # (row or "status", bit) of the registered read word
     busy = busy_cycles(rows, cols, k)
-    if (match := _SKEW.fullmatch(site)) or (match := _PE.fullmatch(site)):
-        in_pe = "register" in match.groupdict()
-        if in_pe and match["register"] == "accumulator":
-            drained = accumulator_upset(a_tile, b_tile, int(match["row"]), int(match["col"]),
-                                        bit, cycle).to(torch.int64)
-        else:
-            drained, row_integrity, col_integrity = _operand_upset(
-                a_tile, b_tile, match, bit, cycle, in_pe)
-    elif match := _RESULT_ROW.fullmatch(site):
-        drained = tile_product(a_tile, b_tile).to(torch.int64)
-        row = int(match["row"])
+    drained = tile
+    if pe and pe["register"] == "accumulator":
+        drained = accumulator_upset_raw(a, b, tile, int(pe["row"]), int(pe["col"]), bit, cycle)
+    elif skew or pe:
+        drained, row_integrity, col_integrity = _operand_upset(a, b, tile, skew or pe, bit,
+                                                               cycle, in_pe=pe is not None)
+    elif result_row:
+        row = int(result_row["row"])
         written = compute_cycles(rows, cols, k) + rows - row
         if written < cycle <= busy + 2 + row:
             read_flips[row] = bit
-    elif site == "rdata":
-        drained = tile_product(a_tile, b_tile).to(torch.int64)
+    else:
         word = cycle - busy - 3
         if 0 <= word < rows:
             captured_flip = (word, bit)
         elif word == rows:
             captured_flip = ("status", bit)
-    else:
-        return None
 
-    drained = wrap_int32(drained)
-    check = check_tile(a_tile, b_tile, drained, config.abft, row_integrity=row_integrity,
-                       col_integrity=col_integrity)
-    correction = check.output.to(torch.int64) - drained.to(torch.int64)
-    read = drained.clone()
+    drained = wrap32(drained)
+    checksums = (wrap32(tile.sum(0)), wrap32(tile.sum(1)))
+    check = check_raw(drained, checksums, config.abft, row_integrity=row_integrity,
+                      col_integrity=col_integrity)
+    correction = check.output - drained
+    read = drained.copy()
     for row, flip_bit in read_flips.items():
         lane = flip_bit // 32
         if lane < cols:
             read[row, lane] = _flip(read[row, lane], flip_bit % 32, 32)
-    output = wrap_int32(read.to(torch.int64) + correction)
+    output = wrap32(read + correction)
     out_of_range = 0
-    if config.range_check:
-        ranged = check_tile(a_tile, b_tile, output, "none", bounds=bounds)
-        output, out_of_range = ranged.output, ranged.out_of_range
+    if config.range_check and bounds is not None:
+        output, out_of_range = clamp_to_range(output, bounds.lower, bounds.upper, bounds.zero)
     status = (check.error << Status.ABFT_ERROR | check.corrected << Status.ABFT_CORRECTED
               | (out_of_range > 0) << Status.RANGE_FLAG)
     if captured_flip is not None:
@@ -164,10 +169,10 @@ def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None):
         if where == "status":
             status ^= (1 << flip_bit) if flip_bit < 32 else 0
         elif flip_bit // 32 < cols:
-            output = output.clone()
+            output = output.copy()
             output[where, flip_bit // 32] = _flip(output[where, flip_bit // 32],
                                                   flip_bit % 32, 32)
-    return HostView(output=output,
+    return HostView(output=torch.from_numpy(output.astype(np.int32)),
                     abft_error=bool(status >> Status.ABFT_ERROR & 1),
                     abft_corrected=bool(status >> Status.ABFT_CORRECTED & 1),
                     range_flag=bool(status >> Status.RANGE_FLAG & 1))
