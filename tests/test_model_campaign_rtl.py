@@ -15,6 +15,7 @@ import pytest
 
 from hw.config import AcceleratorConfig
 from sim.campaign.worker import close_sessions
+from sim.simulator import SimulationError
 from sim.cosim.campaign import run_model_campaign
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
 from sw.twin.upset import MODELED_CLASSES
@@ -56,6 +57,27 @@ def test_the_rtl_engine_counts_unmodeled_upsets_and_flags_range_alarms():
     assert set(predicted) == {(True, "equal"), (False, "not_modeled")}
     assert campaign.bounds and campaign.widened_bounds == 0
     assert any(r.action == "recompute" for r in records)
+
+
+def test_a_tile_the_twin_gets_wrong_fails_its_golden_run_on_demand(monkeypatch):
+    """A pass's golden run comes only after an upset run that does not read back the twin's
+    tile; a twin that is off by one in one element still stops the campaign."""
+    options = ModelCampaignOptions(DESIGNS[0], model="vit", images=4, seed=3, engine="rtl",
+                                   classes=("operand",))
+    campaign = ModelCampaign.prepare(options)
+    right = campaign.clean_tile
+
+    def off_by_one(upset):
+        tile = right(upset).clone()
+        tile[0, 0] += 1
+        return tile
+
+    monkeypatch.setattr(campaign, "clean_tile", off_by_one)
+    try:
+        with pytest.raises(SimulationError, match="Golden run of tile .* disagrees with the twin"):
+            campaign.run(range(5))
+    finally:
+        close_sessions()
 
 
 def _stored(db):

@@ -42,6 +42,11 @@ class BatchTask:
     registers, compared with the golden run's to flag latent upsets. ``watchdog_cycles``
     is how long after START the harness waits for DONE before it calls a run a hang
     (:func:`sim.campaign.outcomes.watchdog_cycles`).
+
+    ``golden_on_demand``: a newly loaded tile gets its golden run only when an experiment
+    does not itself read back the twin's tile, without an alarm, at the clean DONE cycle
+    (a model campaign's tiles carry one experiment each; its records have no latent flag,
+    which needs the golden run's control registers first).
     """
     config: AcceleratorConfig
     site_paths: tuple[str, ...]
@@ -49,6 +54,7 @@ class BatchTask:
     tile: TileData
     watchdog_cycles: int
     experiments: tuple[Experiment, ...]
+    golden_on_demand: bool = False
 
 
 @dataclass(frozen=True)

@@ -422,7 +422,7 @@ class ModelCampaign:
                                    watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
                                    tuple(Experiment(number, index[upsets[number].site],
                                                     upsets[number].bit, upsets[number].cycle)
-                                         for number in numbers)))
+                                         for number in numbers), golden_on_demand=True))
             shapes.append((clean, tile_pass.valid_rows, tile_pass.valid_cols))
         struck = [None] * len(upsets)
         for batch, (clean, rows, cols) in zip(run_batches(tasks), shapes):
