@@ -24,8 +24,10 @@ class TileData:
     k: int
     valid_rows: int
     valid_cols: int
-    a_words: tuple
-    b_words: tuple
+    a_words: bytes
+    b_words: bytes
+    """The A and B buffer words, each zero-extended to ``max(rows, cols)`` bytes (the
+    harness loader's word), lane 0 in the low byte, word 0 first."""
     expected: tuple
     """Rows of the int32 tile the host reads on a clean run (zero-padded like the hardware's
     tile, range-checked when the design checks ranges)."""
@@ -37,17 +39,20 @@ class TileData:
         """The tile of padded int8 operands ``a_tile`` (rows x k) and ``b_tile`` (k x cols)
         whose clean read is ``expected`` (int32 rows x cols)."""
         k = a_tile.shape[1]
+        word_bytes = max(a_tile.shape[0], b_tile.shape[1])
         return cls(key=key, index=index, k=k, valid_rows=valid_rows, valid_cols=valid_cols,
-                   a_words=_words(a_tile.t()), b_words=_words(b_tile),
+                   a_words=_words(a_tile.t(), word_bytes), b_words=_words(b_tile, word_bytes),
                    expected=tuple(tuple(row) for row in expected.tolist()),
                    range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero))
 
 
-def _words(lanes):
-    """Buffer words of int8 ``lanes`` (steps x lanes): lane 0 in the low byte, as
-    :func:`hw.register_map.pack_lanes` packs them."""
+def _words(lanes, word_bytes):
+    """Buffer words of int8 ``lanes`` (steps x lanes), each ``word_bytes`` long: lane 0 in
+    the low byte, as :func:`hw.register_map.pack_lanes` packs them."""
     rows = lanes.contiguous().numpy().view(np.uint8)
-    return tuple(int.from_bytes(row.tobytes(), "little") for row in rows)
+    words = np.zeros((rows.shape[0], word_bytes), dtype=np.uint8)
+    words[:, :rows.shape[1]] = rows
+    return words.tobytes()
 
 
 @dataclass(frozen=True)

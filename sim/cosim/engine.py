@@ -409,8 +409,17 @@ class ModelCampaign:
         by_pass = defaultdict(list)
         for number, upset in enumerate(upsets):
             by_pass[upset.image, upset.pass_index].append(number)
+
+        def load_order(key):
+            # Passes of one GEMM column band and K range, of every image, one after the
+            # other: a weight tile stays in its buffer for all of them.
+            image, pass_index = key
+            tile_pass = self.passes[pass_index]
+            return tile_pass.gemm, tile_pass.col0, tile_pass.k0, image, tile_pass.row0
+
         tasks, shapes = [], []
-        for (_, pass_index), numbers in sorted(by_pass.items()):
+        for (_, pass_index), numbers in sorted(by_pass.items(), key=lambda item: load_order(
+                item[0])):
             gemm, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
             clean = self.clean_tile(upsets[numbers[0]])
             bounds = self.bounds.get(gemm.site)
