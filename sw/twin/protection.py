@@ -70,8 +70,9 @@ def row_checksums(a_tile, b_tile):
 
 
 def wrap32(values):
-    """NumPy integers reduced modulo 2**32 into the int32 range, as int64."""
-    return ((np.asarray(values, dtype=np.int64) & 0xFFFFFFFF) ^ (1 << 31)) - (1 << 31)
+    """NumPy integers reduced modulo 2**32 into the int32 range, as int64 (the int32 cast
+    keeps the low 32 bits, two's complement)."""
+    return np.asarray(values, dtype=np.int64).astype(np.int32).astype(np.int64)
 
 
 def _bits(mask):

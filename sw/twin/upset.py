@@ -122,8 +122,8 @@ def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None, clean=N
                             _RESULT_ROW.fullmatch(site))
     if not (skew or pe or result_row or site == "rdata"):
         return None
-    a, b = a_tile.numpy().astype(np.int64), b_tile.numpy().astype(np.int64)
-    tile = (tile_product(a_tile, b_tile) if clean is None else clean).numpy().astype(np.int64)
+    a, b = np.asarray(a_tile, dtype=np.int64), np.asarray(b_tile, dtype=np.int64)
+    tile = np.asarray(tile_product(a_tile, b_tile) if clean is None else clean, dtype=np.int64)
     rows, k = a.shape
     cols = b.shape[1]
     row_integrity = col_integrity = None
@@ -148,21 +148,25 @@ def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None, clean=N
         elif word == rows:
             captured_flip = ("status", bit)
 
-    drained = wrap32(drained)
-    checksums = (wrap32(tile.sum(0)), wrap32(tile.sum(1)))
-    check = check_raw(drained, checksums, config.abft, row_integrity=row_integrity,
-                      col_integrity=col_integrity)
-    correction = check.output - drained
-    read = drained.copy()
-    for row, flip_bit in read_flips.items():
-        lane = flip_bit // 32
-        if lane < cols:
-            read[row, lane] = _flip(read[row, lane], flip_bit % 32, 32)
-    output = wrap32(read + correction)
+    if drained is tile and not read_flips:
+        # Nothing reached the array's result: the checksums agree, nothing is corrected.
+        output, error, corrected = tile, False, False
+    else:
+        drained = wrap32(drained)
+        checksums = (wrap32(tile.sum(0)), wrap32(tile.sum(1)))
+        check = check_raw(drained, checksums, config.abft, row_integrity=row_integrity,
+                          col_integrity=col_integrity)
+        correction = check.output - drained
+        read = drained.copy()
+        for row, flip_bit in read_flips.items():
+            lane = flip_bit // 32
+            if lane < cols:
+                read[row, lane] = _flip(read[row, lane], flip_bit % 32, 32)
+        output, error, corrected = wrap32(read + correction), check.error, check.corrected
     out_of_range = 0
     if config.range_check and bounds is not None:
         output, out_of_range = clamp_to_range(output, bounds.lower, bounds.upper, bounds.zero)
-    status = (check.error << Status.ABFT_ERROR | check.corrected << Status.ABFT_CORRECTED
+    status = (error << Status.ABFT_ERROR | corrected << Status.ABFT_CORRECTED
               | (out_of_range > 0) << Status.RANGE_FLAG)
     if captured_flip is not None:
         where, flip_bit = captured_flip
