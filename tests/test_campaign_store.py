@@ -1,6 +1,7 @@
 """The campaign database: what it accepts, one runner per campaign, and clear errors on
 damaged, locked, foreign or missing files."""
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -86,10 +87,40 @@ def test_a_new_database_says_what_it_is_and_an_older_one_is_adopted(tmp_path):
     database.close()
     with sqlite3.connect(older) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        db.execute("PRAGMA user_version = 2")
-    with pytest.raises(NotACampaignDatabase, match=r"written by a newer softerror \(schema 2; "
-                                                   r"this one reads schema 1 and older\)"):
+        db.execute("PRAGMA user_version = 3")
+    with pytest.raises(NotACampaignDatabase, match=r"written by a newer softerror \(schema 3; "
+                                                   r"this one reads schema 2 and older\)"):
         CampaignDatabase(older)
+
+
+def test_a_schema_1_database_is_upgraded_keeping_its_model_experiments(tmp_path):
+    """Schema 1 required every model experiment's operation-level verdict; schema 2 lets a
+    campaign that does not run that model store none."""
+    path = tmp_path / "schema1.db"
+    with sqlite3.connect(path) as db:
+        for statement in store._SCHEMA:
+            db.execute(statement.replace("operation_level_sdc INTEGER,",
+                                         "operation_level_sdc INTEGER NOT NULL,"))
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO campaigns VALUES (1, '{}', '{}', 2, 0.0)")
+        db.execute("INSERT INTO model_experiments VALUES (1, 0, 3, 'fc2', 'blocks.0.mlp.fc2', "
+                   "7, 'array.pe_0_0.accumulator', 'accumulator', 5, 9, 0, 'keep', "
+                   "'tolerated', 4, 4, 4, -0.5, 'equal', 1)")
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("INSERT INTO model_experiments (campaign_id, experiment, "
+                       "operation_level_sdc) VALUES (1, 1, NULL)")
+    db.close()
+    database = CampaignDatabase(path)
+    [kept] = database.model_records(1)
+    assert (kept.experiment, kept.outcome, kept.operation_level_sdc) == (0, "tolerated", True)
+    database.insert_model_results(1, [dataclasses.replace(kept, experiment=1,
+                                                          operation_level_sdc=None)])
+    assert [r.operation_level_sdc for r in database.model_records(1)] == [True, None]
+    database.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+    db.close()
 
 
 def test_report_needs_an_existing_database_and_creates_none(tmp_path):

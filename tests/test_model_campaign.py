@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hw.config import AcceleratorConfig
-from sim.cosim.campaign import run_model_campaign
+from sim.cosim.campaign import identity_of, run_model_campaign
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions, classify_model
 from sim.cosim.record import StruckTile
 from sim.cosim.splice import CleanPrefix, SpliceDatapath, TileSplice
@@ -129,6 +129,23 @@ def test_modules_and_classes_restrict_the_draws():
     assert {u.fault_class for u in upsets} == {"accumulator"}
 
 
+def test_the_operation_level_model_runs_by_default_on_the_rtl_engine_only():
+    options = ModelCampaignOptions(CONFIG, model="vit", images=4, seed=5, engine="twin")
+    assert options.operation_level is False
+    assert ModelCampaignOptions(CONFIG, engine="rtl").operation_level is True
+    without = ModelCampaign.prepare(options).run(range(60))
+    with_model = ModelCampaign.prepare(replace(options, operation_level=True)).run(range(60))
+    assert {r.operation_level_sdc for r in without} == {None}
+    assert {type(r.operation_level_sdc) for r in with_model} == {bool}
+    # Running it adds its verdict and changes nothing else.
+    assert [replace(r, operation_level_sdc=None) for r in with_model] == without
+    # Campaigns from before the option ran it: their identity stays what it was.
+    assert "operation_level" not in identity_of(replace(options, operation_level=True))
+    assert identity_of(options)["operation_level"] is False
+    with pytest.raises(TypeError, match="operation_level must be True or False, not 1"):
+        replace(options, operation_level=1)
+
+
 @pytest.mark.parametrize("struck,top1_changed,expected", [
     (StruckTile(None, hang=True), False, ("recompute", "hang")),
     (StruckTile(torch.tensor([[1]]), abft_error=True), False, ("recompute", "false_alarm")),
@@ -191,6 +208,15 @@ def test_the_command_prints_json_and_refuses_bad_options(tmp_path):
     for key in ("per_class", "clean_accuracy", "model_sdc_rate", "prediction_mismatches",
                 "injections_per_second"):
         assert key in summary
+    assert {check["operation_level_sdc"] for check in
+            summary["operation_level_cross_check"].values()} == {None}
+    table = run_cli("vit", "campaign", "--model", "cnn", "--engine", "twin", "--injections",
+                    "40", "--images", "3", "--db", str(db), "--operation-level")
+    assert table.returncode == 0, table.stderr
+    assert "operation-level SDC [95%]" in table.stdout
+    assert "operation-level model: not run" in run_cli(
+        "vit", "campaign", "--model", "cnn", "--engine", "twin", "--injections", "40",
+        "--images", "3", "--db", str(db)).stdout
     bad = run_cli("vit", "campaign", "--model", "cnn", "--engine", "twin", "--modules", "qkv",
                   "--db", str(tmp_path / "bad.db"))
     assert bad.returncode == 2

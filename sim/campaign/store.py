@@ -41,8 +41,9 @@ __all__ = ["CampaignDatabase", "DatabaseError", "NotACampaignDatabase", "Campaig
 
 #: ``PRAGMA application_id`` of a campaign database: "SErr".
 APPLICATION_ID = 0x53457272
-#: ``PRAGMA user_version``: the schema below.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: the schema below (2: a model campaign's operation-level
+#: verdict may be NULL, for campaigns that do not run that model).
+SCHEMA_VERSION = 2
 #: Seconds to wait for another connection's write transaction before giving up.
 BUSY_TIMEOUT = 60
 
@@ -96,7 +97,7 @@ _SCHEMA = (
     top1 INTEGER NOT NULL,
     margin_change REAL NOT NULL,
     predicted TEXT NOT NULL,
-    operation_level_sdc INTEGER NOT NULL,
+    operation_level_sdc INTEGER,
     PRIMARY KEY (campaign_id, experiment)
 )""",
     """CREATE TABLE IF NOT EXISTS runs (
@@ -303,12 +304,30 @@ class CampaignDatabase:
                 application_id, user_version, tables = _header(self._db)
                 _is_new(self.path, application_id, user_version, tables)
                 if application_id != APPLICATION_ID:
+                    # A model experiments' table written before the header is schema 1's.
+                    kept = "model_experiments" in tables
                     for statement in _SCHEMA:
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    self._db.execute(f"PRAGMA user_version = {1 if kept else SCHEMA_VERSION}")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._upgrade()
         if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._db.execute("PRAGMA journal_mode=WAL")
+
+    def _upgrade(self):
+        """Schema 1 to 2, under the write lock: the model experiments' table again, its
+        operation-level column nullable (SQLite cannot drop a NOT NULL), rows kept."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= 2:
+                return      # another process upgraded it meanwhile
+            self._db.execute("ALTER TABLE model_experiments RENAME TO model_experiments_1")
+            self._db.execute(next(statement for statement in _SCHEMA
+                                  if "TABLE IF NOT EXISTS model_experiments" in statement))
+            self._db.execute("INSERT INTO model_experiments SELECT * FROM model_experiments_1")
+            self._db.execute("DROP TABLE model_experiments_1")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self):
         """Close the database and give up the campaigns this object runs."""
@@ -422,7 +441,8 @@ class CampaignDatabase:
         rows = self._db.execute(
             f"SELECT {', '.join(f.name for f in fields)} FROM model_experiments "
             "WHERE campaign_id = ? ORDER BY experiment", (campaign_id,))
-        return [ModelRecord(*(bool(value) if f.type in (bool, "bool") else value
+        return [ModelRecord(*(bool(value) if f.type in (bool, bool | None)
+                              and value is not None else value
                               for f, value in zip(fields, row))) for row in rows]
 
     @_guarded

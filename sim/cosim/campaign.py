@@ -59,9 +59,13 @@ def run_chunk(chunk: ModelChunk):
 
 
 def identity_of(options):
-    """What decides a model campaign's experiments."""
+    """What decides a model campaign's experiments and records."""
     fields = dataclasses.asdict(options)
     fields["config"] = options.config.fields
+    if fields["operation_level"]:
+        # Campaigns older than the option always ran the operation-level model: they keep
+        # their identity (and resume).
+        del fields["operation_level"]
     return {"kind": "model", **fields}
 
 
@@ -153,13 +157,15 @@ def summarize_model_campaign(database, campaign_id):
     total = len(records)
     outcomes = Counter(record.outcome for record in records)
     per_module, per_class, per_pe = (defaultdict(Counter) for _ in range(3))
-    operation_sdc = Counter()
+    operation_sdc, operation_runs = Counter(), Counter()
     margin_losses = defaultdict(list)
     for record in records:
         per_module[record.module][record.outcome] += 1
         margin_losses[record.module].append(max(0.0, -record.margin_change))
         per_class[record.fault_class][record.outcome] += 1
-        operation_sdc[record.module] += record.operation_level_sdc
+        if record.operation_level_sdc is not None:
+            operation_sdc[record.module] += record.operation_level_sdc
+            operation_runs[record.module] += 1
         position = pe_position(record.site)
         if position is not None:
             per_pe[position][record.outcome] += 1
@@ -168,10 +174,12 @@ def summarize_model_campaign(database, campaign_id):
     for module, counts in sorted(per_module.items()):
         trials = sum(counts.values())
         rtl = _rate(counts["sdc"], trials)
-        operation = _rate(operation_sdc[module], trials)
+        operation = (_rate(operation_sdc[module], operation_runs[module])
+                     if operation_runs[module] else None)
         cross_check[module] = {"experiments": trials, "model_sdc": rtl,
                                "operation_level_sdc": operation,
-                               "agree": rtl["low"] <= operation["high"]
+                               "agree": None if operation is None else
+                               rtl["low"] <= operation["high"]
                                and operation["low"] <= rtl["high"]}
     predicted = Counter(record.predicted for record in records)
     return {

@@ -70,11 +70,20 @@ class ModelCampaignOptions:
     classes: tuple | None = None
     """Fault-site classes to strike; ``None``: every class (the twin: the modeled ones)."""
     engine: str = "rtl"
+    operation_level: bool | None = None
+    """Whether every experiment also runs the paper's operation-level model (one more
+    inference each); ``None``: the RTL engine does (the cross-check of the hardware), the
+    twin engine does not."""
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise TypeError(f"engine must be one of {', '.join(map(repr, ENGINES))}, "
                             f"not {self.engine!r}")
+        if self.operation_level is None:
+            object.__setattr__(self, "operation_level", self.engine == "rtl")
+        elif not isinstance(self.operation_level, bool):
+            raise TypeError(f"operation_level must be True or False, not "
+                            f"{self.operation_level!r}")
 
 
 def bounded_cache(cache, key, limit, compute):
@@ -295,8 +304,9 @@ class ModelCampaign:
 
     def judge(self, upsets, struck_tiles, predictions):
         """:class:`ModelRecord` s of experiments from the tiles the host read: the rest of
-        every inference runs in the twin, in one batch (each experiment, its operation-level
-        twin and one clean run per image)."""
+        every inference runs in the twin, in one batch (each experiment with a wrong tile
+        kept, and its operation-level twin when the campaign runs that model), each from
+        its image's clean pass."""
         splices, operation_splices, clean_tiles, places = [], [], [], []
         for upset, struck in zip(upsets, struck_tiles):
             clean, module, label = self.struck_place(upset)
@@ -306,13 +316,14 @@ class ModelCampaign:
                                                              and not struck.abft_corrected)
             splices.append(None if recompute or torch.equal(struck.output, clean)
                            else self.splice(upset, struck.output))
-            operation_splices.append(self.operation_level_splice(upset))
+            if self.options.operation_level:
+                operation_splices.append(self.operation_level_splice(upset))
         # One row per kept wrong tile (an equal or recomputed tile leaves the clean logits),
         # one per operation-level flip, each starting from its image's clean pass.
         images = [upset.image for upset in upsets]
         spliced = [number for number, splice in enumerate(splices) if splice is not None]
-        rows = [images[number] for number in spliced] + images
-        logits = self.quantized(self.images[rows], SpliceDatapath(
+        rows = [images[number] for number in spliced] + images[:len(operation_splices)]
+        logits = None if not rows else self.quantized(self.images[rows], SpliceDatapath(
             [splices[number] for number in spliced] + operation_splices,
             CleanPrefix(self._order, [self.clean_pass(image)[0] for image in rows])))
         experiment_row = {number: row for row, number in enumerate(spliced)}
@@ -339,8 +350,8 @@ class ModelCampaign:
                 margin_change=0.0 if kept_clean else float(
                     _margin(logits[row], label) - _margin(clean_logits, label)),
                 predicted=prediction,
-                operation_level_sdc=int(logits[len(spliced) + number].argmax())
-                != clean_top1))
+                operation_level_sdc=None if not operation_splices
+                else int(logits[len(spliced) + number].argmax()) != clean_top1))
         return records
 
     def clean_pass(self, image):

@@ -59,6 +59,7 @@ class ModelRecord:
     predicted: str
     """The RTL-derived model against the struck tile: ``equal``, ``mismatch`` or
     ``not_modeled`` (the twin engine records ``equal``: it is its own prediction)."""
-    operation_level_sdc: bool
+    operation_level_sdc: bool | None
     """Whether the paper's operation-level model (one bit of one int32 output element of
-    the same GEMM, unprotected) changed the top-1 class."""
+    the same GEMM, unprotected) changed the top-1 class; ``None``: the campaign does not
+    run that model."""
