@@ -2,9 +2,12 @@
 
 Both engines run the same experiments of the ViT on digits on the 8x8 ``rowcol`` design
 (and on a 16x16 one, whose simulation costs four times the PEs), one worker, after a
-warm-up (the simulator session started, the model built); the rate is experiments per
-second including the rest of each inference in the twin. Printed beside the tile-only
-campaign's steady state measured in the same run (``bench.campaign_speed``).
+warm-up (the simulator session started, the model built), in chunks of
+:data:`sim.cosim.campaign.CHUNK` as a campaign's worker runs them; the rate is experiments
+per second including the rest of each inference in the twin. Each engine runs as its
+default does: the RTL engine with the operation-level cross-check, the twin engine
+without. Printed beside the tile-only campaign's steady state measured in the same run
+(``bench.campaign_speed``).
 """
 
 import time
@@ -14,16 +17,48 @@ import torch
 from bench.campaign_speed import steady_state, tile_only_campaign
 from hw.config import AcceleratorConfig
 from sim.campaign.worker import close_sessions
+from sim.cosim.campaign import CHUNK
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
 
 __all__ = ["measure", "report"]
 
 
 def _rate(campaign, engine, start, count):
+    """Experiments per second, run in chunks as a campaign's worker runs them."""
     run = campaign.run_rtl if engine == "rtl" else campaign.run_twin
     begun = time.perf_counter()
-    run(range(start, start + count))
+    for first in range(start, start + count, CHUNK):
+        run(range(first, min(first + CHUNK, start + count)))
     return count / (time.perf_counter() - begun)
+
+
+#: The RTL engine's steps, timed one by one: the campaign's method and what it does.
+_STEPS = {"draw": "drawing", "_strike_rtl": "simulator (loads, runs, round trip)",
+          "predict": "RTL-derived prediction",
+          "judge": "inference (kept tiles, operation-level flips)"}
+
+
+def _steps(campaign, start, count):
+    """Microseconds per experiment the RTL engine spends in each of :data:`_STEPS`."""
+    spent = dict.fromkeys(_STEPS, 0.0)
+
+    def timed(name, method):
+        def run(*args):
+            begun = time.perf_counter()
+            try:
+                return method(*args)
+            finally:
+                spent[name] += time.perf_counter() - begun
+        return run
+
+    for name in _STEPS:     # instance attributes shadow the methods, then go
+        setattr(campaign, name, timed(name, getattr(campaign, name)))
+    try:
+        _rate(campaign, "rtl", start, count)
+    finally:
+        for name in _STEPS:
+            delattr(campaign, name)
+    return {name: 1e6 * seconds / count for name, seconds in spent.items()}
 
 
 def measure_designs(rounds=3):
@@ -47,12 +82,13 @@ def measure(config=AcceleratorConfig(rows=8, cols=8, k_max=256, abft="rowcol"), 
             # The tile-only measurement ends the simulator it shares with the RTL engine:
             # start it again before the clock runs.
             campaigns["rtl"].run(range(100 * r, 100 * r + 20))
-            for engine, count in (("rtl", 1000), ("twin", 3000)):
+            for engine, count in (("rtl", 2048), ("twin", 6144)):
                 rates[engine].append(_rate(campaigns[engine], engine, 10_000 * (r + 1), count))
+        steps = _steps(campaigns["rtl"], 10_000 * (rounds + 1), 2048)
     finally:
         close_sessions()
     return {"config": config.label, **{name: max(values) for name, values in rates.items()},
-            "rounds": rates}
+            "rounds": rates, "steps": steps}
 
 
 def report(r):
@@ -63,4 +99,7 @@ def report(r):
         f"  RTL in the loop:                {r['rtl']:10,.0f} upsets/s  "
         f"({100 * r['rtl'] / r['tile_only']:.1f}% of tile-only)",
         f"  twin engine:                    {r['twin']:10,.0f} upsets/s  "
-        f"({r['twin'] / r['rtl']:.1f}x the RTL)"])
+        f"({r['twin'] / r['rtl']:.1f}x the RTL)",
+        "  RTL engine per upset (one more run): "
+        + ", ".join(f"{_STEPS[name]} {us:,.0f} us" for name, us in r["steps"].items())
+        + f"; a tile-only injection: {1e6 / r['tile_only']:,.0f} us"])

@@ -41,7 +41,7 @@ def test_the_passes_of_every_gemm_add_up_to_the_gemm(model):
         rows, cols = tile_pass.valid_rows, tile_pass.valid_cols
         totals[tile_pass.gemm][tile_pass.row0:tile_pass.row0 + rows,
                                tile_pass.col0:tile_pass.col0 + cols] += \
-            tile_product(a, b)[:rows, :cols].long()
+            tile_product(torch.from_numpy(a), torch.from_numpy(b))[:rows, :cols].long()
     for gemm, total in zip(gemms, totals):
         assert torch.equal(wrap_int32(total), gemm_int8(gemm.a, gemm.b))
 

@@ -36,12 +36,13 @@ class TileData:
 
     @classmethod
     def of(cls, key, index, a_tile, b_tile, valid_rows, valid_cols, expected, bounds=None):
-        """The tile of padded int8 operands ``a_tile`` (rows x k) and ``b_tile`` (k x cols)
-        whose clean read is ``expected`` (int32 rows x cols)."""
+        """The tile of padded int8 operands ``a_tile`` (rows x k) and ``b_tile`` (k x cols),
+        tensors or NumPy arrays, whose clean read is ``expected`` (int32 rows x cols)."""
         k = a_tile.shape[1]
         word_bytes = max(a_tile.shape[0], b_tile.shape[1])
         return cls(key=key, index=index, k=k, valid_rows=valid_rows, valid_cols=valid_cols,
-                   a_words=_words(a_tile.t(), word_bytes), b_words=_words(b_tile, word_bytes),
+                   a_words=_words(np.asarray(a_tile).T, word_bytes),
+                   b_words=_words(np.asarray(b_tile), word_bytes),
                    expected=tuple(tuple(row) for row in expected.tolist()),
                    range=None if bounds is None else (bounds.lower, bounds.upper, bounds.zero))
 
@@ -49,7 +50,7 @@ class TileData:
 def _words(lanes, word_bytes):
     """Buffer words of int8 ``lanes`` (steps x lanes), each ``word_bytes`` long: lane 0 in
     the low byte, as :func:`hw.register_map.pack_lanes` packs them."""
-    rows = lanes.contiguous().numpy().view(np.uint8)
+    rows = np.ascontiguousarray(lanes).view(np.uint8)
     words = np.zeros((rows.shape[0], word_bytes), dtype=np.uint8)
     words[:, :rows.shape[1]] = rows
     return words.tobytes()

@@ -275,11 +275,12 @@ class ModelCampaign:
         return Upset(experiment, image, pass_index, site.path, site.fault_class, bit, cycle)
 
     def pass_operands(self, upset):
-        """(gemm, pass, a, b): the struck pass's operands, padded to the array."""
+        """(gemm, pass, a, b): the struck pass's operands (int8 NumPy arrays), padded to
+        the array."""
         return self._pass(upset)[:4]
 
     def clean_tile(self, upset):
-        """The struck pass's clean tile (int32, padded to the array)."""
+        """The struck pass's clean tile (an int32 tensor, padded to the array)."""
         return self._pass(upset)[4]
 
     def _pass(self, upset):
@@ -287,16 +288,16 @@ class ModelCampaign:
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(upset.image)[tile_pass.gemm]
             a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
-            product = wrap32(a.numpy().astype(np.int64) @ b.numpy().astype(np.int64))
-            return gemm, tile_pass, a, b, torch.from_numpy(product.astype(np.int32))
+            product = wrap32(a.astype(np.int64) @ b.astype(np.int64))
+            return gemm, tile_pass, a, b, torch.from_numpy(product.astype(np.int32)), product
 
         return bounded_cache(self._passes, (upset.image, upset.pass_index), 4096, operands)
 
     def predict(self, upset):
         """The RTL-derived model's :class:`StruckTile` for ``upset``, or ``None``."""
-        gemm, tile_pass, a, b = self.pass_operands(upset)
+        gemm, tile_pass, a, b, _, clean = self._pass(upset)
         view = predict_upset(self.options.config, a, b, upset.site, upset.bit, upset.cycle,
-                             self.bounds.get(gemm.site), clean=self.clean_tile(upset))
+                             self.bounds.get(gemm.site), clean=clean)
         if view is None:
             return None
         return StruckTile(view.output[:tile_pass.valid_rows, :tile_pass.valid_cols],

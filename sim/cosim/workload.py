@@ -60,14 +60,14 @@ class TilePass:
     """The pass's injection window (START to the last result read), its weight in sampling."""
 
     def operands(self, gemm, rows, cols):
-        """The pass's zero-padded (rows x k, k x cols) int8 operands."""
+        """The pass's zero-padded (rows x k, k x cols) int8 operands (NumPy arrays)."""
         a = np.zeros((rows, self.k), dtype=np.int8)
         b = np.zeros((self.k, cols), dtype=np.int8)
         a[:self.valid_rows] = gemm.a.numpy()[self.row0:self.row0 + self.valid_rows,
                                              self.k0:self.k0 + self.k]
         b[:, :self.valid_cols] = gemm.b.numpy()[self.k0:self.k0 + self.k,
                                                 self.col0:self.col0 + self.valid_cols]
-        return torch.from_numpy(a), torch.from_numpy(b)
+        return a, b
 
 
 class _GemmRecorder(Datapath):

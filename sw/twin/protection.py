@@ -199,14 +199,15 @@ def accumulator_upset(a_tile, b_tile, row, col, bit, cycle):
 
 
 def accumulator_upset_raw(a, b, tile, row, col, bit, cycle):
-    """:func:`accumulator_upset` on NumPy int64 operands and their clean tile ``tile``
-    (not changed): the raw tile, int64 in the int32 range."""
+    """:func:`accumulator_upset` on NumPy integer operands and their clean tile ``tile``
+    (int64, not changed): the raw tile, int64 in the int32 range."""
     rows, k = a.shape
     compute = compute_cycles(rows, b.shape[1], k)
     if 1 <= cycle <= compute:
         landed = cycle - row - col - BUFFER_READ_LATENCY - 2   # products 0 .. landed
         steps = max(0, min(k, landed + 1))
-        partial = int(wrap32(int(a[row, :steps] @ b[:steps, col])))
+        partial = int(wrap32(int(a[row, :steps].astype(np.int64)
+                                 @ b[:steps, col].astype(np.int64))))
         target = (row, col)
         delta = _flip_int32(partial, bit) - partial
     elif compute < cycle <= compute + rows:

@@ -33,6 +33,7 @@ harness captures them.
 Control, checksum and range-checker registers are not modeled (``None``).
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ import torch
 
 from hw.config import busy_cycles, compute_cycles
 from hw.register_map import Status
-from sw.twin.gemm import tile_product, to_signed
+from sw.twin.gemm import to_signed
 from sw.twin.protection import accumulator_upset_raw, check_raw, clamp_to_range, wrap32
 
 __all__ = ["HostView", "predict_upset", "MODELED_CLASSES"]
@@ -75,7 +76,7 @@ def _flip(value, bit, width):
 
 def _operand_upset(a, b, tile, match, bit, cycle, in_pe):
     """(raw tile, row integrity, column integrity) after an upset of an operand register
-    (NumPy: int64 operands and clean tile)."""
+    (NumPy: integer operands, int64 clean tile)."""
     rows, k = a.shape
     cols = b.shape[1]
     raw = tile
@@ -95,35 +96,42 @@ def _operand_upset(a, b, tile, match, bit, cycle, in_pe):
     if side == "a":
         first = col + 1 if in_pe else 0
         old = int(a[row, step])
-        raw[row, first:] += (_flip(old, bit, 8) - old) * b[step, first:]
+        raw[row, first:] += (_flip(old, bit, 8) - old) * b[step, first:].astype(np.int64)
         row_integrity[row] = True
     else:
         first = row + 1 if in_pe else 0
         old = int(b[step, col])
-        raw[first:, col] += (_flip(old, bit, 8) - old) * a[first:, step]
+        raw[first:, col] += (_flip(old, bit, 8) - old) * a[first:, step].astype(np.int64)
         col_integrity[col] = True
     return raw, row_integrity, col_integrity
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_site(site):
+    """The matches of ``site`` against the skew, PE and result-row registers' names."""
+    return _SKEW.fullmatch(site), _PE.fullmatch(site), _RESULT_ROW.fullmatch(site)
 
 
 def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None, clean=None):
     """The :class:`HostView` after bit ``bit`` of register ``site`` flips at ``cycle``.
 
     ``config`` is the design's :class:`hw.config.AcceleratorConfig`; ``a_tile`` (rows x K)
-    and ``b_tile`` (K x cols) are the tile's int8 operands, zero-padded to the array;
-    ``bounds`` the range checker's :class:`sw.twin.protection.RangeBounds` when the design
-    has one; ``clean`` the tile's clean product (int32, computed when not given). Returns
+    and ``b_tile`` (K x cols) are the tile's int8 operands, zero-padded to the array
+    (tensors or NumPy arrays); ``bounds`` the range checker's
+    :class:`sw.twin.protection.RangeBounds` when the design has one; ``clean`` the tile's
+    clean product (int32 values, computed when not given). Returns
     ``None`` for a site the model does not cover (control, checksum and range-checker
     registers).
 
     Computed in NumPy from the clean tile: the checksums of the operands are its column and
     row sums modulo 2**32, so no product is formed again.
     """
-    skew, pe, result_row = (_SKEW.fullmatch(site), _PE.fullmatch(site),
-                            _RESULT_ROW.fullmatch(site))
+    skew, pe, result_row = _parse_site(site)
     if not (skew or pe or result_row or site == "rdata"):
         return None
-    a, b = np.asarray(a_tile, dtype=np.int64), np.asarray(b_tile, dtype=np.int64)
-    tile = np.asarray(tile_product(a_tile, b_tile) if clean is None else clean, dtype=np.int64)
+    a, b = np.asarray(a_tile), np.asarray(b_tile)
+    tile = (wrap32(a.astype(np.int64) @ b.astype(np.int64)) if clean is None
+            else np.asarray(clean, dtype=np.int64))
     rows, k = a.shape
     cols = b.shape[1]
     row_integrity = col_integrity = None
