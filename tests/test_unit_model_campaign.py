@@ -156,17 +156,17 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["--nonlinear", "softmax", "--sites", "softmax,operand"],
-     "--sites: sites: the units' classes (softmax, gelu, layernorm) are struck by "
+     "--sites: the units' classes (softmax, gelu, layernorm) are struck by "
      "themselves, not with 'operand'"),
     (["--nonlinear", "softmax", "--sites", "gelu"],
-     "--sites: sites: the design has no gelu unit (add it with --nonlinear)"),
+     "--sites: the design has no gelu unit (add it with --nonlinear)"),
     (["--nonlinear", "softmax", "--nonlinear-length", "64", "--sites", "softmax"],
-     "--nonlinear-length: nonlinear_length: unit_length 64 is shorter than the gelu rows "
+     "--nonlinear-length: unit_length 64 is shorter than the gelu rows "
      "of this ViT (128 elements)"),
     (["--nonlinear", "softmax", "--sites", "softmax", "--engine", "twin"],
      "--sites: the twin engine models GEMM upsets only: use --engine rtl for the units"),
     (["--nonlinear", "softmax", "--sites", "softmax", "--modules", "qkv"],
-     "--modules: modules: the units' rows are chosen with --sites"),
+     "--modules: the units' rows are chosen with --sites"),
 ])
 def test_bad_unit_campaign_options_are_named_before_any_work(tmp_path, args, message):
     result = run_cli("--model", "vit", "--rows", "2", "--cols", "2", "--k-max", "8",

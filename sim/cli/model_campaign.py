@@ -104,10 +104,14 @@ def _cmd_campaign(args):
 
 
 def _option_message(error):
+    """The error's message after the option it names (once: a message that already starts
+    with the parameter's name and a colon drops them)."""
     text = str(error)
     for name, option in (("images", "--images"), ("modules", "--modules"),
                          ("nonlinear_length", "--nonlinear-length"),
                          ("sites", "--sites"), ("the twin engine", "--sites")):
+        if text.startswith(f"{name}: "):
+            return f"{option}: {text[len(name) + 2:]}"
         if text.startswith(name):
             return f"{option}: {text}"
     return text
