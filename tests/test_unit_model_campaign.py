@@ -16,6 +16,7 @@ from sim.cosim.campaign import run_model_campaign
 from sim.cosim.engine import ModelCampaign, ModelCampaignOptions
 from sim.cosim.splice import CleanPrefix, RowSplice, SpliceDatapath
 from sim.cosim.unit_engine import UnitModelCampaign, record_unit_calls, row_slots
+from sim.nonlinear_campaign import GoldenMismatch
 from sw.datapath import Recorder
 
 UNITS = ("softmax", "gelu", "layernorm")
@@ -112,6 +113,25 @@ def test_upsets_in_the_units_reach_the_vit_and_the_twin_agrees_where_it_models(c
         assert record.tile_equal == (record.outcome in ("masked", "false_alarm"))
         if record.action == "recompute" or record.tile_equal:
             assert record.top1 == record.clean_top1 and record.margin_change == 0.0
+
+
+def test_a_row_the_vit_gets_wrong_stops_the_campaign(campaign, monkeypatch):
+    """A struck row's clean run comes only when no upset run already shows the ViT's codes
+    at the latency; an off-by-one code still stops the campaign."""
+    right = campaign.row
+
+    def off_by_one(upset):
+        slot, params, values, clean = right(upset)
+        wrong = clean.clone()
+        wrong[0] += 1 if wrong[0] < 127 else -1
+        return slot, params, values, wrong
+
+    monkeypatch.setattr(campaign, "row", off_by_one)
+    try:
+        with pytest.raises(GoldenMismatch, match="the unit without an upset gave"):
+            campaign.run(range(3))
+    finally:
+        close_sessions()
 
 
 def test_a_campaign_on_the_units_resumes_to_the_uninterrupted_result(tmp_path):

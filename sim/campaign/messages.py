@@ -166,11 +166,16 @@ class UnitRowTask:
     latency: int
     watchdog: int
     experiments: tuple[UnitExperiment, ...]
+    expected: tuple[int, ...] | None = None
+    """The codes the row gives without an upset: an upset run that reads them back at the
+    latency with no checker flag stands for the run without an upset (else, and without
+    ``expected``, that run comes after the upsets)."""
 
 
 @dataclass(frozen=True)
 class UnitRowResult:
     """The answer to a :class:`UnitRowTask`: the row without an upset (run and read as an
-    experiment is) and one :class:`UnitRun` per experiment, in order."""
+    experiment is, or the upset run that stood for it) and one :class:`UnitRun` per
+    experiment, in order."""
     golden: UnitRun
     runs: tuple[UnitRun, ...]

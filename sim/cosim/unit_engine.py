@@ -14,10 +14,11 @@ latency`` of the row (after the ``c``-th edge, the START edge the first, as
 :mod:`sim.nonlinear_campaign` counts). An upset while a unit is idle is not drawn: the
 host rewrites every parameter before each row.
 
-The struck row runs on the RTL (:mod:`sim.testbenches.unit_campaign`), after the same row
-without an upset, which must give the ViT's own clean codes, no flag, DONE at the latency
-(co-verification on the rows the real model feeds the units; a difference stops the
-campaign: :class:`~sim.nonlinear_campaign.GoldenMismatch`). Host policy: a checker FLAG or
+The struck row runs on the RTL (:mod:`sim.testbenches.unit_campaign`). The row without an
+upset must give the ViT's own clean codes, no flag, DONE at the latency (co-verification
+on the rows the real model feeds the units; a difference stops the campaign:
+:class:`~sim.nonlinear_campaign.GoldenMismatch`); an upset run that already shows exactly
+that stands for it, else the row runs once more without the upset. Host policy: a checker FLAG or
 a hang make the host recompute the row (its result is then the clean one); otherwise the
 codes the host read replace the row in the unit's output (:class:`RowSplice`) and the
 twin runs the rest of the inference, batched as GEMM experiments are
@@ -246,14 +247,14 @@ class UnitModelCampaign(ModelCampaign):
             by_row[upset.image, upset.pass_index].append(number)
         tasks, keys = [], []
         for key, numbers in sorted(by_row.items()):
-            slot, params, values, _ = self.row(upsets[numbers[0]])
+            slot, params, values, clean = self.row(upsets[numbers[0]])
             csrs, tables = unit_registers(slot.unit, params)
             tasks.append(UnitRowTask(
                 slot.unit, csrs, tables, tuple(values.tolist()), slot.cycles,
                 max(unit_watchdog(slot.unit, length, slot.n), slot.cycles + slot.n + 2),
                 tuple(UnitExperiment(number, 0, index[upsets[number].site],
                                      upsets[number].bit, upsets[number].cycle)
-                      for number in numbers)))
+                      for number in numbers), expected=tuple(clean.tolist())))
             keys.append(numbers[0])
         session = thread_session(("units", config, paths), lambda: open_session(
             build_design(config), TESTBENCH, UnitRowSetup(config, paths)))
