@@ -10,7 +10,7 @@ other in one simulation per unit, so that the counters see them all.
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -467,6 +467,195 @@ def test_counters_count_flagged_rows_and_saturate(count_bits):
     assert seen["counts"][0] == (1 << count_bits) - 1
     raised_by_fault = [int(twin_row(unit, faulty)[1][check]) for check in LAYERNORM_CHECKS]
     assert seen["counts"][1:] == [3 * flag for flag in raised_by_fault[1:]]
+
+
+# ---------------------------------------------------------------------------------------
+# The twin's stages in their registers (stage_registers, stage_cycle): the campaigns'
+# twin check
+# ---------------------------------------------------------------------------------------
+
+PER_ROW_STAGES = ("total", "mean", "variance", "root", "reciprocal")
+#: The stages mapped with the checkers; without them ``total`` too.
+MAPPED_STAGES = ("mean", "variance", "root", "reciprocal", "normalized", "affine", "output")
+
+
+def stage_indices(stage, n):
+    return range(1) if stage in PER_ROW_STAGES else range(n)
+
+
+def simulate_stage_upsets(unit, rows):
+    """Run ``rows`` on ``unit`` through what it tells a fault injector only (its
+    ``stage_registers`` and ``stage_cycle``, as the GELU's bench): each stage register read
+    in its stage cycle for each element, each of the row's ``flips`` made there after the
+    read; ``done`` exactly at the latency. A (stages, output, flags) per row."""
+    registers = unit.stage_registers
+    results = []
+
+    async def bench(ctx, unit, rng):
+        for row in rows:
+            reads, upsets = {}, {}
+            for stage in registers:
+                for index in stage_indices(stage, row.n):
+                    reads.setdefault(unit.stage_cycle(row.n, stage, index), []).append(
+                        (stage, index))
+            for stage, index, bit in row.flips:
+                upsets.setdefault(unit.stage_cycle(row.n, stage, index), []).append(
+                    (stage, bit))
+            await load(ctx, unit, row, rng)
+            ctx.set(unit.start, 1)
+            await ctx.tick()
+            ctx.set(unit.start, 0)
+            stages = {stage: [None] * len(stage_indices(stage, row.n)) for stage in registers}
+            for cycle in range(1, unit.latency(row.n)):
+                assert not ctx.get(unit.done)
+                for stage, index in reads.get(cycle, ()):
+                    stages[stage][index] = ctx.get(registers[stage])
+                for stage, bit in upsets.get(cycle, ()):
+                    register = registers[stage]
+                    ctx.set(register, flipped(register, ctx.get(register), bit))
+                await ctx.tick()
+            assert ctx.get(unit.done)
+            flags = ctx.get(unit.flags)
+            results.append((stages, await read_outputs(ctx, unit, row.n),
+                            {check: bool(flags >> i & 1)
+                             for i, check in enumerate(LAYERNORM_CHECKS)}))
+
+    simulate(unit, [], bench=bench)
+    return results
+
+
+def assert_stage_upsets_match_the_twin(unit, rows):
+    """:func:`simulate_stage_upsets` on ``rows`` against the twin with the same flips
+    through its hook: codes, flags (none without the checkers) and the stage registers,
+    each read before its own flip (the hooked trace, but the clean value where the flip
+    is). The (codes corrupted, flags raised) of each row with a flip."""
+    outcomes = []
+    for row, (stages, output, flags) in zip(rows, simulate_stage_upsets(unit, rows),
+                                            strict=True):
+        trace, expected = twin_row(unit, row)
+        if not unit.checkers:
+            expected = dict.fromkeys(LAYERNORM_CHECKS, False)
+        assert (output, flags) == (trace.output[0].tolist(), expected), row
+        clean, _ = twin_row(unit, replace(row, flips=()))
+        held = {stage: getattr(trace, stage)[0].tolist() for stage in stages}
+        for stage, index, _ in row.flips:
+            held[stage][index] = int(getattr(clean, stage)[0, index])
+        assert stages == held, row
+        if row.flips:
+            outcomes.append((output != clean.output[0].tolist(),
+                             {check for check, flag in flags.items() if flag}))
+    return outcomes
+
+
+def three_bit_flips(unit, rows, rng):
+    """The low, middle and top bit of every stage register flipped (one a row) on rows and
+    elements drawn from ``rows``, the last element among them."""
+    flips = []
+    for stage, register in unit.stage_registers.items():
+        for bit in sorted({0, len(register) // 2, len(register) - 1}):
+            row = rng.choice(rows)
+            index = rng.choice((0, row.n - 1, rng.randrange(row.n)))
+            flips.append(replace(row, flips=((stage, index if stage not in PER_ROW_STAGES
+                                              else 0, bit),)))
+    return flips
+
+
+@pytest.mark.parametrize("checkers", [True, False])
+def test_stage_registers_in_their_stage_cycles_are_the_twins_stages(checkers):
+    """Clean rows: each stage register in its stage cycle holds the twin's trace. One bit
+    flipped there (every bit of every stage register, and the low, middle and top bit on
+    other rows and elements): the twin's codes and flags with that bit flipped through its
+    hook, also as the campaign's :class:`UpsetTwin` predicts them at the site
+    ``layernorm.<stage>``, which it does not in another cycle."""
+    from sim.nonlinear_campaign import UpsetTwin
+
+    unit = LayerNormUnit(length=6, checkers=checkers)
+    assert tuple(unit.stage_registers) == (MAPPED_STAGES if checkers
+                                           else ("total", *MAPPED_STAGES))
+    rng = random.Random(23)
+    clean = rows_for(6, 16, seed=9, count=4)
+    base = Row(random_codes(rng, 6, 16, "realistic"), *calibrated_affine(rng, 6, 16, 6))
+    flips = [replace(base, flips=((stage, bit % base.n if stage not in PER_ROW_STAGES else 0,
+                                   bit),))
+             for stage, register in unit.stage_registers.items()
+             for bit in range(len(register))]
+    flips += three_bit_flips(unit, clean, rng)
+    outcomes = assert_stage_upsets_match_the_twin(unit, [base, *clean, *flips])
+
+    twin = UpsetTwin("layernorm", unit.length, checkers)
+    for row in flips:
+        [(stage, index, bit)] = row.flips
+        cycle = unit.stage_cycle(row.n, stage, index)
+        params = twin_params(unit, row)
+        trace, flags = twin_row(unit, row)
+        assert twin.predict(params, list(row.codes), f"layernorm.{stage}", bit, cycle) == (
+            trace.output[0].tolist(), [checkers and flags[check] for check in LAYERNORM_CHECKS])
+        assert twin.predict(params, list(row.codes), f"layernorm.{stage}", bit,
+                            cycle - 1) is None
+    # Registers that hold no stage exactly are not the twin's to predict.
+    params, n = twin_params(unit, base), base.n
+    unmapped = {"layernorm.centred": range(1, unit.latency(n) + 1)}
+    if checkers:
+        unmapped["layernorm.total"] = [n + 2]
+    for path, cycles in unmapped.items():
+        assert {twin.predict(params, list(base.codes), path, 0, cycle)
+                for cycle in cycles} == {None}
+    # Meaningful: flips of every stage corrupt codes; the checkers raise each of their
+    # flags on some, and the twin check then sees them too.
+    corrupting = {row.flips[0][0] for row, (wrong, _) in zip(flips, outcomes) if wrong}
+    assert corrupting == set(unit.stage_registers)
+    raised = set().union(*(checks for _, checks in outcomes))
+    assert raised == (set(LAYERNORM_CHECKS) if checkers else set())
+
+
+@pytest.mark.parametrize("length, input_bits, norm_bits", [
+    (9, 2, 10),     # ROOT_WAIT is the variance check's L + 2 steps
+    (6, 24, 4),     # RECIPROCAL_CHECK waits for the second square root
+    (12, 8, 4),
+])
+@pytest.mark.parametrize("checkers", [True, False])
+def test_stage_cycles_hold_for_other_widths(length, input_bits, norm_bits, checkers):
+    """The stage cycles follow B, the root wait and the recheck wait: the trace in clean
+    rows, the twin's codes and flags under low, middle and top bit flips."""
+    unit = LayerNormUnit(length=length, input_bits=input_bits, norm_bits=norm_bits,
+                         checkers=checkers)
+    rng = random.Random(length)
+    clean = rows_for(length, input_bits, seed=length + input_bits, count=4)[:8]
+    assert_stage_upsets_match_the_twin(unit, clean + three_bit_flips(unit, clean, rng))
+
+
+@pytest.mark.parametrize("checkers", [True, False])
+def test_stage_registers_are_the_twins_widths_and_fault_sites(checkers):
+    """Each stage register is the twin's register of its stage (width and signedness:
+    every bit an upset can flip, the hook can) and a fault site named after it."""
+    unit = LayerNormUnit(length=8, checkers=checkers)
+    registers = LayerNormParams(8, (0,), (0,), 0).registers
+    sites = unit_registers(unit)
+    for stage, register in unit.stage_registers.items():
+        shape = Value.cast(register).shape()
+        assert (shape.width, shape.signed) == registers[stage], stage
+        assert sites[stage] == shape.width and register.name == stage
+    # With the checkers total is 3 bits wider (the mean check's sum): not the twin's.
+    assert (sites["total"] == registers["total"][0]) != checkers
+
+
+def test_stage_cycle_checks_its_arguments():
+    unit = LayerNormUnit(length=4)
+    with pytest.raises(TypeError, match="^LayerNorm row length n must be an integer from 1 "
+                                        "to 4, not 5$"):
+        unit.stage_cycle(5, "mean")
+    with pytest.raises(TypeError, match="^LayerNorm stage index must be an integer from 0 to "
+                                        "0, not 1$"):
+        unit.stage_cycle(3, "root", 1)
+    with pytest.raises(TypeError, match="^LayerNorm stage index must be an integer from 0 to "
+                                        "2, not 3$"):
+        unit.stage_cycle(3, "affine", 3)
+    stages = r"\('mean', 'variance', 'root', 'reciprocal', 'normalized', 'affine', 'output'\)"
+    for stage in ("total", "centred", "input", "padded", 0):
+        with pytest.raises(TypeError, match=f"^LayerNorm stage must be one of {stages}, not "
+                                            f"{stage!r}$"):
+            unit.stage_cycle(3, stage)
+    assert LayerNormUnit(length=4, checkers=False).stage_cycle(3, "total") == 5
 
 
 # ---------------------------------------------------------------------------------------

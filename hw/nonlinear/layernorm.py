@@ -19,7 +19,7 @@ from hw.nonlinear.square_root import SquareRoot
 from hw.validation import check_int
 
 __all__ = ["LayerNormUnit", "Phase", "LAYERNORM_CHECKS", "MAX_LAYERNORM_LENGTH", "GUARD_BITS",
-           "OUTPUT_LIMIT"]
+           "OUTPUT_LIMIT", "LAYERNORM_STAGE_REGISTERS"]
 
 #: The checkers, in the order of ``flags`` and ``flag_counts`` (the spec's checker table).
 LAYERNORM_CHECKS = ("mean", "variance", "root", "reciprocal", "normalized", "output")
@@ -29,6 +29,13 @@ MAX_LAYERNORM_LENGTH = 1023
 GUARD_BITS = 2
 #: Outputs saturate to +-OUTPUT_LIMIT.
 OUTPUT_LIMIT = 127
+#: The twin's stages (``sw.twin.nonlinear.layernorm.LAYERNORM_STAGES``) a register holds as
+#: the twin's hook sees them, each in the register of its name: one value per row, then one
+#: per element (``total`` only without the checkers: see :class:`LayerNormUnit`).
+LAYERNORM_STAGE_REGISTERS = ("total", "mean", "variance", "root", "reciprocal", "normalized",
+                             "affine", "output")
+#: The per-element stages' cycles in pass 3, ``2i +`` this after its step 0.
+_ELEMENT_STAGE_STEPS = {"normalized": 3, "affine": 4, "output": 5}
 
 
 class Phase(enum.Enum, shape=4):
@@ -109,6 +116,29 @@ class LayerNormUnit(NonlinearUnit):
     checks); pass 3, two multiplies per element (``2n + 4``). Hence :meth:`latency`
     ``= 4n + B + Z + 20 + max(H + 1, L + 2) + max(Z + c + 4, H - Z - c - 3)`` edges, the
     start edge included.
+
+    **Twin stages** (for the twin check of fault campaigns): :attr:`stage_registers` maps
+    each of the twin's stages that a register holds exactly as the twin's ``hook`` sees it
+    to that register (named as the stage), and :meth:`stage_cycle` is the cycle in which
+    it first holds the stage's value for element ``index``, before any reader. The register
+    then keeps it until every reader, the checkers included, has seen it, and no other
+    element's or row's value reads it: an upset there is the hook changing that element.
+    Per row (``index`` 0): ``total`` in ``MEAN_LAUNCH``, cycle ``n + 2`` (read once, by the
+    mean divide); ``mean`` in the first ``VARIANCE`` cycle, ``n + B + 4`` (read by pass 2
+    and pass 3, where ``y`` is formed); ``variance`` in ``PAD``, ``2n + B + 6`` (read by
+    ``P`` and, in ``ROOT_WAIT``, the variance check); ``root`` in ``ROOT_CHECK``, ``2n + B
+    + 9 + root_wait`` (read by ``l``, the normalized check's bound, both reciprocal divides
+    and the root check); ``reciprocal`` in the first ``RECIPROCAL_CHECK`` cycle, ``O -
+    recheck_wait`` (read by the reciprocal check and pass 3). Per element ``i``, from pass
+    3's step 0 in cycle ``O = latency(n) - 2n - 4``: ``normalized`` ``O + 2i + 3`` (read by
+    ``a``, the ``|z|`` check and, a cycle later, the output check's side), ``affine`` ``O
+    + 2i + 4`` (read by ``o``), ``output`` ``O + 2i + 5`` (written and checked). Not
+    mapped: ``input`` (in a memory, not a register); ``centred`` (``y`` is formed twice
+    from ``x`` and ``μ``, in pass 2 for ``V`` and the mean and variance checks, again in
+    pass 3 for ``z`` and the normalized check: an upset in one pass reaches that pass's
+    readers only, the hook all of them); and with the checkers ``total`` (3 bits wider
+    than the twin's stage, for the mean check: an upset of one of those bits changes
+    ``μ``, the hook's flip of it is cut off by the stage's width and changes nothing).
 
     Registers (flip-flops, fault sites; the names of :attr:`registers`): ``total`` (T;
     with the mean check 3 bits wider, and the check's running sum ``2 sum y + n`` in pass 2),
@@ -206,6 +236,21 @@ class LayerNormUnit(NonlinearUnit):
         # Which checks are built: all or none (a subset only to measure each one's area).
         self._checks = frozenset(LAYERNORM_CHECKS if checkers else ())
         self._registers = {}
+        # The stage registers, made here so that stage_registers has them before the unit
+        # is elaborated. With the mean check ``total`` also holds the check's running sum
+        # in pass 2, on its own adder (idle then): ``2 sum y + n``, 3 bits more, never wraps.
+        b = input_bits
+        self._stage_signals = {
+            "total": Signal(b + self.index_bits + (3 if "mean" in self._checks else 0),
+                            name="total"),
+            "mean": Signal(signed(b), name="mean"),
+            "variance": Signal(self.variance_bits, name="variance"),
+            "root": Signal(self.root_bits, name="root"),
+            "reciprocal": Signal(self.reciprocal_bits, name="reciprocal"),
+            "normalized": Signal(signed(norm_bits + 2), name="normalized"),
+            "affine": Signal(signed(self.affine_bits), name="affine"),
+            "output": Signal(signed(8), name="output"),
+        }
         super().__init__({
             **unit_members(length=length, checks=len(LAYERNORM_CHECKS), count_bits=count_bits,
                            parameters={"out_shift": In(6), "epsilon": In(self.epsilon_bits)}),
@@ -290,6 +335,43 @@ class LayerNormUnit(NonlinearUnit):
         return (4 * n + self._input_bits + self._norm_bits + 20 + self.root_wait
                 + self.recheck_wait)
 
+    @property
+    def stage_registers(self):
+        """The register of each of the twin's stages that one holds exactly (a new dict,
+        in the order of :data:`LAYERNORM_STAGE_REGISTERS`; ``total`` only without the
+        checkers): for testbenches and fault injectors. Each is named as its stage."""
+        return {stage: signal for stage, signal in self._stage_signals.items()
+                if stage != "total" or "mean" not in self._checks}
+
+    def stage_cycle(self, n, stage, index=0):
+        """The cycle (edges after ``start``, that edge included) in which the register of
+        ``stage`` holds its final value for element ``index`` and has not been used yet.
+
+        ``stage`` is one of :attr:`stage_registers`; ``index`` counts elements (0 to
+        ``n - 1``) for ``normalized``, ``affine`` and ``output`` and must be 0 for the
+        per-row stages. Changing the register in that cycle, after the edge (a testbench's
+        ``ctx.set`` after ``ctx.tick``), has the effect of the twin's ``hook`` changing
+        that element of the stage, on the codes and on the checkers' flags.
+
+        Raises
+        ------
+        TypeError
+            If ``n`` or ``index`` is out of range, or ``stage`` is not a stage register.
+        """
+        n = check_int("LayerNorm row length n", n, 1, self._length)
+        stages = self.stage_registers
+        if not isinstance(stage, str) or stage not in stages:
+            raise TypeError(f"LayerNorm stage must be one of {tuple(stages)}, not {stage!r}")
+        b = self._input_bits
+        output_pass = self.latency(n) - 2 * n - 4             # OUTPUT, step 0
+        if stage in _ELEMENT_STAGE_STEPS:
+            index = check_int("LayerNorm stage index", index, 0, n - 1)
+            return output_pass + 2 * index + _ELEMENT_STAGE_STEPS[stage]
+        check_int("LayerNorm stage index", index, 0, 0)
+        return {"total": n + 2, "mean": n + b + 4, "variance": 2 * n + b + 6,
+                "root": 2 * n + b + 9 + self.root_wait,
+                "reciprocal": output_pass - self.recheck_wait}[stage]
+
     def elaborate(self, platform):
         m = Module()
         length, b, z, c = self._length, self._input_bits, self._norm_bits, GUARD_BITS
@@ -330,23 +412,15 @@ class LayerNormUnit(NonlinearUnit):
         m.submodules.square_root = square_root = SquareRoot(radicand_bits=wide)
         m.submodules.leading_zeros = leading_zeros = LeadingZeroCount(width=wide)
 
-        # The named intermediates.
-        # With the mean check ``total`` also holds the check's running sum in pass 2, on
-        # its own adder (idle then): ``2 sum y + n``, 3 bits more, never wraps.
-        total = Signal(b + index + (3 if "mean" in checks else 0), name="total")
-        mean = Signal(signed(b), name="mean")
+        # The named intermediates (the stage registers made by __init__).
+        total, mean, variance, root, reciprocal, normalized, affine, output = (
+            self._stage_signals[stage] for stage in LAYERNORM_STAGE_REGISTERS)
         centred = Signal(signed(b + 1), name="centred")
-        variance = Signal(wide, name="variance")
         padded = Signal(wide, name="padded")
         scale = Signal(range(wide // 2 + 1), name="scale")
         radicand = Signal(wide, name="radicand")
-        root = Signal(h, name="root")
         root_length = Signal(range(h + 1), name="root_length")
         normalize_shift = Signal(range(h + c + 1), name="normalize_shift")
-        reciprocal = Signal(self.reciprocal_bits, name="reciprocal")
-        normalized = Signal(signed(z + 2), name="normalized")
-        affine = Signal(signed(self.affine_bits), name="affine")
-        output = Signal(signed(8), name="output")
         step = Signal(range(max(2 * length + 4, self.root_wait, self.recheck_wait)),
                       name="step")
         row_length = Signal(range(length + 1), name="row_length")
