@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from hw.nonlinear.layernorm import LayerNormUnit
 from hw.nonlinear.softmax import SoftmaxUnit
 from sim.campaign.messages import UnitExperiment
 from sim.campaign.outcomes import classify
@@ -95,19 +96,20 @@ def test_the_campaigns_own_twin_check_agrees(runs):
         assert twin["agree"] == twin["experiments"], twin["first_disagreement"]
 
 
-def stage_experiments(unit_campaign):
-    """Upsets of every stage register in its stage cycle: low, middle and top bit."""
-    hardware = SoftmaxUnit(length=LENGTH)
+def stage_experiments(unit_campaign, hardware, per_element):
+    """Upsets of every stage register of ``hardware`` (the campaign's unit) in its stage
+    cycle: the two low bits, the middle and the top one; ``per_element``: the stages with
+    one value per element (the others hold one per row)."""
     hardware._MustUse__silence = True
     paths = [site.path for site in unit_campaign.sites]
     experiments = []
     for number, (stage, register) in enumerate(hardware.stage_registers.items()):
-        site = paths.index(f"softmax.{register.name}")
+        site = paths.index(f"{unit_campaign.unit}.{register.name}")
         row = number % len(unit_campaign.rows)
         n = len(unit_campaign.rows[row])
-        index = (3 * number + 1) % n if stage in PER_ELEMENT else 0
+        index = (3 * number + 1) % n if stage in per_element else 0
         width = unit_campaign.sites[site].width
-        for bit in sorted({0, width // 2, width - 1}):
+        for bit in sorted({0, 1, width // 2, width - 1}):
             experiments.append(UnitExperiment(10_000 + len(experiments), row, site, bit,
                                               hardware.stage_cycle(n, stage, index)))
     return experiments
@@ -116,7 +118,7 @@ def stage_experiments(unit_campaign):
 @pytest.mark.parametrize("checkers", [True, False])
 def test_the_twin_predicts_upsets_of_its_stage_registers(runs, checkers):
     unit_campaign = runs[checkers][0]
-    experiments = stage_experiments(unit_campaign)
+    experiments = stage_experiments(unit_campaign, SoftmaxUnit(length=LENGTH), PER_ELEMENT)
     with unit_campaign:
         records = unit_campaign.run(experiments)
     outcomes = set()
@@ -138,6 +140,24 @@ def test_the_twin_predicts_upsets_of_its_stage_registers(runs, checkers):
     early = experiments[0]
     assert unit_campaign.predict(UnitExperiment(0, early.row, early.site, 0,
                                                 early.cycle - 1)) is None
+
+
+@pytest.mark.parametrize("checkers", [True, False])
+def test_the_twin_predicts_upsets_of_the_layernorms_stage_registers(checkers):
+    """The same on Verilator for the LayerNorm unit: every stage register it maps, in its
+    stage cycle, each bit of a few; the RTL's codes and flags are the twin's."""
+    with UnitCampaign("layernorm", length=LENGTH, checkers=checkers, seed=SEED) as unit_campaign:
+        experiments = stage_experiments(unit_campaign,
+                                        LayerNormUnit(length=LENGTH, checkers=checkers),
+                                        ("normalized", "affine", "output"))
+        records = unit_campaign.run(experiments)
+    outcomes = set()
+    for experiment, record in zip(experiments, records):
+        prediction = unit_campaign.predict(experiment)
+        assert prediction is not None, record
+        assert (list(record.codes), list(record.flags)) == prediction, record
+        outcomes.add(record.outcome)
+    assert ("detected" if checkers else "sdc") in outcomes
 
 
 def test_a_state_machine_sent_to_an_unused_state_hangs_even_with_a_longer_watchdog():
