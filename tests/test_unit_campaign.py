@@ -1,8 +1,9 @@
 """Fault-injection campaigns on a nonlinear unit's registers (sim/nonlinear_campaign.py),
-on Verilator, with the softmax unit at length 8, with and without its checkers.
+on Verilator, with the softmax unit (and, for the twin check, the LayerNorm unit) at
+length 8, with and without its checkers.
 
 The unit-level co-verification under faults: where an upset hits one of the twin's stage
-registers in the cycle ``SoftmaxUnit.stage_cycle`` names, the twin with the same bit
+registers in the cycle the unit's ``stage_cycle`` names, the twin with the same bit
 flipped through its hook must give the RTL's codes and flags exactly.
 """
 
