@@ -36,7 +36,7 @@ from sim.campaign.executors import (
     open_executor,
 )
 from sim.campaign.messages import BatchTask, Experiment
-from sim.campaign.outcomes import OUTCOMES, STEP_COUNTER, watchdog_cycles
+from sim.campaign.outcomes import OUTCOMES, step_width, watchdog_cycles
 from sim.campaign.plan import ExperimentPlan, exhaustive_plan, random_plan
 from sim.campaign.statistics import (
     leveugle_sample_size,
@@ -126,8 +126,7 @@ def prepare_campaign(options: CampaignOptions):
     tile_count = workload.tile_count(config.rows, config.cols)
     window = window_cycles(config, workload.k)
     tile_cycles = config.tile_cycles(workload.k)
-    [step_width] = [site.width for site in all_sites if site.path == STEP_COUNTER]
-    watchdog = watchdog_cycles(tile_cycles, step_width)
+    watchdog = watchdog_cycles(tile_cycles, step_width(all_sites))
     if options.exhaustive_cycle is None:
         if options.injections < 1:
             raise ValueError(f"--injections must be at least 1, not {options.injections}")

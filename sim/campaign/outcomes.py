@@ -1,7 +1,7 @@
 """Outcome classes of a fault-injection experiment, the rule that assigns them, and the
 watchdog bound that tells a late tile from one that never finishes."""
 
-__all__ = ["OUTCOMES", "STEP_COUNTER", "classify", "watchdog_cycles"]
+__all__ = ["OUTCOMES", "STEP_COUNTER", "classify", "step_width", "watchdog_cycles"]
 
 #: Every outcome, in reporting order (see DESIGN.md, "Fault injection").
 OUTCOMES = ("masked", "corrected", "detected", "sdc", "false_alarm", "hang")
@@ -25,6 +25,12 @@ def classify(*, hang, output_wrong, alarm=False, corrected=False):
             return "detected"
         return "corrected" if corrected else "false_alarm"
     return "sdc" if output_wrong else "masked"
+
+
+def step_width(sites):
+    """Bits of the :data:`STEP_COUNTER` among a design's fault ``sites``."""
+    [width] = [site.width for site in sites if site.path == STEP_COUNTER]
+    return width
 
 
 def watchdog_cycles(tile_cycles, step_width):

@@ -47,6 +47,30 @@ SCHEMA_VERSION = 2
 #: Seconds to wait for another connection's write transaction before giving up.
 BUSY_TIMEOUT = 60
 
+#: The model campaigns' experiments (schema 2: ``operation_level_sdc`` may be NULL).
+_MODEL_EXPERIMENTS_TABLE = """CREATE TABLE IF NOT EXISTS model_experiments (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    experiment INTEGER NOT NULL,
+    image INTEGER NOT NULL,
+    module TEXT NOT NULL,
+    gemm_site TEXT NOT NULL,
+    pass_index INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    fault_class TEXT NOT NULL,
+    bit INTEGER NOT NULL,
+    cycle INTEGER NOT NULL,
+    tile_equal INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    clean_top1 INTEGER NOT NULL,
+    top1 INTEGER NOT NULL,
+    margin_change REAL NOT NULL,
+    predicted TEXT NOT NULL,
+    operation_level_sdc INTEGER,
+    PRIMARY KEY (campaign_id, experiment)
+)"""
+
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS campaigns (
     id INTEGER PRIMARY KEY,
@@ -78,28 +102,7 @@ _SCHEMA = (
     faulty_tile BLOB,
     PRIMARY KEY (campaign_id, experiment)
 )""",
-    """CREATE TABLE IF NOT EXISTS model_experiments (
-    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
-    experiment INTEGER NOT NULL,
-    image INTEGER NOT NULL,
-    module TEXT NOT NULL,
-    gemm_site TEXT NOT NULL,
-    pass_index INTEGER NOT NULL,
-    site TEXT NOT NULL,
-    fault_class TEXT NOT NULL,
-    bit INTEGER NOT NULL,
-    cycle INTEGER NOT NULL,
-    tile_equal INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    clean_top1 INTEGER NOT NULL,
-    top1 INTEGER NOT NULL,
-    margin_change REAL NOT NULL,
-    predicted TEXT NOT NULL,
-    operation_level_sdc INTEGER,
-    PRIMARY KEY (campaign_id, experiment)
-)""",
+    _MODEL_EXPERIMENTS_TABLE,
     """CREATE TABLE IF NOT EXISTS runs (
     campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
     started REAL NOT NULL,
@@ -323,8 +326,7 @@ class CampaignDatabase:
             if self._db.execute("PRAGMA user_version").fetchone()[0] >= 2:
                 return      # another process upgraded it meanwhile
             self._db.execute("ALTER TABLE model_experiments RENAME TO model_experiments_1")
-            self._db.execute(next(statement for statement in _SCHEMA
-                                  if "TABLE IF NOT EXISTS model_experiments" in statement))
+            self._db.execute(_MODEL_EXPERIMENTS_TABLE)
             self._db.execute("INSERT INTO model_experiments SELECT * FROM model_experiments_1")
             self._db.execute("DROP TABLE model_experiments_1")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

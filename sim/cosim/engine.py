@@ -323,7 +323,7 @@ class ModelCampaign:
         # one per operation-level flip, each starting from its image's clean pass.
         images = [upset.image for upset in upsets]
         spliced = [number for number, splice in enumerate(splices) if splice is not None]
-        rows = [images[number] for number in spliced] + images[:len(operation_splices)]
+        rows = [images[number] for number in spliced] + (images if operation_splices else [])
         logits = None if not rows else self.quantized(self.images[rows], SpliceDatapath(
             [splices[number] for number in spliced] + operation_splices,
             CleanPrefix(self._order, [self.clean_pass(image)[0] for image in rows])))
@@ -364,6 +364,16 @@ class ModelCampaign:
             return outputs.outputs, logits
 
         return bounded_cache(self._clean, image, CLEAN_PASSES, run)
+
+    @cached_property
+    def _simulator_sites(self):
+        """(every site's path, the control sites' paths, site number by path, the step
+        counter's width): what the simulator is told of the design's sites."""
+        from sim.campaign.outcomes import step_width
+        paths = tuple(site.path for site in self.design_sites)
+        control = tuple(site.path for site in self.design_sites if site.fault_class == "control")
+        return (paths, control, {path: number for number, path in enumerate(paths)},
+                step_width(self.design_sites))
 
     @cached_property
     def _order(self):
@@ -409,15 +419,11 @@ class ModelCampaign:
         (one batch per tile pass, carrying the pass's operands; one round trip per image)."""
         from hw.register_map import Status
         from sim.campaign.messages import BatchTask, Experiment
-        from sim.campaign.outcomes import STEP_COUNTER, watchdog_cycles
+        from sim.campaign.outcomes import watchdog_cycles
         from sim.campaign.worker import run_batches
         from sim.campaign.workload import TileData
         config = self.options.config
-        index = {site.path: number for number, site in enumerate(self.design_sites)}
-        site_paths = tuple(site.path for site in self.design_sites)
-        control_paths = tuple(site.path for site in self.design_sites
-                              if site.fault_class == "control")
-        [step_width] = [site.width for site in self.design_sites if site.path == STEP_COUNTER]
+        site_paths, control_paths, index, step_width = self._simulator_sites
         by_pass = defaultdict(list)
         for number, upset in enumerate(upsets):
             by_pass[upset.image, upset.pass_index].append(number)
