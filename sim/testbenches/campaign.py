@@ -32,9 +32,10 @@ after the edge that samples START (``c = 0``: before that edge).
 import time
 
 import cocotb
+import numpy as np
 from cocotb.triggers import Timer
 
-from hw.register_map import Region, Status, pack_lanes
+from hw.register_map import Region, Status
 from sim.campaign.messages import BatchResult, ExperimentResult, SessionReady
 from sim.campaign.outcomes import classify
 from sim.harness import (
@@ -69,6 +70,12 @@ class ExperimentRunner:
         self._observed, self._done_cycles = RawSignal(dut.observed), RawSignal(dut.done_cycles)
         self._status = RawSignal(dut.status)
         self._load_signal, self._loaded = RawSignal(dut.load), RawSignal(dut.loaded)
+        # The tile's settings, written only when a tile changes them.
+        names = ["tile_k", "watchdog", "expected", "row_mask", "lane_mask"]
+        if config.range_check:
+            names += ["range_lower", "range_upper", "range_control"]
+        self._settings = {name: RawSignal(getattr(dut, name)) for name in names}
+        self._written = {}
         self._load_port = [RawSignal(signal) for signal in (dut.load_region, dut.load_base,
                                                             dut.load_count, dut.load_data)]
         self.load_segment = load_segment(config.register_map)
@@ -84,24 +91,25 @@ class ExperimentRunner:
     async def load_tile(self, tile, watchdog_cycles, golden=True):
         """Load operands and expectations, then (``golden``) check a golden run against
         the twin."""
-        regs = self.config.register_map
-        self.dut.tile_k.value = tile.k
         await self._load(Region.A, tile.a_words)
         await self._load(Region.B, tile.b_words)
         self.tile_cycles = self.config.tile_cycles(tile.k)
         self.experiment_cycles = experiment_cycles(self.config, tile.k)
         self.watchdog = watchdog_cycles
-        row_bits = 32 * regs.cols
-        self.dut.watchdog.value = watchdog_cycles
-        self.dut.expected.value = sum(pack_lanes(row, 32) << (i * row_bits)
-                                      for i, row in enumerate(tile.expected))
-        self.dut.row_mask.value = (1 << tile.valid_rows) - 1
-        self.dut.lane_mask.value = (1 << (32 * tile.valid_cols)) - 1
+        # The rows the host reads, int32 row after row, lane 0 lowest: the harness's
+        # ``expected`` word.
+        expected = int.from_bytes(np.asarray(tile.expected, dtype="<i4").tobytes(), "little")
+        settings = {"tile_k": tile.k, "watchdog": watchdog_cycles, "expected": expected,
+                    "row_mask": (1 << tile.valid_rows) - 1,
+                    "lane_mask": (1 << (32 * tile.valid_cols)) - 1}
         if self.config.range_check:
             lower, upper, zero = tile.range
-            self.dut.range_lower.value = lower & 0xFFFFFFFF
-            self.dut.range_upper.value = upper & 0xFFFFFFFF
-            self.dut.range_control.value = int(zero)
+            settings.update(range_lower=lower & 0xFFFFFFFF, range_upper=upper & 0xFFFFFFFF,
+                            range_control=int(zero))
+        for name, value in settings.items():
+            if self._written.get(name) != value:
+                self._settings[name].deposit(value)
+                self._written[name] = value
         self.loaded_tile = (tile.key, watchdog_cycles)
         self.golden_control = None
         if golden:
