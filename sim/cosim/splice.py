@@ -91,11 +91,10 @@ class SpliceDatapath(Datapath):
         if a.shape[0] != self.size:
             raise ValueError(f"batch of {a.shape[0]} for {self.size} splices")
         result = self._product(site, a, b)
-        for element, splice in self.by_site.get(site.name, ()):
-            rows, cols = splice.delta.shape
-            region = result[(element, *splice.index)][splice.row0:splice.row0 + rows,
-                                                       splice.col0:splice.col0 + cols]
-            region.copy_(wrap_int32(region.to(torch.int64) + splice.delta))
+        splices = self.by_site.get(site.name)
+        if splices:
+            places, deltas = _tile_places(splices)
+            result[places] = wrap_int32(result[places].to(torch.int64) + deltas)
         return result
 
     def _product(self, site, a, b):
@@ -113,3 +112,16 @@ class SpliceDatapath(Datapath):
             result[index] = gemm_int8(a[index], b[index] if b.dim() == a.dim() else b)
         return result
 
+
+def _tile_places(splices):
+    """(index tensors, deltas) of every output element that ``splices`` ((batch element,
+    :class:`TileSplice`) pairs of one GEMM) change: one indexed add for all of them."""
+    coordinates, deltas = [], []
+    for element, splice in splices:
+        rows, cols = splice.delta.shape
+        for row in range(splice.row0, splice.row0 + rows):
+            for col in range(splice.col0, splice.col0 + cols):
+                coordinates.append((element, *splice.index, row, col))
+        deltas.append(splice.delta.reshape(-1))
+    places = tuple(torch.tensor(axis) for axis in zip(*coordinates))
+    return places, torch.cat(deltas)
