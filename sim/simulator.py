@@ -164,14 +164,29 @@ class SimulatorSession:
 
     def request(self, message):
         """Send one message and wait for the testbench's answer."""
+        self.send(message)
+        return self.receive()
+
+    def send(self, message):
+        """Send one message; :meth:`receive` waits for its answer. The simulator works
+        on it meanwhile, in its own process."""
         try:
             pickle.dump(message, self._to_sim)
             self._to_sim.flush()
+        except BrokenPipeError:
+            self._stopped()
+
+    def receive(self):
+        """The testbench's answer to the message sent last."""
+        try:
             return pickle.load(self._from_sim)
-        except (BrokenPipeError, EOFError):
-            self._process.wait()
-            raise SimulationError(f"The simulator stopped (status {self._process.returncode});"
-                                  f" the end of its log:\n{_log_tail(self.log_path)}") from None
+        except EOFError:
+            self._stopped()
+
+    def _stopped(self):
+        self._process.wait()
+        raise SimulationError(f"The simulator stopped (status {self._process.returncode});"
+                              f" the end of its log:\n{_log_tail(self.log_path)}") from None
 
     def close(self):
         """End the testbench (it sees its input close) and wait for the simulator."""

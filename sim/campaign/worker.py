@@ -21,7 +21,7 @@ from sim.build import build_design
 from sim.campaign.messages import BatchResult, BatchTask, SessionSetup
 from sim.simulator import SimulatorSession, die_with_parent
 
-__all__ = ["run_batch", "run_batches", "start_session", "open_session", "thread_session",
+__all__ = ["run_batch", "submit_batches", "start_session", "open_session", "thread_session",
            "close_sessions", "prepare_pool_worker"]
 
 TESTBENCH = "sim.testbenches.campaign"
@@ -84,14 +84,19 @@ def run_batch(task: BatchTask, session=None) -> BatchResult:
     return session.request(task)
 
 
-def run_batches(tasks, session=None):
-    """The :class:`BatchResult` s of tasks of one design and site list, in one round trip to
-    the simulator (a model campaign's tiles: one experiment each, mostly)."""
+def submit_batches(tasks):
+    """Send tasks of one design and site list to this thread's simulator in one message
+    (a model campaign's tiles: one experiment each, mostly) and return a function that
+    waits for their :class:`BatchResult` s. The simulator runs them in its own process
+    while the caller goes on; until the function is called the session takes no other
+    request, and a caller that gives up on it must end it
+    (``close_sessions(kill=True)``)."""
     if not tasks:
-        return ()
+        return lambda: ()
     first = tasks[0]
-    session = session or _session(first.config, first.site_paths, first.control_paths)
-    return session.request(tuple(tasks))
+    session = _session(first.config, first.site_paths, first.control_paths)
+    session.send(tuple(tasks))
+    return session.receive
 
 
 def close_sessions(*, kill=False):

@@ -19,6 +19,7 @@ produce at that GEMM, widened (and counted) where a chosen test image goes beyon
 that no clean pass raises the flag.
 """
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -51,6 +52,9 @@ ENGINES = ("rtl", "twin")
 GEMM_CLASSES = tuple(c for c in FAULT_CLASSES if c not in NONLINEAR_UNITS)
 #: Experiments whose inferences the twin finishes in one batch (about twice as many rows).
 JUDGE_BATCH = 256
+#: Experiments per message to the simulator in the RTL engine (:meth:`ModelCampaign.run_rtl`):
+#: small enough that the twin's work on one part overlaps the simulation of the next.
+PIPELINE_PART = 128
 #: Images whose clean pass (every GEMM output, the logits) a campaign keeps (about 80 KB
 #: each for the shipped ViTs).
 CLEAN_PASSES = 512
@@ -98,17 +102,17 @@ def bounded_cache(cache, key, limit, compute):
 
 def draw_index(rng, cumulative):
     """An index drawn with probability proportional to its weight (``cumulative``: the
-    running sum of the weights)."""
-    return int(np.searchsorted(cumulative, rng.integers(cumulative[-1]), side="right"))
+    running sum of the weights, a list)."""
+    return bisect_right(cumulative, int(rng.integers(cumulative[-1])))
 
 
 def draw_bit(rng, sites, cumulative):
     """(site, bit) uniformly over the bits of ``sites`` (``cumulative``: the running sum
-    of their widths)."""
+    of their widths, a list)."""
     number = int(rng.integers(cumulative[-1]))
-    index = int(np.searchsorted(cumulative, number, side="right"))
+    index = bisect_right(cumulative, number)
     site = sites[index]
-    return site, number - int(cumulative[index] - site.width)
+    return site, number - (cumulative[index] - site.width)
 
 
 def load_workload(options):
@@ -185,6 +189,7 @@ class ModelCampaign:
     _gemms: dict = field(default_factory=dict)
     _passes: dict = field(default_factory=dict)
     _clean: dict = field(default_factory=dict)
+    _verdicts: dict = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, options):
@@ -216,8 +221,8 @@ class ModelCampaign:
                            if options.modules is None or gemms[p.gemm].module in options.modules]
         if not campaign.passes:
             raise ValueError("no GEMM of the model is among the chosen modules")
-        campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes])
-        campaign._cumulative_bits = np.cumsum([site.width for site in sites])
+        campaign._cumulative_cycles = np.cumsum([p.cycles for p in campaign.passes]).tolist()
+        campaign._cumulative_bits = np.cumsum([site.width for site in sites]).tolist()
         return campaign
 
     def description(self):
@@ -303,38 +308,31 @@ class ModelCampaign:
         return StruckTile(view.output[:tile_pass.valid_rows, :tile_pass.valid_cols],
                           view.abft_error, view.abft_corrected, view.range_flag)
 
-    def judge(self, upsets, struck_tiles, predictions):
+    def judge(self, upsets, struck_tiles, predictions, operation_level_sdc):
         """:class:`ModelRecord` s of experiments from the tiles the host read: the rest of
-        every inference runs in the twin, in one batch (each experiment with a wrong tile
-        kept, and its operation-level twin when the campaign runs that model), each from
-        its image's clean pass."""
-        splices, operation_splices, clean_tiles, places = [], [], [], []
+        every inference that kept a wrong tile runs in the twin, in one batch, each from
+        its image's clean pass; ``predictions`` and ``operation_level_sdc`` are the fault
+        models' verdicts (:func:`prediction_verdict`, :meth:`operation_level`)."""
+        splices, clean_tiles, places, equal = [], [], [], []
         for upset, struck in zip(upsets, struck_tiles):
             clean, module, label = self.struck_place(upset)
             clean_tiles.append(clean)
             places.append((module, label))
+            equal.append(struck.output is not None and torch.equal(struck.output, clean))
             recompute = struck.hang or struck.range_flag or (struck.abft_error
                                                              and not struck.abft_corrected)
-            splices.append(None if recompute or torch.equal(struck.output, clean)
+            splices.append(None if recompute or equal[-1]
                            else self.splice(upset, struck.output))
-            if self.options.operation_level:
-                operation_splices.append(self.operation_level_splice(upset))
-        # One row per kept wrong tile (an equal or recomputed tile leaves the clean logits),
-        # one per operation-level flip, each starting from its image's clean pass.
-        images = [upset.image for upset in upsets]
+        # One row per kept wrong tile: an equal or recomputed tile leaves the clean logits.
         spliced = [number for number, splice in enumerate(splices) if splice is not None]
-        rows = [images[number] for number in spliced] + (images if operation_splices else [])
-        logits = None if not rows else self.quantized(self.images[rows], SpliceDatapath(
-            [splices[number] for number in spliced] + operation_splices,
-            CleanPrefix(self._order, [self.clean_pass(image)[0] for image in rows])))
+        logits = self.finish([upsets[number].image for number in spliced],
+                             [splices[number] for number in spliced])
         experiment_row = {number: row for row, number in enumerate(spliced)}
         records = []
         for number, (upset, struck, prediction) in enumerate(zip(upsets, struck_tiles,
                                                                  predictions)):
             image = upset.image
-            clean_logits = self.clean_pass(image)[1]
-            label = int(self.labels[image])
-            clean_top1 = int(clean_logits.argmax())
+            label, clean_top1, clean_margin = self._clean_verdict(image)
             module, place = places[number]
             row = experiment_row.get(number)
             top1 = clean_top1 if row is None else int(logits[row].argmax())
@@ -343,17 +341,42 @@ class ModelCampaign:
             records.append(ModelRecord(
                 experiment=upset.experiment, image=image, module=module, gemm_site=place,
                 pass_index=upset.pass_index, site=upset.site, fault_class=upset.fault_class,
-                bit=upset.bit, cycle=upset.cycle,
-                tile_equal=struck.output is not None
-                and torch.equal(struck.output, clean_tiles[number]),
+                bit=upset.bit, cycle=upset.cycle, tile_equal=equal[number],
                 action=action, outcome=outcome, label=label, clean_top1=clean_top1,
                 top1=clean_top1 if kept_clean else top1,
                 margin_change=0.0 if kept_clean else float(
-                    _margin(logits[row], label) - _margin(clean_logits, label)),
-                predicted=prediction,
-                operation_level_sdc=None if not operation_splices
-                else int(logits[len(spliced) + number].argmax()) != clean_top1))
+                    _margin(logits[row], label) - clean_margin),
+                predicted=prediction, operation_level_sdc=operation_level_sdc[number]))
         return records
+
+    def _clean_verdict(self, image):
+        """(label, clean top-1 class, clean logit margin of the label) of test image
+        ``image``."""
+        def verdict():
+            logits = self.clean_pass(image)[1]
+            label = int(self.labels[image])
+            return label, int(logits.argmax()), _margin(logits, label)
+
+        return bounded_cache(self._verdicts, image, CLEAN_PASSES, verdict)
+
+    def finish(self, images, splices):
+        """Logits of the inferences of test images ``images`` (a list), each with its
+        splice, each run from its image's clean pass; ``None`` for no image."""
+        if not images:
+            return None
+        return self.quantized(self.images[images], SpliceDatapath(
+            splices, CleanPrefix(self._order, [self.clean_pass(image)[0] for image in images])))
+
+    def operation_level(self, upsets):
+        """Per upset, whether the operation-level model's flip in its GEMM
+        (:meth:`operation_level_splice`) changes the top-1 class, in one batch; ``None``
+        each when the campaign does not run that model."""
+        if not self.options.operation_level:
+            return [None] * len(upsets)
+        images = [upset.image for upset in upsets]
+        logits = self.finish(images, [self.operation_level_splice(u) for u in upsets])
+        return [int(row.argmax()) != self._clean_verdict(image)[1]
+                for row, image in zip(logits, images)]
 
     def clean_pass(self, image):
         """(GEMM outputs by site without the batch axis, logits) of the clean inference
@@ -399,7 +422,7 @@ class ModelCampaign:
         rng = np.random.default_rng([self.options.seed, upset.experiment, 1])
         m, n = gemm.a.shape[0], gemm.b.shape[1]
         row, col, bit = int(rng.integers(m)), int(rng.integers(n)), int(rng.integers(32))
-        value = int(self.clean_pass(upset.image)[0][gemm.site][(*gemm.index, row, col)])
+        value = int(self.clean_pass(upset.image)[0][gemm.site].numpy()[(*gemm.index, row, col)])
         flipped = to_signed((value & 0xFFFFFFFF) ^ (1 << bit), 32)
         return TileSplice(gemm.site, gemm.index, row, col,
                           torch.tensor([[flipped - value]], dtype=torch.int64))
@@ -411,48 +434,101 @@ class ModelCampaign:
 
     def run_rtl(self, experiments):
         """Records of ``experiments`` (indices) with the struck passes run on the RTL, each
-        also predicted by the RTL-derived fault model (the cross-check)."""
-        return self._run(experiments, self._strike_rtl)
+        also predicted by the RTL-derived fault model (the cross-check).
 
-    def _strike_rtl(self, upsets):
-        """The :class:`StruckTile` of each upset, from the campaign testbench on Verilator
-        (one batch per tile pass, carrying the pass's operands; one round trip per image)."""
-        from hw.register_map import Status
-        from sim.campaign.messages import BatchTask, Experiment
-        from sim.campaign.outcomes import watchdog_cycles
-        from sim.campaign.worker import run_batches
-        from sim.campaign.workload import TileData
-        config = self.options.config
-        site_paths, control_paths, index, step_width = self._simulator_sites
+        The passes go to the simulator in parts of about :data:`PIPELINE_PART`
+        experiments; while it runs one part (in its own process) the twin predicts that
+        part's tiles, runs its operation-level flips and finishes the previous part's
+        inferences."""
+        from sim.campaign.worker import close_sessions
+        upsets = [self.draw(number) for number in experiments]
+        parts = self._rtl_parts(upsets)
+        records, previous = [], None
+        tasks, shapes = self._rtl_tasks(upsets, parts[0]) if parts else ((), ())
+        for number, part_passes in enumerate(parts):
+            numbers = [upset for _, upset_numbers in part_passes for upset in upset_numbers]
+            part = [upsets[upset] for upset in numbers]
+            collect = self._submit_rtl(tasks)
+            try:
+                predicted = [self.predict(upset) for upset in part]
+                operation_level = self.operation_level(part)
+                if previous is not None:
+                    records += self.judge(*previous)
+                struck_shapes = shapes
+                if number + 1 < len(parts):
+                    tasks, shapes = self._rtl_tasks(upsets, parts[number + 1])
+            except BaseException:
+                close_sessions(kill=True)   # it is mid-part: nobody would read its answer
+                raise
+            struck = self._struck_tiles(collect, struck_shapes, len(part))
+            previous = (part, struck, [prediction_verdict(p, tile)
+                                       for p, tile in zip(predicted, struck)], operation_level)
+        if previous is not None:
+            records += self.judge(*previous)
+        return sorted(records, key=lambda record: record.experiment)
+
+    def _rtl_parts(self, upsets):
+        """The struck passes in load order (the passes of one GEMM column band and K range,
+        of every image, one after the other: a weight tile stays in its buffer for all of
+        them), cut into parts of about :data:`PIPELINE_PART` experiments: per part, a list
+        of ((image, pass index), numbers of its upsets)."""
         by_pass = defaultdict(list)
         for number, upset in enumerate(upsets):
             by_pass[upset.image, upset.pass_index].append(number)
 
         def load_order(key):
-            # Passes of one GEMM column band and K range, of every image, one after the
-            # other: a weight tile stays in its buffer for all of them.
             image, pass_index = key
             tile_pass = self.passes[pass_index]
             return tile_pass.gemm, tile_pass.col0, tile_pass.k0, image, tile_pass.row0
 
-        tasks, shapes = [], []
-        for (_, pass_index), numbers in sorted(by_pass.items(), key=lambda item: load_order(
-                item[0])):
-            gemm, tile_pass, a, b = self.pass_operands(upsets[numbers[0]])
-            clean = self.clean_tile(upsets[numbers[0]])
+        parts, size = [], PIPELINE_PART
+        for key in sorted(by_pass, key=load_order):
+            if size >= PIPELINE_PART:
+                parts.append([])
+                size = 0
+            parts[-1].append((key, by_pass[key]))
+            size += len(by_pass[key])
+        return parts
+
+    def _rtl_tasks(self, upsets, part_passes):
+        """(batch tasks, (clean tile, valid rows, valid cols) per task) of one part: a task
+        per struck pass carrying its operands, its experiments numbered in the part."""
+        from sim.campaign.messages import BatchTask, Experiment
+        from sim.campaign.outcomes import watchdog_cycles
+        from sim.campaign.workload import TileData
+        config = self.options.config
+        site_paths, control_paths, index, step_width = self._simulator_sites
+        tasks, shapes, numbered = [], [], 0
+        for (image, pass_index), numbers in part_passes:
+            upset = upsets[numbers[0]]
+            gemm, tile_pass, a, b = self.pass_operands(upset)
+            clean = self.clean_tile(upset)
             bounds = self.bounds.get(gemm.site)
             tile = TileData.of(
-                f"{self.options.model}/image {upsets[numbers[0]].image}/pass {pass_index}/"
-                f"{bounds!r}", pass_index, a, b, tile_pass.valid_rows, tile_pass.valid_cols,
-                clean, bounds)
+                f"{self.options.model}/image {image}/pass {pass_index}/{bounds!r}",
+                pass_index, a, b, tile_pass.valid_rows, tile_pass.valid_cols, clean, bounds)
+            experiments = tuple(Experiment(numbered + place, index[upsets[number].site],
+                                           upsets[number].bit, upsets[number].cycle)
+                                for place, number in enumerate(numbers))
+            numbered += len(numbers)
             tasks.append(BatchTask(config, site_paths, control_paths, tile,
                                    watchdog_cycles(config.tile_cycles(tile_pass.k), step_width),
-                                   tuple(Experiment(number, index[upsets[number].site],
-                                                    upsets[number].bit, upsets[number].cycle)
-                                         for number in numbers), golden_on_demand=True))
+                                   experiments, golden_on_demand=True))
             shapes.append((clean, tile_pass.valid_rows, tile_pass.valid_cols))
-        struck = [None] * len(upsets)
-        for batch, (clean, rows, cols) in zip(run_batches(tasks), shapes):
+        return tasks, shapes
+
+    def _submit_rtl(self, tasks):
+        """Send ``tasks`` to the simulator; returns the function that waits for them."""
+        from sim.campaign.worker import submit_batches
+        return submit_batches(tasks)
+
+    def _struck_tiles(self, collect, shapes, count):
+        """The :class:`StruckTile` of each of a part's ``count`` experiments, from the
+        simulator's results (``collect()``) for its tasks' ``shapes``."""
+        from hw.register_map import Status
+        config = self.options.config
+        struck = [None] * count
+        for batch, (clean, rows, cols) in zip(collect(), shapes):
             for result in batch.results:
                 if result.outcome == "hang":
                     struck[result.experiment] = StruckTile(None, hang=True)
@@ -468,21 +544,29 @@ class ModelCampaign:
         return struck
 
     def _run(self, experiments, strike, twin=False):
+        """Records of ``experiments``, their struck tiles from ``strike(upsets)`` (``twin``:
+        the predictions themselves), judged in batches of :data:`JUDGE_BATCH`."""
         upsets = [self.draw(number) for number in experiments]
         struck = strike(upsets)
         if twin:
             predictions = ["equal"] * len(upsets)
         else:
-            predictions = []
-            for upset, tile in zip(upsets, struck):
-                predicted = self.predict(upset)
-                predictions.append("not_modeled" if predicted is None else
-                                   "equal" if _same(predicted, tile) else "mismatch")
+            predictions = [prediction_verdict(self.predict(upset), tile)
+                           for upset, tile in zip(upsets, struck)]
         records = []
         for start in range(0, len(upsets), JUDGE_BATCH):
             part = slice(start, start + JUDGE_BATCH)
-            records += self.judge(upsets[part], struck[part], predictions[part])
+            records += self.judge(upsets[part], struck[part], predictions[part],
+                                  self.operation_level(upsets[part]))
         return sorted(records, key=lambda record: record.experiment)
+
+
+def prediction_verdict(predicted, struck):
+    """The RTL-derived model's prediction against the tile the host read: ``not_modeled``
+    (no prediction), ``equal`` or ``mismatch``."""
+    if predicted is None:
+        return "not_modeled"
+    return "equal" if _same(predicted, struck) else "mismatch"
 
 
 def _same(predicted, struck):

@@ -142,16 +142,16 @@ class UnitModelCampaign(ModelCampaign):
                        [], sites, all_sites)
         campaign._units = {unit: [site for site in sites if site.fault_class == unit]
                            for unit in classes}
-        campaign._unit_starts = {unit: np.cumsum([site.width for site in unit_sites])
+        campaign._unit_starts = {unit: np.cumsum([site.width for site in unit_sites]).tolist()
                                  for unit, unit_sites in campaign._units.items()}
         campaign._twins = {unit: UpsetTwin(unit, config.nonlinear_length,
                                            config.nonlinear_checkers) for unit in classes}
         campaign.passes = row_slots(campaign.calls(int(chosen[0])), config.nonlinear_length,
                                     classes)
         weights = [slot.cycles * campaign.unit_bits[slot.unit] for slot in campaign.passes]
-        campaign._cumulative_weight = np.cumsum(weights)
-        campaign._cumulative_cycles = np.cumsum([slot.cycles for slot in campaign.passes])
-        campaign._cumulative_bits = np.cumsum([site.width for site in sites])
+        campaign._cumulative_weight = np.cumsum(weights).tolist()
+        campaign._cumulative_cycles = np.cumsum([slot.cycles for slot in campaign.passes]).tolist()
+        campaign._cumulative_bits = np.cumsum([site.width for site in sites]).tolist()
         return campaign
 
     @property
