@@ -80,6 +80,39 @@ def test_a_tile_the_twin_gets_wrong_fails_its_golden_run_on_demand(monkeypatch):
         close_sessions()
 
 
+def test_the_rtl_engine_gives_the_same_records_in_parts_and_ends_a_simulator_it_leaves(
+        monkeypatch):
+    """The simulator runs a chunk part by part while the twin works on the previous part:
+    the records do not depend on the parts. A twin that fails while the simulator runs a
+    part ends that simulator (its answer would be read by no one); the next chunk starts
+    another and gets the same records."""
+    from sim.campaign.worker import _thread_sessions
+    from sim.cosim import engine
+    options = ModelCampaignOptions(DESIGNS[2], model="cnn", images=4, seed=6, engine="rtl")
+    campaign = ModelCampaign.prepare(options)
+    try:
+        whole = campaign.run(range(60))
+        monkeypatch.setattr(engine, "PIPELINE_PART", 7)
+        assert len(campaign._rtl_parts([campaign.draw(n) for n in range(60)])) > 3
+        assert campaign.run(range(60)) == whole
+        right, calls = campaign.operation_level, []
+
+        def fails_on_the_third_part(upsets):
+            calls.append(len(upsets))
+            if len(calls) == 3:
+                raise RuntimeError("the twin failed")
+            return right(upsets)
+
+        monkeypatch.setattr(campaign, "operation_level", fails_on_the_third_part)
+        with pytest.raises(RuntimeError, match="the twin failed"):
+            campaign.run(range(60))
+        assert not _thread_sessions()
+        monkeypatch.setattr(campaign, "operation_level", right)
+        assert campaign.run(range(60)) == whole
+    finally:
+        close_sessions()
+
+
 def _stored(db):
     try:
         with sqlite3.connect(db) as connection:
