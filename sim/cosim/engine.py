@@ -444,23 +444,22 @@ class ModelCampaign:
         upsets = [self.draw(number) for number in experiments]
         parts = self._rtl_parts(upsets)
         records, previous = [], None
-        tasks, shapes = self._rtl_tasks(upsets, parts[0]) if parts else ((), ())
+        ready = self._rtl_tasks(upsets, parts[0]) if parts else None  # the next part's tasks
         for number, part_passes in enumerate(parts):
-            numbers = [upset for _, upset_numbers in part_passes for upset in upset_numbers]
-            part = [upsets[upset] for upset in numbers]
+            part = [upsets[upset] for _, numbers in part_passes for upset in numbers]
+            tasks, shapes = ready
             collect = self._submit_rtl(tasks)
             try:
                 predicted = [self.predict(upset) for upset in part]
                 operation_level = self.operation_level(part)
                 if previous is not None:
                     records += self.judge(*previous)
-                struck_shapes = shapes
                 if number + 1 < len(parts):
-                    tasks, shapes = self._rtl_tasks(upsets, parts[number + 1])
+                    ready = self._rtl_tasks(upsets, parts[number + 1])
             except BaseException:
                 close_sessions(kill=True)   # it is mid-part: nobody would read its answer
                 raise
-            struck = self._struck_tiles(collect, struck_shapes, len(part))
+            struck = self._struck_tiles(collect, shapes, len(part))
             previous = (part, struck, [prediction_verdict(p, tile)
                                        for p, tile in zip(predicted, struck)], operation_level)
         if previous is not None:
