@@ -100,6 +100,28 @@ def test_a_late_tile_is_classified_by_its_output_and_a_hang_stores_no_cycle():
     assert (hang.outcome, hang.done_cycles, hang.wrong_elements) == ("hang", None, None)
 
 
+def test_a_batch_reports_the_cycles_the_simulator_ran():
+    """A batch's cycles: the tile's loads (a write per buffer word, after the edge that
+    sees the toggle) and golden run when the tile is new, then each experiment's run, and
+    the watchdog's wait after a run that did not finish in time."""
+    from sim.harness import experiment_cycles, load_cycles
+    prepared = prepare_campaign(replace(ONE_TILE, classes=("control",)))
+    first, second = _batches(prepared, prepared.plan(np.arange(600)), 1)[:2]
+    assert first.tile == second.tile
+    run = experiment_cycles(CONFIG, 64)
+    late = prepared.watchdog_cycles + CONFIG.rows + 4
+    try:
+        batches = [run_batch(first), run_batch(second)]
+    finally:
+        close_sessions()
+    overdue = [[result.done_cycles is None or result.done_cycles > CONFIG.tile_cycles(64)
+                for result in batch.results] for batch in batches]
+    expected = [sum(run + late * over for over in batch) for batch in overdue]
+    assert 0 < sum(map(sum, overdue)) < len(first.experiments) + len(second.experiments)
+    assert [batch.cycles for batch in batches] == [2 * load_cycles(64) + run + expected[0],
+                                                   expected[1]]
+
+
 def test_what_the_watchdog_calls_a_hang_never_finishes():
     """The watchdog's bound (2 x tile + 2**step bits) is generous: every control upset it
     calls a hang still hangs with four times the wait, and the rest end the same way."""

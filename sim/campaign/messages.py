@@ -90,9 +90,12 @@ class ExperimentResult:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """The results of one :class:`BatchTask`, in its order, and the simulator's time."""
+    """The results of one :class:`BatchTask`, in its order, and what it cost the simulator."""
     results: tuple[ExperimentResult, ...]
     seconds: float
+    """Wall-clock seconds, the tile's loads and golden run included."""
+    cycles: int = 0
+    """Clock cycles simulated, the tile's loads and golden run included."""
 
 
 @dataclass(frozen=True)

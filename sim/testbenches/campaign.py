@@ -33,6 +33,7 @@ import time
 
 import cocotb
 import numpy as np
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import Timer
 
 from hw.register_map import Region, Status
@@ -183,10 +184,10 @@ class ExperimentRunner:
     async def run_batch(self, batch):
         """The :class:`BatchResult` of a :class:`BatchTask`."""
         verified = True
+        started, first_cycle = time.perf_counter(), get_sim_time(unit="ns")
         if (batch.tile.key, batch.watchdog_cycles) != self.loaded_tile:
             verified = not batch.golden_on_demand
             await self.load_tile(batch.tile, batch.watchdog_cycles, golden=verified)
-        started = time.perf_counter()
         results = []
         for e in batch.experiments:
             results.append(await self.run(e.experiment, e.site, e.bit, e.cycle))
@@ -194,7 +195,8 @@ class ExperimentRunner:
                 if not self._shows_clean(results[-1]):
                     await self.golden_run(batch.tile)
                 verified = True
-        return BatchResult(tuple(results), time.perf_counter() - started)
+        return BatchResult(tuple(results), time.perf_counter() - started,
+                           int(get_sim_time(unit="ns") - first_cycle) // CLOCK_PERIOD_NS)
 
     def _observed_tile(self):
         """The rows the host read: int32, little-endian, row by row."""
