@@ -1,6 +1,12 @@
 """Run every benchmark and print its figures: ``python -m bench`` (``make bench``)."""
 
-from bench import campaign_speed, model_campaign_speed, simulation_speed, software_injection_speed
+from bench import (
+    campaign_speed,
+    cluster_sampling,
+    model_campaign_speed,
+    simulation_speed,
+    software_injection_speed,
+)
 from hw.config import AcceleratorConfig
 
 
@@ -12,6 +18,7 @@ def main():
     print()
     for design in model_campaign_speed.measure_designs():
         print(model_campaign_speed.report(design))
+    print(cluster_sampling.report(cluster_sampling.measure()))
     print()
     print(software_injection_speed.report(software_injection_speed.measure()))
 
