@@ -10,6 +10,7 @@ unit's ``output`` register.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sw.datapath import Datapath
@@ -116,12 +117,15 @@ class SpliceDatapath(Datapath):
 def _tile_places(splices):
     """(index tensors, deltas) of every output element that ``splices`` ((batch element,
     :class:`TileSplice`) pairs of one GEMM) change: one indexed add for all of them."""
-    coordinates, deltas = [], []
-    for element, splice in splices:
-        rows, cols = splice.delta.shape
-        for row in range(splice.row0, splice.row0 + rows):
-            for col in range(splice.col0, splice.col0 + cols):
-                coordinates.append((element, *splice.index, row, col))
-        deltas.append(splice.delta.reshape(-1))
-    places = tuple(torch.tensor(axis) for axis in zip(*coordinates))
-    return places, torch.cat(deltas)
+    shapes = [splice.delta.shape for _, splice in splices]
+    counts = np.array([rows * cols for rows, cols in shapes])
+    corners = np.array([(element, *splice.index, splice.row0, splice.col0)
+                        for element, splice in splices], dtype=np.int64)
+    places = np.repeat(corners, counts, axis=0)
+    # Each splice's elements row by row, as its delta is laid out.
+    within = np.arange(len(places)) - np.repeat(np.cumsum(counts) - counts, counts)
+    widths = np.repeat([cols for _, cols in shapes], counts)
+    places[:, -2] += within // widths
+    places[:, -1] += within % widths
+    return (tuple(torch.from_numpy(np.ascontiguousarray(axis)) for axis in places.T),
+            torch.cat([splice.delta.reshape(-1) for _, splice in splices]))
