@@ -7,7 +7,9 @@ bits of the chosen site classes) and a cycle of the pass's window. The struck pa
 the RTL (``engine="rtl"``) or is predicted by the RTL-derived fault model
 (:mod:`sw.twin.upset`, ``engine="twin"``); the host policy decides what the alarms cost;
 the tile the host keeps is spliced into the inference (:mod:`sim.cosim.splice`), and the
-twin runs the rest of it, batched over the experiments that share an image.
+twin runs the rest of it from the image's clean pass, batched over a chunk's experiments.
+On the RTL, the twin's work on one part of a chunk overlaps the simulation of the next
+(:meth:`ModelCampaign.run_rtl`).
 
 Host policy: ABFT_ERROR without ABFT_CORRECTED, a RANGE_FLAG or a hang make the host
 recompute the pass (its result is then the clean one); a corrected tile is kept.
