@@ -65,9 +65,10 @@ def _steps(campaign, start, count):
     """Microseconds per experiment the RTL engine spends in each of :data:`_STEPS`, and
     the clock cycles the simulator runs per experiment (``cycles``: loads, golden runs and
     upset runs)."""
+    from sim.campaign import worker
     spent = dict.fromkeys(_STEPS, 0.0)
     cycles = [0]
-    submit = campaign._submit_rtl
+    submit = worker.submit_batches
 
     def counted(tasks):
         collect = submit(tasks)
@@ -87,14 +88,16 @@ def _steps(campaign, start, count):
                 spent[name] += time.perf_counter() - begun
         return run
 
-    # Instance attributes shadow the methods, then go.
-    campaign._submit_rtl = counted
+    # Instance attributes shadow the methods, then go; the engine looks the worker's
+    # submit_batches up on each call.
+    worker.submit_batches = counted
     for name in _STEPS:
         setattr(campaign, name, timed(name, getattr(campaign, name)))
     try:
         _rate(campaign, "rtl", start, count)
     finally:
-        for name in (*_STEPS, "_submit_rtl"):
+        worker.submit_batches = submit
+        for name in _STEPS:
             delattr(campaign, name)
     return {**{name: 1e6 * seconds / count for name, seconds in spent.items()},
             "cycles": cycles[0] / count}

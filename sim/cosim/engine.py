@@ -43,7 +43,7 @@ from sim.cosim.workload import (
 )
 from sw.datapath import Datapath
 from sw.twin.gemm import to_signed
-from sw.twin.protection import RangeBounds, wrap32
+from sw.twin.protection import RangeBounds, product_raw
 from sw.twin.upset import MODELED_CLASSES, predict_upset
 
 __all__ = ["ModelCampaignOptions", "ModelCampaign", "classify_model", "load_workload",
@@ -295,7 +295,7 @@ class ModelCampaign:
             tile_pass = self.passes[upset.pass_index]
             gemm = self.gemms(upset.image)[tile_pass.gemm]
             a, b = tile_pass.operands(gemm, self.options.config.rows, self.options.config.cols)
-            product = wrap32(a.astype(np.int64) @ b.astype(np.int64))
+            product = product_raw(a, b)
             return gemm, tile_pass, a, b, torch.from_numpy(product.astype(np.int32)), product
 
         return bounded_cache(self._passes, (upset.image, upset.pass_index), 4096, operands)
@@ -442,7 +442,7 @@ class ModelCampaign:
         experiments; while it runs one part (in its own process) the twin predicts that
         part's tiles, runs its operation-level flips and finishes the previous part's
         inferences."""
-        from sim.campaign.worker import close_sessions
+        from sim.campaign.worker import close_sessions, submit_batches
         upsets = [self.draw(number) for number in experiments]
         parts = self._rtl_parts(upsets)
         records, previous = [], None
@@ -450,7 +450,7 @@ class ModelCampaign:
         for number, part_passes in enumerate(parts):
             part = [upsets[upset] for _, numbers in part_passes for upset in numbers]
             tasks, shapes = ready
-            collect = self._submit_rtl(tasks)
+            collect = submit_batches(tasks)
             try:
                 predicted = [self.predict(upset) for upset in part]
                 operation_level = self.operation_level(part)
@@ -517,11 +517,6 @@ class ModelCampaign:
                                    experiments, golden_on_demand=True))
             shapes.append((clean, tile_pass.valid_rows, tile_pass.valid_cols))
         return tasks, shapes
-
-    def _submit_rtl(self, tasks):
-        """Send ``tasks`` to the simulator; returns the function that waits for them."""
-        from sim.campaign.worker import submit_batches
-        return submit_batches(tasks)
 
     def _struck_tiles(self, collect, shapes, count):
         """The :class:`StruckTile` of each of a part's ``count`` experiments, from the

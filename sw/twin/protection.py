@@ -23,7 +23,7 @@ from sw.twin.gemm import tile_product, to_signed, wrap_int32
 
 __all__ = ["RangeBounds", "TileCheck", "check_tile", "check_raw", "range_check",
            "clamp_to_range", "column_checksums", "row_checksums", "accumulator_upset",
-           "accumulator_upset_raw", "wrap32"]
+           "accumulator_upset_raw", "product_raw", "wrap32"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,12 @@ def wrap32(values):
     """NumPy integers reduced modulo 2**32 into the int32 range, as int64 (the int32 cast
     keeps the low 32 bits, two's complement)."""
     return np.asarray(values, dtype=np.int64).astype(np.int32).astype(np.int64)
+
+
+def product_raw(a_tile, b_tile):
+    """The int32 tile the array accumulates (:func:`sw.twin.gemm.tile_product`) from NumPy
+    integer operands, as int64."""
+    return wrap32(np.asarray(a_tile).astype(np.int64) @ np.asarray(b_tile).astype(np.int64))
 
 
 def _bits(mask):

@@ -43,7 +43,13 @@ import torch
 from hw.config import busy_cycles, compute_cycles
 from hw.register_map import Status
 from sw.twin.gemm import to_signed
-from sw.twin.protection import accumulator_upset_raw, check_raw, clamp_to_range, wrap32
+from sw.twin.protection import (
+    accumulator_upset_raw,
+    check_raw,
+    clamp_to_range,
+    product_raw,
+    wrap32,
+)
 
 __all__ = ["HostView", "predict_upset", "MODELED_CLASSES"]
 
@@ -130,8 +136,7 @@ def predict_upset(config, a_tile, b_tile, site, bit, cycle, bounds=None, clean=N
     if not (skew or pe or result_row or site == "rdata"):
         return None
     a, b = np.asarray(a_tile), np.asarray(b_tile)
-    tile = (wrap32(a.astype(np.int64) @ b.astype(np.int64)) if clean is None
-            else np.asarray(clean, dtype=np.int64))
+    tile = product_raw(a, b) if clean is None else np.asarray(clean, dtype=np.int64)
     rows, k = a.shape
     cols = b.shape[1]
     row_integrity = col_integrity = None
