@@ -17,7 +17,11 @@ from hw.nonlinear.units import build_unit
 from hw.register_map import (NONLINEAR_REGION_BASE, UNIT_FLAGS_SHIFT, Csr, Region, Status,
                              UnitCsr, UnitWindow)
 
-__all__ = ["GemmAccelerator"]
+__all__ = ["GemmAccelerator", "OPERAND_BUFFERS"]
+
+#: The operand buffers' memories by region: their names in the accelerator's Verilog
+#: module, where a testbench may write them directly (:mod:`sim.memory_backdoor`).
+OPERAND_BUFFERS = {Region.A: "a_buffer", Region.B: "b_buffer"}
 
 
 class GemmAccelerator(wiring.Component):
@@ -156,8 +160,10 @@ class GemmAccelerator(wiring.Component):
         Returns the A and B lanes as they enter the skew buffers (what the checksums tap).
         """
         rows, cols, k_max = self._config.rows, self._config.cols, self._config.k_max
-        m.submodules.a_buffer = a_buffer = Memory(shape=8 * rows, depth=k_max, init=[])
-        m.submodules.b_buffer = b_buffer = Memory(shape=8 * cols, depth=k_max, init=[])
+        a_buffer = Memory(shape=8 * rows, depth=k_max, init=[])
+        b_buffer = Memory(shape=8 * cols, depth=k_max, init=[])
+        m.submodules[OPERAND_BUFFERS[Region.A]] = a_buffer
+        m.submodules[OPERAND_BUFFERS[Region.B]] = b_buffer
         m.submodules.a_skew = a_skew = SkewBuffer(lanes=rows)
         m.submodules.b_skew = b_skew = SkewBuffer(lanes=cols)
         for buffer, buffer_region, skew, lanes in ((a_buffer, Region.A, a_skew, rows),

@@ -16,10 +16,12 @@ What a build contains:
 * ``design.v``: the accelerator, exactly as ``softerror generate`` writes it;
 * ``harness.v``: the simulation top (:mod:`sim.harness`) around it;
 * ``sites.json``: the fault sites (:mod:`hw.netlist.fault_sites`);
-* ``public.vlt``: a Verilator control file that makes only the harness ports and the fault
-  sites visible to cocotb (cocotb's runner passes ``--public-flat-rw``, which makes every
-  signal visible and the model several times slower);
-* the model, with our own C++ ``main`` (``harness_main.cpp``: the clock runs in C++) and
+* ``public.vlt``: a Verilator control file that makes only the harness ports, the fault
+  sites and the operand buffers (for :mod:`sim.memory_backdoor`) visible to cocotb
+  (cocotb's runner passes ``--public-flat-rw``, which makes every signal visible and the
+  model several times slower);
+* the model, with our own C++ ``main`` (``harness_main.cpp``: the clock runs in C++, and
+  it exports the memory backdoor) and
   the C++ compiled with ``-O2`` (Verilator's default ``-Os`` runs the model at half speed).
 """
 
@@ -37,11 +39,12 @@ from pathlib import Path
 from amaranth.back import verilog
 
 import hw
-from hw.accelerator import GemmAccelerator
+from hw.accelerator import OPERAND_BUFFERS, GemmAccelerator
 from hw.config import AcceleratorConfig
 from hw.netlist.fault_sites import FaultSite, enumerate_fault_sites
-from hw.netlist.generate import generate_verilog
+from hw.netlist.generate import TOP_NAME, generate_verilog
 from sim import toolchain
+from sim.memory_backdoor import BACKDOOR_SYMBOL
 from sim.harness import CLOCK_PERIOD_NS, HARNESS_NAME, ExperimentHarness
 
 __all__ = ["Build", "BuildError", "build_design", "cache_root",
@@ -145,10 +148,12 @@ def _build_key(config, waves):
 
 
 def public_signals(harness, sites):
-    """(module, signal) pairs cocotb may reach: the harness ports and the fault sites."""
+    """(module, signal) pairs cocotb may reach: the harness ports, the fault sites and the
+    operand buffers."""
     ports = ["clk", "rst", *harness.signature.members.keys()]
-    return [(HARNESS_NAME, port) for port in ports] + [(site.module, site.name)
-                                                       for site in sites]
+    return ([(HARNESS_NAME, port) for port in ports]
+            + [(site.module, site.name) for site in sites]
+            + [(TOP_NAME, memory) for memory in OPERAND_BUFFERS.values()])
 
 
 def _control_file(signals):
@@ -195,7 +200,8 @@ def _compile(config, directory, waves):
         "verilator", "-cc", "--exe", "--vpi", "--prefix", "Vtop",
         "--top-module", HARNESS_NAME, "-o", HARNESS_NAME, "-Mdir", str(directory),
         *VERILATOR_FLAGS, "-CFLAGS", " ".join(CXX_FLAGS),
-        "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+        "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator "
+                    f"-Wl,--export-dynamic-symbol={BACKDOOR_SYMBOL}",
         *TRACE_FLAGS.get(waves, []),
         "public.vlt", str(_HARNESS_MAIN), "design.v", "harness.v",
     ]

@@ -27,8 +27,7 @@ from hw.netlist.generate import TOP_NAME
 from hw.register_map import Csr, Region, RegisterMap
 
 __all__ = ["ExperimentHarness", "HARNESS_NAME", "CLOCK_PERIOD_NS", "start_offset",
-           "experiment_cycles", "window_cycles", "load_cycles", "load_segment",
-           "load_word_width"]
+           "experiment_cycles", "window_cycles"]
 
 HARNESS_NAME = "softerror_harness"
 #: Clock period of every simulation; the clock is generated in C++ (``harness_main.cpp``),
@@ -53,27 +52,6 @@ def experiment_cycles(config, k):
     return start_offset(config) + config.tile_cycles(k) + 1 + (config.rows + 2) + 1
 
 
-#: Bits of the harness's ``load_data`` port, at most (the simulator's top-level ports are
-#: limited in total width).
-LOAD_DATA_BITS = 16384
-
-
-def load_word_width(register_map):
-    """Bits per word of ``load_data``: an A or a B buffer word, whichever is wider."""
-    return 8 * max(register_map.rows, register_map.cols)
-
-
-def load_segment(register_map):
-    """Words one load writes at most."""
-    return max(1, min(register_map.k_max, LOAD_DATA_BITS // load_word_width(register_map)))
-
-
-def load_cycles(count):
-    """Cycles from the ``load`` toggle until ``loaded`` reads 1: the edge that sees the
-    toggle, then one write per word."""
-    return count + 1
-
-
 def window_cycles(config, k):
     """Injection window of a tile: from the START edge to the last result read."""
     return experiment_cycles(config, k) - start_offset(config)
@@ -96,18 +74,8 @@ class ExperimentHarness(wiring.Component):
     run : In(1)
         Toggle to start an experiment.
     tile_k : In(range(k_max + 1))
-        K of the experiment's tile (its operands are already in the buffers).
-    load : In(1)
-        Toggle to write ``load_data`` into an operand buffer.
-    load_region : In(2)
-        :class:`hw.register_map.Region` ``A`` or ``B``.
-    load_base, load_count : In(range(k_max)), In(range(load_segment + 1))
-        The first entry written and how many.
-    load_data : In(load_segment * load_word_width)
-        The words (as :class:`hw.register_map.RegisterMap` packs them, zero-extended to
-        :func:`load_word_width`), the first in the low bits.
-    loaded : Out(1)
-        Sticky from the end of a load until the next load.
+        K of the experiment's tile (its operands are already in the buffers: written over
+        the pass-through port, or directly by :mod:`sim.memory_backdoor`).
     watchdog : In(32)
         Cycles to wait for ``irq`` before declaring a hang.
     range_lower, range_upper, range_control : In(32)
@@ -142,12 +110,6 @@ class ExperimentHarness(wiring.Component):
             "irq": Out(1),
             "run": In(1),
             "tile_k": In(range(register_map.k_max + 1)),
-            "load": In(1),
-            "load_region": In(2),
-            "load_base": In(range(register_map.k_max)),
-            "load_count": In(range(load_segment(register_map) + 1)),
-            "load_data": In(load_segment(register_map) * load_word_width(register_map)),
-            "loaded": Out(1),
             "watchdog": In(32),
             **({name: In(32) for name in ("range_lower", "range_upper", "range_control")}
                if register_map.range_check else {}),
@@ -179,8 +141,7 @@ class ExperimentHarness(wiring.Component):
             o_rdata=self.rdata, o_irq=self.irq,
         )
 
-        run_seen, load_seen, loaded = Signal(), Signal(), Signal()
-        load_index = Signal(range(load_segment(regs)))
+        run_seen = Signal()
         counter = Signal(32)
         read_index = Signal(range(rows + 2))
         observed = [Signal(row_bits, name=f"observed_{i}") for i in range(rows)]
@@ -190,7 +151,7 @@ class ExperimentHarness(wiring.Component):
         m.d.comb += [
             self.observed.eq(Cat(*observed)),
             self.finished.eq(finished), self.hang.eq(hang), self.mismatch.eq(mismatch),
-            self.done_cycles.eq(done_cycles), self.status.eq(status), self.loaded.eq(loaded),
+            self.done_cycles.eq(done_cycles), self.status.eq(status),
             bus_addr.eq(self.addr), bus_wdata.eq(self.wdata), bus_we.eq(self.we),
             bus_re.eq(self.re),
         ]
@@ -205,19 +166,6 @@ class ExperimentHarness(wiring.Component):
                     m.d.sync += [run_seen.eq(self.run), finished.eq(0), hang.eq(0),
                                  mismatch.eq(0)]
                     m.next = "RESET"
-                with m.Elif(self.load != load_seen):
-                    m.d.sync += [load_seen.eq(self.load), loaded.eq(0), load_index.eq(0)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += [bus_addr.eq((self.load_region << regs.index_width)
-                                         | (self.load_base + load_index)),
-                             bus_wdata.eq(self.load_data.word_select(
-                                 load_index, load_word_width(regs))),
-                             bus_we.eq(1), bus_re.eq(0)]
-                m.d.sync += load_index.eq(load_index + 1)
-                with m.If(load_index == self.load_count - 1):
-                    m.d.sync += [load_index.eq(0), loaded.eq(1)]
-                    m.next = "IDLE"
             with m.State("RESET"):
                 m.d.comb += [accelerator_reset.eq(1), bus_we.eq(0), bus_re.eq(0)]
                 m.next = "CONFIGURE_0"

@@ -14,8 +14,13 @@
 // the deadline each step is then just the clock edge, the evaluation and a check for
 // value-change callbacks; when one fires, the step is completed in full and the loop
 // returns to full steps.
+//
+// Backdoor: `softerror_write_memory` copies words into a public memory of the model, in
+// zero simulated time, for a testbench that calls it through ctypes (the link exports it).
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 
 #include "Vtop.h"
@@ -70,6 +75,29 @@ bool settle(Vtop& top) {
 }
 
 }  // namespace
+
+// Write `count` words of `word_bytes` bytes each (little-endian, word 0 first) into the
+// first entries of the one-dimensional memory `name` of scope `scope` (a public variable),
+// zero-extending or truncating each to the entry. Returns 0, or -1 for no such scope, -2
+// for no such memory, -3 when the memory has fewer than `count` entries.
+extern "C" __attribute__((visibility("default"))) int softerror_write_memory(
+    const char* scope, const char* name, const unsigned char* words, uint32_t word_bytes,
+    uint32_t count) {
+    const VerilatedScope* const scopep = Verilated::threadContextp()->scopeFind(scope);
+    if (!scopep) return -1;
+    const VerilatedVar* const varp = scopep->varFind(name);
+    if (!varp || varp->udims() != 1) return -2;
+    if (count > static_cast<uint32_t>(varp->elements(1))) return -3;
+    const uint32_t entry = varp->entSize();
+    const uint32_t copied = std::min(word_bytes, entry);
+    for (uint32_t i = 0; i < count; ++i) {
+        auto* const entryp = static_cast<unsigned char*>(
+            varp->datapAdjustIndex(varp->datap(), 1, varp->low(1) + static_cast<int>(i)));
+        std::memcpy(entryp, words + static_cast<size_t>(i) * word_bytes, copied);
+        std::memset(entryp + copied, 0, entry - copied);
+    }
+    return 0;
+}
 
 double sc_time_stamp() { return static_cast<double>(now); }
 

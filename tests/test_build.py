@@ -34,20 +34,22 @@ def test_key_depends_on_parameters_waves_and_sources(monkeypatch):
 
 
 @pytest.mark.parametrize("protection", [{}, {"abft": "col", "range_check": True}])
-def test_only_harness_ports_and_fault_sites_are_public(protection):
+def test_only_harness_ports_fault_sites_and_operand_buffers_are_public(protection):
     build = build_design(AcceleratorConfig(rows=1, cols=1, k_max=4, **protection))
     control = (build.directory / "public.vlt").read_text().splitlines()
     assert control[0] == "`verilator_config"
     range_ports = ["range_lower", "range_upper", "range_control"] if protection else []
     ports = ["clk", "rst", "addr", "wdata", "we", "re", "rdata", "irq", "run", "tile_k",
-             "load", "load_region", "load_base", "load_count", "load_data", "loaded", "watchdog", *range_ports, "expected", "row_mask", "lane_mask", "finished", "hang",
+             "watchdog", *range_ports, "expected", "row_mask", "lane_mask", "finished", "hang",
              "mismatch", "observed", "done_cycles", "status"]
     sites = build.fault_sites()
     classes = {site.fault_class for site in sites}
     assert {"checksum", "range"} <= classes if protection else not classes & {"checksum", "range"}
     assert control[1:] == (
         [f'public_flat_rw -module "softerror_harness" -var "{port}"' for port in ports]
-        + [f'public_flat_rw -module "{site.module}" -var "{site.name}"' for site in sites])
+        + [f'public_flat_rw -module "{site.module}" -var "{site.name}"' for site in sites]
+        + [f'public_flat_rw -module "gemm_accelerator" -var "{memory}"'
+           for memory in ("a_buffer", "b_buffer")])
     assert "--public-flat-rw" not in (build.directory / "build.log").read_text()
 
 

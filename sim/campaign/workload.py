@@ -26,8 +26,8 @@ class TileData:
     valid_cols: int
     a_words: bytes
     b_words: bytes
-    """The A and B buffer words, each zero-extended to ``max(rows, cols)`` bytes (the
-    harness loader's word), lane 0 in the low byte, word 0 first."""
+    """The A and B buffer words, each zero-extended to ``max(rows, cols)`` bytes (one
+    word size for both buffers), lane 0 in the low byte, word 0 first."""
     expected: tuple
     """Rows of the int32 tile the host reads on a clean run (zero-padded like the hardware's
     tile, range-checked when the design checks ranges)."""

@@ -6,8 +6,9 @@ Runs inside the simulator, driven through a :class:`sim.simulator.SessionChannel
    up once and the design is reset;
 2. each batch (:class:`sim.campaign.messages.BatchTask`) carries a tile (its operands, K
    and expected result, computed by the twin), the watchdog bound and experiments. When
-   the tile changes, the harness loads its operands over the host port (the buffers are
-   memories: reset does not clear them) and a golden run without an upset must reproduce
+   the tile changes, its operands are written into the operand buffers directly
+   (:mod:`sim.memory_backdoor`, in zero simulated time; the buffers are memories: reset
+   does not clear them, and upsets strike only during runs) and a golden run without an upset must reproduce
    the twin's result exactly at ``tile_cycles`` -- before the experiments, or (``golden_on_demand``)
    after the first experiment that does not already show it by reading back the twin's
    tile at that cycle without an alarm;
@@ -36,18 +37,13 @@ import numpy as np
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Timer
 
+from hw.accelerator import OPERAND_BUFFERS
 from hw.register_map import Region, Status
 from sim.campaign.messages import BatchResult, ExperimentResult, SessionReady
 from sim.campaign.outcomes import classify
-from sim.harness import (
-    CLOCK_PERIOD_NS,
-    experiment_cycles,
-    load_cycles,
-    load_segment,
-    load_word_width,
-    start_offset,
-)
+from sim.harness import CLOCK_PERIOD_NS, HARNESS_NAME, experiment_cycles, start_offset
 from sim.host_bus import HostBus
+from sim.memory_backdoor import MemoryBackdoor
 from sim.signal_access import RawSignal, resolve
 from sim.simulator import SessionChannel
 
@@ -62,7 +58,7 @@ class ExperimentRunner:
         self.registers = [RawSignal(resolve(dut.accelerator, path)) for path in site_paths]
         self.control = [RawSignal(resolve(dut.accelerator, path)) for path in control_paths]
         self.golden_control = None
-        self.run_toggle = self.load_toggle = 0
+        self.run_toggle = 0
         self.loaded_tile = None
         self.buffer_words = {}   # region -> the words it holds (buffers keep them across runs)
         self._timers = {}
@@ -70,17 +66,14 @@ class ExperimentRunner:
         self._hang, self._mismatch = RawSignal(dut.hang), RawSignal(dut.mismatch)
         self._observed, self._done_cycles = RawSignal(dut.observed), RawSignal(dut.done_cycles)
         self._status = RawSignal(dut.status)
-        self._load_signal, self._loaded = RawSignal(dut.load), RawSignal(dut.loaded)
         # The tile's settings, written only when a tile changes them.
         names = ["tile_k", "watchdog", "expected", "row_mask", "lane_mask"]
         if config.range_check:
             names += ["range_lower", "range_upper", "range_control"]
         self._settings = {name: RawSignal(getattr(dut, name)) for name in names}
         self._written = {}
-        self._load_port = [RawSignal(signal) for signal in (dut.load_region, dut.load_base,
-                                                            dut.load_count, dut.load_data)]
-        self.load_segment = load_segment(config.register_map)
-        self.load_word_width = load_word_width(config.register_map)
+        self.buffers = {region: MemoryBackdoor(f"{HARNESS_NAME}.accelerator", name)
+                        for region, name in OPERAND_BUFFERS.items()}
         self.start_offset = start_offset(config)
 
     def _wait(self, cycles):
@@ -92,8 +85,8 @@ class ExperimentRunner:
     async def load_tile(self, tile, watchdog_cycles, golden=True):
         """Load operands and expectations, then (``golden``) check a golden run against
         the twin."""
-        await self._load(Region.A, tile.a_words)
-        await self._load(Region.B, tile.b_words)
+        self._load(Region.A, tile.a_words, tile.k)
+        self._load(Region.B, tile.b_words, tile.k)
         self.tile_cycles = self.config.tile_cycles(tile.k)
         self.experiment_cycles = experiment_cycles(self.config, tile.k)
         self.watchdog = watchdog_cycles
@@ -130,27 +123,14 @@ class ExperimentRunner:
     def _shows_clean(self, result):
         return result.outcome == "masked" and result.done_cycles == self.tile_cycles
 
-    async def _load(self, region, words):
-        """Write ``words`` (bytes: :class:`TileData`'s buffer words) into operand buffer
-        ``region`` through the harness's loader, unless it holds them already (a weight
-        tile shared by passes of several images)."""
+    def _load(self, region, words, k):
+        """Write ``words`` (bytes: :class:`TileData`'s ``k`` buffer words) into operand
+        buffer ``region``, unless it holds them already (a weight tile shared by passes of
+        several images)."""
         if self.buffer_words.get(region) == words:
             return
         self.buffer_words[region] = None
-        word_bytes = self.load_word_width // 8
-        count = len(words) // word_bytes
-        for base in range(0, count, self.load_segment):
-            length = min(self.load_segment, count - base)
-            data = int.from_bytes(words[base * word_bytes:(base + length) * word_bytes],
-                                  "little")
-            for signal, value in zip(self._load_port, (int(region), base, length, data)):
-                signal.deposit(value)
-            self.load_toggle ^= 1
-            self._load_signal.deposit(self.load_toggle)
-            await self._wait(load_cycles(length))
-            if not self._loaded.read():
-                raise AssertionError(f"the harness did not load {length} words in "
-                                     f"{load_cycles(length)} cycles")
+        self.buffers[region].write(words, len(words) // k)
         self.buffer_words[region] = words
 
     async def run(self, experiment, site, bit, cycle):
